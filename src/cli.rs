@@ -1,0 +1,419 @@
+//! The command line: argument parsing, logging set-up, progress display, exit codes.
+//!
+//! Owns: turning flags into a validated [`Config`] and a job, and turning results into output
+//! and an exit status. Must not touch: processing itself — it calls `pipeline` and friends.
+//!
+//! Exit codes (stable contract, also in the README):
+//! 0 success · 1 an input could not be processed (missing, empty, not media, corrupt,
+//! unsupported, stalled) · 2 usage or configuration error · 3 environment error (model
+//! missing or wrong sha256, ONNX Runtime or a GStreamer element missing, CUDA unavailable) ·
+//! 4 output could not be written · 130 interrupted.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, InputSize};
+use crate::detect::{Device, ModelKind};
+use crate::media::encode::Quality;
+use crate::pipeline::{Control, Job, PipelineError};
+use crate::redact::video::Style;
+
+#[derive(Parser, Debug)]
+#[command(name = "obscura", version, about = "Find and redact faces (and voices) in device video", long_about = None)]
+pub struct Cli {
+    /// Log as JSON lines on stderr.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Redact faces in a video file: writes a playable MP4 and a JSON sidecar.
+    Redact(RedactArgs),
+    /// Check a configuration, the models (sha256), ONNX Runtime and the GStreamer elements.
+    Validate(ValidateArgs),
+}
+
+/// Settings shared by every command that processes media; each overrides the config file.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ProcessingArgs {
+    /// Configuration file (TOML); flags override it.
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Redaction style.
+    #[arg(long, value_enum)]
+    pub style: Option<Style>,
+    /// Face detector.
+    #[arg(long, value_enum)]
+    pub detector: Option<ModelKind>,
+    /// Detector score threshold (0..1).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Where inference runs.
+    #[arg(long, value_enum)]
+    pub device: Option<Device>,
+    /// Encoder speed/quality trade-off.
+    #[arg(long, value_enum)]
+    pub quality: Option<Quality>,
+    /// Run the detector on every N-th frame (the tracker fills the rest).
+    #[arg(long, value_name = "N")]
+    pub detect_every: Option<u32>,
+    /// Detector input size: `auto` or WIDTHxHEIGHT (multiples of 32).
+    #[arg(long, value_name = "auto|WxH")]
+    pub detect_size: Option<InputSize>,
+    /// Smallest face to find, in source pixels (sets the `auto` detector size).
+    #[arg(long, value_name = "PX")]
+    pub min_face: Option<u32>,
+    /// Margin added around each face box, as a fraction of its size.
+    #[arg(long)]
+    pub margin: Option<f32>,
+    /// Folder with the model files.
+    #[arg(long, value_name = "DIR")]
+    pub models: Option<PathBuf>,
+    /// The ONNX Runtime library (file or folder).
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+impl ProcessingArgs {
+    /// Loads the config file (or defaults), applies the flags, validates the result.
+    pub fn resolve(&self) -> Result<Config, crate::config::ConfigError> {
+        let mut c = match &self.config {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.style {
+            c.redact.style = v;
+        }
+        if let Some(v) = self.detector {
+            c.detect.model = v;
+        }
+        if let Some(v) = self.threshold {
+            c.detect.threshold = v;
+        }
+        if let Some(v) = self.device {
+            c.runtime.device = v;
+        }
+        if let Some(v) = self.quality {
+            c.encode.quality = v;
+        }
+        if let Some(v) = self.detect_every {
+            c.detect.every = v;
+        }
+        if let Some(v) = self.detect_size {
+            c.detect.input_size = v;
+        }
+        if let Some(v) = self.min_face {
+            c.detect.min_face_px = v;
+        }
+        if let Some(v) = self.margin {
+            c.redact.margin = v;
+        }
+        if let Some(v) = &self.models {
+            c.runtime.models_dir = Some(v.clone());
+        }
+        if let Some(v) = &self.ort_lib {
+            c.runtime.onnxruntime_lib = Some(v.clone());
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RedactArgs {
+    /// Input video (any container/codec GStreamer can decode).
+    pub input: PathBuf,
+    /// Output file (H.264/AAC in MP4).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Sidecar path (default: OUTPUT.json).
+    #[arg(long)]
+    pub sidecar: Option<PathBuf>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
+}
+
+/// Process exit statuses (see the module docs).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const INPUT: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const ENVIRONMENT: u8 = 3;
+    pub const OUTPUT: u8 = 4;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// The exit status for a pipeline error.
+pub fn exit_code_for(e: &PipelineError) -> u8 {
+    match e.class() {
+        "model_missing" | "model_checksum" | "runtime_missing" | "cuda_unavailable"
+        | "missing_element" => exit::ENVIRONMENT,
+        "io" => exit::OUTPUT,
+        "invalid" => exit::USAGE,
+        "cancelled" => exit::INTERRUPTED,
+        _ => exit::INPUT,
+    }
+}
+
+pub fn init_logging(json: bool, verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn,ort=error",
+        1 => "info,ort=warn",
+        _ => "debug,ort=info",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.compact().try_init()
+    };
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    init_logging(cli.log_json, cli.verbose);
+    let code = match cli.command {
+        Command::Redact(a) => cmd_redact(a),
+        Command::Validate(a) => cmd_validate(a),
+    };
+    ExitCode::from(code)
+}
+
+fn fail(message: impl std::fmt::Display) {
+    eprintln!("obscura: error: {message}");
+}
+
+fn cmd_redact(a: RedactArgs) -> u8 {
+    let cfg = match a.processing.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e);
+            return exit::USAGE;
+        }
+    };
+    let job = Job {
+        input: a.input.clone(),
+        output: a.output.clone(),
+        sidecar: a.sidecar.clone(),
+    };
+    let ctl = Control::default();
+    install_interrupt(&ctl);
+    let show_progress = !a.no_progress && !a.json && std::io::stderr().is_terminal();
+    let progress = show_progress.then(|| spawn_progress(&ctl, &a.input));
+    let result = crate::pipeline::redact_file(&job, &cfg, &ctl);
+    if let Some((bar, handle)) = progress {
+        ctl.cancel.fetch_or(false, Ordering::Relaxed);
+        bar.finish_and_clear();
+        let _ = handle.join();
+    }
+    match result {
+        Ok(out) => {
+            let s = &out.sidecar;
+            if a.json {
+                let summary = serde_json::json!({
+                    "status": "ok",
+                    "input": s.input.path,
+                    "output": out.output,
+                    "sidecar": out.sidecar_path,
+                    "frames": s.totals.frames,
+                    "frames_with_faces": s.totals.frames_with_faces,
+                    "tracks": s.totals.tracks,
+                    "face_boxes": s.totals.face_boxes,
+                    "wall_s": s.timing.wall_s,
+                    "fps": s.timing.fps,
+                });
+                println!("{summary}");
+            } else {
+                eprintln!(
+                    "{}: {} frames, {} face tracks ({} frames with faces), {:.1} fps -> {} (sidecar {})",
+                    a.input.display(),
+                    s.totals.frames,
+                    s.totals.tracks,
+                    s.totals.frames_with_faces,
+                    s.timing.fps,
+                    out.output.display(),
+                    out.sidecar_path.display()
+                );
+            }
+            exit::OK
+        }
+        Err(e) => {
+            fail(&e);
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"status": "error", "input": a.input, "class": e.class(), "error": e.to_string()})
+                );
+            }
+            exit_code_for(&e)
+        }
+    }
+}
+
+type ProgressHandle = (indicatif::ProgressBar, std::thread::JoinHandle<()>);
+
+fn spawn_progress(ctl: &Control, input: &std::path::Path) -> ProgressHandle {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} frames {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(
+        input
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+    );
+    let (b, c) = (bar.clone(), ctl.clone());
+    let handle = std::thread::spawn(move || {
+        while !b.is_finished() {
+            b.set_length(c.frames_total.load(Ordering::Relaxed));
+            b.set_position(c.frames_done.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    (bar, handle)
+}
+
+/// SIGINT/SIGTERM set the cancel flag: the run stops, removes its temporary output and exits
+/// with 130.
+fn install_interrupt(ctl: &Control) {
+    use std::sync::OnceLock;
+    static CANCEL: OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> = OnceLock::new();
+    let _ = CANCEL.set(ctl.cancel.clone());
+    extern "C" fn on_signal(_: libc::c_int) {
+        if let Some(c) = CANCEL.get() {
+            c.store(true, Ordering::Relaxed);
+        }
+    }
+    // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+fn cmd_validate(a: ValidateArgs) -> u8 {
+    let mut checks: Vec<(String, Result<String, String>)> = Vec::new();
+    let cfg = match a.processing.resolve() {
+        Ok(c) => {
+            checks.push((
+                "config".into(),
+                Ok(a.processing
+                    .config
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "defaults".into())),
+            ));
+            Some(c)
+        }
+        Err(e) => {
+            checks.push(("config".into(), Err(e.to_string())));
+            None
+        }
+    };
+    checks.push((
+        "gstreamer elements".into(),
+        crate::media::check_elements(crate::media::REQUIRED_ELEMENTS)
+            .map(|_| format!("{} present", crate::media::REQUIRED_ELEMENTS.len()))
+            .map_err(|e| e.to_string()),
+    ));
+    if let Some(cfg) = &cfg {
+        crate::detect::runtime::set_library_path(cfg.runtime.onnxruntime_lib.clone());
+        checks.push((
+            "onnxruntime".into(),
+            crate::detect::runtime::loaded_library()
+                .map(|p| p.display().to_string())
+                .map_err(|e| e.to_string()),
+        ));
+        for kind in [
+            ModelKind::Yunet,
+            ModelKind::Centerface,
+            ModelKind::SileroVad,
+        ] {
+            let r = crate::detect::ModelFile::locate(kind, cfg.runtime.models_dir.as_deref())
+                .and_then(|m| m.verify().map(|_| m))
+                .map(|m| format!("{} sha256 ok", m.path.display()))
+                .map_err(|e| e.to_string());
+            checks.push((format!("model {kind}"), r));
+        }
+        if cfg.runtime.device != Device::Cpu {
+            checks.push((
+                "cuda".into(),
+                if crate::detect::runtime::cuda_available() {
+                    Ok("CUDA execution provider available".into())
+                } else {
+                    Err("the loaded ONNX Runtime has no CUDA execution provider".into())
+                },
+            ));
+        }
+    }
+    let ok = checks.iter().all(|(_, r)| r.is_ok());
+    if a.json {
+        let v: Vec<_> = checks
+            .iter()
+            .map(|(k, r)| match r {
+                Ok(m) => serde_json::json!({"check": k, "ok": true, "detail": m}),
+                Err(m) => serde_json::json!({"check": k, "ok": false, "detail": m}),
+            })
+            .collect();
+        println!("{}", serde_json::json!({"ok": ok, "checks": v}));
+    } else {
+        for (k, r) in &checks {
+            match r {
+                Ok(m) => println!("ok    {k}: {m}"),
+                Err(m) => println!("FAIL  {k}: {m}"),
+            }
+        }
+    }
+    if ok {
+        exit::OK
+    } else if cfg.is_none() {
+        exit::USAGE
+    } else {
+        exit::ENVIRONMENT
+    }
+}

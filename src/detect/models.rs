@@ -1,0 +1,135 @@
+//! The vetted model files Obscura runs, where to find them, and their pinned sha256.
+//!
+//! Owns: the registry (name → file name, sha256, license) and the search for the models
+//! folder. A model is only ever loaded after its sha256 matched.
+
+use std::path::{Path, PathBuf};
+
+use super::DetectError;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// YuNet-n face detector, dynamic input size (default).
+    Yunet,
+    /// CenterFace face detector (about 8x slower than YuNet; higher recall on some footage).
+    Centerface,
+    /// Silero voice activity detector.
+    #[value(skip)]
+    #[serde(rename = "silero-vad")]
+    SileroVad,
+}
+
+impl ModelKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModelKind::Yunet => "yunet",
+            ModelKind::Centerface => "centerface",
+            ModelKind::SileroVad => "silero-vad",
+        }
+    }
+    pub fn file_name(&self) -> &'static str {
+        match self {
+            ModelKind::Yunet => "yunet_n_dynamic.onnx",
+            ModelKind::Centerface => "centerface_dynamic.onnx",
+            ModelKind::SileroVad => "silero_vad.onnx",
+        }
+    }
+    pub fn sha256(&self) -> &'static str {
+        match self {
+            ModelKind::Yunet => "104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12",
+            ModelKind::Centerface => {
+                "5aaf17b351911ad4a27f126d2de45809710c458b95cba4a6478c4fd4e2e9d978"
+            }
+            ModelKind::SileroVad => {
+                "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A model file on disk with the checksum it must have.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelFile {
+    pub kind: ModelKind,
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// Environment variable naming the models folder.
+pub const MODELS_ENV: &str = "OBSCURA_MODELS";
+
+/// Folders searched for models when none is given.
+pub fn models_search_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os(MODELS_ENV).filter(|s| !s.is_empty()) {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        dirs.push(dir.join("models"));
+        dirs.push(dir.join("../share/obscura/models"));
+        for up in dir.ancestors().skip(1).take(3) {
+            dirs.push(up.join("models"));
+        }
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        dirs.push(cwd.join("models"));
+    }
+    dirs.push(PathBuf::from("/usr/local/share/obscura/models"));
+    dirs.push(PathBuf::from("/usr/share/obscura/models"));
+    dirs
+}
+
+impl ModelFile {
+    /// Finds the model of `kind`: in `dir` when given (and only there), else in the search
+    /// folders.
+    pub fn locate(kind: ModelKind, dir: Option<&Path>) -> Result<ModelFile, DetectError> {
+        let candidates: Vec<PathBuf> = match dir {
+            Some(d) => vec![d.join(kind.file_name())],
+            None => models_search_dirs()
+                .into_iter()
+                .map(|d| d.join(kind.file_name()))
+                .collect(),
+        };
+        let path = candidates
+            .iter()
+            .find(|p| p.is_file())
+            .cloned()
+            .ok_or_else(|| DetectError::ModelMissing {
+                name: kind.name().to_string(),
+                path: candidates.first().cloned().unwrap_or_default(),
+            })?;
+        Ok(ModelFile {
+            kind,
+            path,
+            sha256: kind.sha256().to_string(),
+        })
+    }
+
+    /// Checks the file's sha256 against the pinned value.
+    pub fn verify(&self) -> Result<(), DetectError> {
+        let actual =
+            crate::fsutil::sha256_file(&self.path).map_err(|_| DetectError::ModelMissing {
+                name: self.kind.name().to_string(),
+                path: self.path.clone(),
+            })?;
+        if actual != self.sha256 {
+            return Err(DetectError::ModelChecksum {
+                path: self.path.clone(),
+                expected: self.sha256.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+}

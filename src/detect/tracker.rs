@@ -1,0 +1,605 @@
+//! The face tracker: carries faces across frames so that a face the detector misses for a few
+//! frames, or that is entering the picture, is still covered.
+//!
+//! Owns: association of detections to tracks (IoU with constant-velocity prediction, plus a
+//! centre-distance fallback for small fast faces), gap filling by interpolation, look-back /
+//! look-ahead extension, and the delayed emission that makes those possible in file mode:
+//! a frame leaves the tracker only when nothing that happens later can change its boxes.
+//! Must not touch: pixels, models, files. It is generic over the payload it holds back.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::geom::BoxF;
+use crate::types::{BoxSource, Detection, TrackBoxRecord, TrackRecord, TrackedBox};
+
+/// Tracker settings, all in frames.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackerConfig {
+    /// Minimum IoU between a track's predicted box and a detection to match them.
+    pub iou_match: f32,
+    /// A track is extended this many frames before its first detection.
+    pub lookback: u32,
+    /// A track is extended this many frames after its last detection.
+    pub lookahead: u32,
+    /// Detections of one track up to this many frames apart are joined (the gap is filled);
+    /// a track not seen for longer ends.
+    pub max_gap: u32,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            iou_match: 0.2,
+            lookback: 6,
+            lookahead: 6,
+            max_gap: 8,
+        }
+    }
+}
+
+impl TrackerConfig {
+    /// The number of frames a frame is held back before its boxes are final.
+    pub fn delay(&self) -> u64 {
+        u64::from(self.lookback.max(self.max_gap))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Key {
+    frame: u64,
+    bbox: BoxF,
+    score: f32,
+}
+
+#[derive(Debug)]
+struct Track {
+    id: u64,
+    keys: Vec<Key>,
+    ended: bool,
+}
+
+impl Track {
+    fn first(&self) -> &Key {
+        &self.keys[0]
+    }
+    fn last(&self) -> &Key {
+        &self.keys[self.keys.len() - 1]
+    }
+
+    /// Per-frame velocity of (x, y, w, h) from the last two keys.
+    fn velocity(&self) -> Option<[f32; 4]> {
+        let n = self.keys.len();
+        if n < 2 {
+            return None;
+        }
+        let (a, b) = (&self.keys[n - 2], &self.keys[n - 1]);
+        let dt = (b.frame - a.frame) as f32;
+        if dt <= 0.0 {
+            return None;
+        }
+        Some([
+            (b.bbox.x - a.bbox.x) / dt,
+            (b.bbox.y - a.bbox.y) / dt,
+            (b.bbox.w - a.bbox.w) / dt,
+            (b.bbox.h - a.bbox.h) / dt,
+        ])
+    }
+
+    fn predict(&self, frame: u64) -> BoxF {
+        let last = self.last();
+        match self.velocity() {
+            Some(v) => {
+                let dt = frame.saturating_sub(last.frame) as f32;
+                BoxF::new(
+                    last.bbox.x + v[0] * dt,
+                    last.bbox.y + v[1] * dt,
+                    (last.bbox.w + v[2] * dt).max(1.0),
+                    (last.bbox.h + v[3] * dt).max(1.0),
+                )
+            }
+            None => last.bbox,
+        }
+    }
+
+    /// The box of this track at `frame`, if the track covers it.
+    fn box_at(&self, frame: u64, cfg: &TrackerConfig) -> Option<TrackedBox> {
+        let (first, last) = (self.first(), self.last());
+        let make = |bbox: BoxF, score: f32, source: BoxSource| TrackedBox {
+            track_id: self.id,
+            bbox,
+            score,
+            source,
+        };
+        if frame < first.frame {
+            let d = first.frame - frame;
+            if d > u64::from(cfg.lookback) {
+                return None;
+            }
+            // The face was somewhere near its first box; grow the box with the distance.
+            let grown = first.bbox.enlarge((0.05 * d as f32).min(0.5));
+            return Some(make(grown, first.score, BoxSource::Extended));
+        }
+        if frame > last.frame {
+            let d = frame - last.frame;
+            if d > u64::from(cfg.lookahead) {
+                return None;
+            }
+            let grown = last.bbox.enlarge((0.05 * d as f32).min(0.5));
+            let predicted = self.predict(frame);
+            return Some(make(
+                union(&grown, &predicted),
+                last.score,
+                BoxSource::Extended,
+            ));
+        }
+        // Within [first, last]: exact key or interpolation between neighbours.
+        let pos = self.keys.partition_point(|k| k.frame < frame);
+        let b = &self.keys[pos];
+        if b.frame == frame {
+            return Some(make(b.bbox, b.score, BoxSource::Detected));
+        }
+        let a = &self.keys[pos - 1];
+        let t = (frame - a.frame) as f32 / (b.frame - a.frame) as f32;
+        Some(make(
+            a.bbox.lerp(&b.bbox, t),
+            a.score + (b.score - a.score) * t,
+            BoxSource::Interpolated,
+        ))
+    }
+}
+
+fn union(a: &BoxF, b: &BoxF) -> BoxF {
+    BoxF::from_corners(
+        a.x.min(b.x),
+        a.y.min(b.y),
+        a.x2().max(b.x2()),
+        a.y2().max(b.y2()),
+    )
+}
+
+/// Match quality between a predicted track box and a detection, `frames` after the track was
+/// last seen; 0 means no match.
+fn match_quality(pred: &BoxF, det: &BoxF, iou_match: f32, frames: u64) -> f32 {
+    let iou = pred.iou(det);
+    if iou >= iou_match {
+        return iou;
+    }
+    // Small, fast faces can jump further than their own size between detections.
+    let (pcx, pcy) = pred.center();
+    let (dcx, dcy) = det.center();
+    let dist = ((pcx - dcx).powi(2) + (pcy - dcy).powi(2)).sqrt();
+    let size = pred.w.max(pred.h).max(det.w.max(det.h));
+    let ratio = (det.area() / pred.area().max(1e-3)).max(1e-3);
+    // The further back the track was last seen, the further the face may have gone.
+    let reach = size * (1.0 + 0.25 * frames.saturating_sub(1) as f32).min(3.0);
+    if size > 0.0 && dist < reach && (0.4..=2.5).contains(&ratio) {
+        // Below any IoU match, above zero, closer is better.
+        return iou_match * 0.5 * (1.0 - dist / reach);
+    }
+    0.0
+}
+
+/// A frame that left the tracker with its final boxes.
+#[derive(Debug)]
+pub struct Emitted<T> {
+    pub index: u64,
+    pub payload: T,
+    pub boxes: Vec<TrackedBox>,
+}
+
+/// The tracker. Feed frames in index order with [`Tracker::push`]; frames come back out, with
+/// their final boxes, [`TrackerConfig::delay`] frames later, and all at [`Tracker::finish`].
+pub struct Tracker<T> {
+    cfg: TrackerConfig,
+    tracks: Vec<Track>,
+    next_id: u64,
+    pending: VecDeque<(u64, T)>,
+    latest: Option<u64>,
+}
+
+impl<T> Tracker<T> {
+    pub fn new(cfg: TrackerConfig) -> Self {
+        Tracker {
+            cfg,
+            tracks: Vec::new(),
+            next_id: 1,
+            pending: VecDeque::new(),
+            latest: None,
+        }
+    }
+
+    pub fn config(&self) -> &TrackerConfig {
+        &self.cfg
+    }
+
+    /// Frames currently held back.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Adds frame `index` (strictly increasing) with the detector's output for it, or `None`
+    /// when the detector did not run on this frame. Returns the frames that became final.
+    pub fn push(
+        &mut self,
+        index: u64,
+        payload: T,
+        detections: Option<&[Detection]>,
+    ) -> Vec<Emitted<T>> {
+        debug_assert!(self.latest.is_none_or(|l| index > l));
+        self.latest = Some(index);
+        if let Some(dets) = detections {
+            self.associate(index, dets);
+        }
+        self.end_stale(index);
+        self.pending.push_back((index, payload));
+        let mut out = Vec::new();
+        while let Some(&(i, _)) = self.pending.front() {
+            if index < i + self.cfg.delay() {
+                break;
+            }
+            out.push(self.emit_front());
+        }
+        self.prune();
+        out
+    }
+
+    /// Ends the stream: every held frame comes out.
+    pub fn finish(&mut self) -> Vec<Emitted<T>> {
+        for t in &mut self.tracks {
+            t.ended = true;
+        }
+        let mut out = Vec::new();
+        while !self.pending.is_empty() {
+            out.push(self.emit_front());
+        }
+        out
+    }
+
+    fn emit_front(&mut self) -> Emitted<T> {
+        let (index, payload) = self.pending.pop_front().expect("pending is not empty");
+        let boxes = self
+            .tracks
+            .iter()
+            .filter_map(|t| t.box_at(index, &self.cfg))
+            .collect();
+        Emitted {
+            index,
+            payload,
+            boxes,
+        }
+    }
+
+    fn associate(&mut self, frame: u64, dets: &[Detection]) {
+        let live: Vec<usize> = (0..self.tracks.len())
+            .filter(|&i| !self.tracks[i].ended)
+            .collect();
+        let preds: Vec<(BoxF, u64)> = live
+            .iter()
+            .map(|&i| {
+                let t = &self.tracks[i];
+                (t.predict(frame), frame.saturating_sub(t.last().frame))
+            })
+            .collect();
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (li, (p, since)) in preds.iter().enumerate() {
+            for (di, d) in dets.iter().enumerate() {
+                let q = match_quality(p, &d.bbox, self.cfg.iou_match, *since);
+                if q > 0.0 {
+                    pairs.push((q, li, di));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut track_used = vec![false; live.len()];
+        let mut det_used = vec![false; dets.len()];
+        for (_, li, di) in pairs {
+            if track_used[li] || det_used[di] {
+                continue;
+            }
+            track_used[li] = true;
+            det_used[di] = true;
+            let d = &dets[di];
+            self.tracks[live[li]].keys.push(Key {
+                frame,
+                bbox: d.bbox,
+                score: d.score,
+            });
+        }
+        for (di, d) in dets.iter().enumerate() {
+            if !det_used[di] && d.bbox.is_finite() && d.bbox.area() > 0.0 {
+                self.tracks.push(Track {
+                    id: self.next_id,
+                    keys: vec![Key {
+                        frame,
+                        bbox: d.bbox,
+                        score: d.score,
+                    }],
+                    ended: false,
+                });
+                self.next_id += 1;
+            }
+        }
+    }
+
+    fn end_stale(&mut self, now: u64) {
+        for t in &mut self.tracks {
+            if !t.ended && now - t.last().frame > u64::from(self.cfg.max_gap) {
+                t.ended = true;
+            }
+        }
+    }
+
+    /// Drops what can no longer affect a held frame: ended tracks whose extension lies before
+    /// the oldest held frame, and keys older than the one needed for interpolation.
+    fn prune(&mut self) {
+        let Some(&(oldest, _)) = self.pending.front() else {
+            // Nothing held: only live tracks matter, and only their last keys.
+            self.tracks.retain(|t| !t.ended);
+            for t in &mut self.tracks {
+                let n = t.keys.len();
+                if n > 2 {
+                    t.keys.drain(..n - 2);
+                }
+            }
+            return;
+        };
+        let lookahead = u64::from(self.cfg.lookahead);
+        self.tracks
+            .retain(|t| !(t.ended && t.last().frame + lookahead < oldest));
+        for t in &mut self.tracks {
+            // Keep the last key before `oldest` (interpolation anchor) and one more before it
+            // (velocity); everything earlier is history.
+            let pos = t.keys.partition_point(|k| k.frame < oldest);
+            if pos > 2 {
+                t.keys.drain(..pos - 2);
+            }
+        }
+    }
+}
+
+/// Collects every emitted box into per-track records for the sidecar.
+#[derive(Debug, Default)]
+pub struct TrackLog {
+    tracks: BTreeMap<u64, TrackRecord>,
+    frames_with_faces: u64,
+    face_boxes: u64,
+}
+
+impl TrackLog {
+    pub fn record(&mut self, frame: u64, t: f64, boxes: &[TrackedBox]) {
+        if !boxes.is_empty() {
+            self.frames_with_faces += 1;
+        }
+        for b in boxes {
+            self.face_boxes += 1;
+            let rec = self
+                .tracks
+                .entry(b.track_id)
+                .or_insert_with(|| TrackRecord {
+                    id: b.track_id,
+                    first_frame: frame,
+                    last_frame: frame,
+                    first_t: t,
+                    last_t: t,
+                    max_score: 0.0,
+                    boxes: Vec::new(),
+                });
+            rec.last_frame = frame;
+            rec.last_t = t;
+            if b.source == BoxSource::Detected {
+                rec.max_score = rec.max_score.max(b.score);
+            }
+            rec.boxes.push(TrackBoxRecord {
+                frame,
+                t: (t * 1e6).round() / 1e6,
+                bbox: b.bbox,
+                score: (b.score * 1e4).round() / 1e4,
+                source: b.source,
+            });
+        }
+    }
+
+    pub fn frames_with_faces(&self) -> u64 {
+        self.frames_with_faces
+    }
+    pub fn face_boxes(&self) -> u64 {
+        self.face_boxes
+    }
+
+    /// The records, renumbered 1.. in order of first appearance.
+    pub fn into_records(self) -> Vec<TrackRecord> {
+        let mut v: Vec<TrackRecord> = self.tracks.into_values().collect();
+        v.sort_by_key(|r| (r.first_frame, r.id));
+        for (i, r) in v.iter_mut().enumerate() {
+            r.id = i as u64 + 1;
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x: f32, y: f32, s: f32) -> Detection {
+        Detection {
+            bbox: BoxF::new(x, y, s, s),
+            score: 0.9,
+        }
+    }
+
+    fn run(cfg: TrackerConfig, frames: &[Option<Vec<Detection>>]) -> Vec<Emitted<()>> {
+        let mut t = Tracker::new(cfg);
+        let mut out = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            out.extend(t.push(i as u64, (), f.as_deref()));
+        }
+        out.extend(t.finish());
+        out
+    }
+
+    #[test]
+    fn every_frame_comes_out_once_in_order() {
+        let frames: Vec<_> = (0..50).map(|_| Some(vec![])).collect();
+        let out = run(TrackerConfig::default(), &frames);
+        let idx: Vec<u64> = out.iter().map(|e| e.index).collect();
+        assert_eq!(idx, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_short_detection_gap_is_filled_by_interpolation() {
+        let mut frames: Vec<Option<Vec<Detection>>> = (0..20)
+            .map(|i| Some(vec![det(10.0 + i as f32, 10.0, 20.0)]))
+            .collect();
+        frames[7] = Some(vec![]);
+        frames[8] = Some(vec![]);
+        let out = run(TrackerConfig::default(), &frames);
+        for e in &out {
+            assert_eq!(e.boxes.len(), 1, "frame {} has {:?}", e.index, e.boxes);
+        }
+        let b7 = &out[7].boxes[0];
+        assert_eq!(b7.source, BoxSource::Interpolated);
+        assert!((b7.bbox.x - 17.0).abs() < 1e-3);
+        assert_eq!(out[6].boxes[0].track_id, out[9].boxes[0].track_id);
+    }
+
+    #[test]
+    fn look_back_covers_a_face_before_its_first_detection() {
+        let frames: Vec<_> = (0..30)
+            .map(|i| {
+                if i >= 10 {
+                    Some(vec![det(100.0, 50.0, 30.0)])
+                } else {
+                    Some(vec![])
+                }
+            })
+            .collect();
+        let cfg = TrackerConfig {
+            lookback: 4,
+            ..Default::default()
+        };
+        let out = run(cfg, &frames);
+        assert!(out[5].boxes.is_empty());
+        for i in 6..10 {
+            assert_eq!(out[i].boxes.len(), 1, "frame {i}");
+            assert_eq!(out[i].boxes[0].source, BoxSource::Extended);
+            // The extension contains the first detected box.
+            let b = out[i].boxes[0].bbox;
+            assert!(b.x <= 100.0 && b.x2() >= 130.0);
+        }
+    }
+
+    #[test]
+    fn look_ahead_covers_frames_after_the_last_detection_then_the_track_ends() {
+        let frames: Vec<_> = (0..40)
+            .map(|i| {
+                if i < 10 {
+                    Some(vec![det(100.0 + 2.0 * i as f32, 50.0, 30.0)])
+                } else {
+                    Some(vec![])
+                }
+            })
+            .collect();
+        let cfg = TrackerConfig {
+            lookahead: 3,
+            ..Default::default()
+        };
+        let out = run(cfg, &frames);
+        for i in 10..13 {
+            let b = out[i].boxes[0];
+            assert_eq!(b.source, BoxSource::Extended);
+            // Covers where the moving face would be (velocity 2 px/frame).
+            let predicted_x = 100.0 + 2.0 * i as f32;
+            assert!(
+                b.bbox.x <= predicted_x && b.bbox.x2() >= predicted_x + 30.0,
+                "frame {i}: {b:?}"
+            );
+        }
+        assert!(out[13].boxes.is_empty());
+    }
+
+    #[test]
+    fn detecting_every_third_frame_still_gives_a_box_on_every_frame() {
+        let frames: Vec<_> = (0..30)
+            .map(|i| {
+                if i % 3 == 0 {
+                    Some(vec![det(50.0 + 3.0 * i as f32, 40.0, 24.0)])
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let out = run(TrackerConfig::default(), &frames);
+        for e in &out {
+            assert_eq!(e.boxes.len(), 1, "frame {}", e.index);
+        }
+        assert_eq!(out[4].boxes[0].source, BoxSource::Interpolated);
+        assert!((out[4].boxes[0].bbox.x - 62.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn two_faces_keep_their_own_tracks_and_a_far_detection_starts_a_new_one() {
+        let frames: Vec<_> = (0..10)
+            .map(|i| {
+                let mut v = vec![
+                    det(10.0 + i as f32, 10.0, 20.0),
+                    det(200.0 - i as f32, 10.0, 20.0),
+                ];
+                if i == 5 {
+                    v.push(det(400.0, 300.0, 20.0));
+                }
+                Some(v)
+            })
+            .collect();
+        let cfg = TrackerConfig {
+            lookahead: 0,
+            lookback: 0,
+            ..Default::default()
+        };
+        let out = run(cfg, &frames);
+        let mut log = TrackLog::default();
+        for e in &out {
+            log.record(e.index, e.index as f64 / 10.0, &e.boxes);
+        }
+        let recs = log.into_records();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[0].boxes.len(), 10);
+        assert_eq!(recs[1].boxes.len(), 10);
+        assert_eq!((recs[2].first_frame, recs[2].last_frame), (5, 5));
+        // The first track stays on the left-moving-right face.
+        assert!(
+            recs[0].boxes.iter().all(|b| b.bbox.x < 100.0)
+                || recs[1].boxes.iter().all(|b| b.bbox.x < 100.0)
+        );
+    }
+
+    #[test]
+    fn small_fast_face_is_matched_by_centre_distance() {
+        // 12 px face moving 10 px per frame: consecutive boxes barely overlap.
+        let frames: Vec<_> = (0..8)
+            .map(|i| Some(vec![det(10.0 + 10.0 * i as f32, 10.0, 12.0)]))
+            .collect();
+        let out = run(TrackerConfig::default(), &frames);
+        let ids: std::collections::HashSet<u64> = out
+            .iter()
+            .flat_map(|e| e.boxes.iter().map(|b| b.track_id))
+            .collect();
+        assert_eq!(ids.len(), 1);
+    }
+
+    #[test]
+    fn held_frames_are_bounded_by_the_delay() {
+        let cfg = TrackerConfig::default();
+        let mut t = Tracker::new(cfg);
+        for i in 0..1000u64 {
+            t.push(i, (), Some(&[det(5.0, 5.0, 10.0)]));
+            assert!(t.pending_len() as u64 <= cfg.delay() + 1);
+        }
+        assert!(t.tracks.len() <= 2);
+        assert!(
+            t.tracks
+                .iter()
+                .all(|tr| tr.keys.len() <= cfg.delay() as usize + 3)
+        );
+    }
+}

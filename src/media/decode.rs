@@ -1,0 +1,492 @@
+//! Decoding a file into raw streams with GStreamer:
+//!
+//! ```text
+//! filesrc ! decodebin ─ video ─ queue ! videoconvert ! I420 ! tee ─ queue ! appsink "full"   (native size)
+//!                     │                                        └ queue ! videoscale ! videoconvert
+//!                     │                                              ! BGR/RGB WxH ! appsink "small" (detector)
+//!                     └ audio ─ queue ! audioconvert ! F32 interleaved ! tee ─ queue ! appsink "audio"
+//!                                                                          └ queue ! audioresample
+//!                                                                            ! F32 16 kHz mono ! appsink "vad"
+//! ```
+//!
+//! Frames stay in I420 at full resolution; the detector copy is scaled by GStreamer. Every
+//! appsink hands its samples to a bounded channel from its callback (backpressure reaches the
+//! demuxer), and a closed channel means end of stream. A bus thread watches for errors and
+//! classifies them; [`Decoder::finish`] reports how the stream ended.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::{MediaError, classify, make};
+
+/// The detector copy of each video frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmallSpec {
+    pub width: u32,
+    pub height: u32,
+    /// GStreamer format name: "BGR" or "RGB".
+    pub format: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct DecodeConfig {
+    pub path: PathBuf,
+    /// Decode video (with a detector copy when `small` is set).
+    pub video: bool,
+    pub small: Option<SmallSpec>,
+    /// Decode audio at its own rate (F32 interleaved).
+    pub audio: bool,
+    /// Also make a 16 kHz mono F32 copy of the audio for voice activity detection.
+    pub vad: bool,
+    /// Capacity of each video channel, in frames.
+    pub video_queue: usize,
+    /// Capacity of each audio channel, in buffers.
+    pub audio_queue: usize,
+}
+
+/// Receivers of the decoded streams. A channel that closes has reached its end (or the
+/// decoder stopped: see [`Decoder::finish`]).
+pub struct Streams {
+    pub full: Option<Receiver<gst::Sample>>,
+    pub small: Option<Receiver<gst::Sample>>,
+    pub audio: Option<Receiver<gst::Sample>>,
+    pub vad: Option<Receiver<gst::Sample>>,
+}
+
+/// A running decode pipeline.
+pub struct Decoder {
+    pipeline: gst::Pipeline,
+    path: PathBuf,
+    abort: Arc<AtomicBool>,
+    senders: Senders,
+    outcome: Arc<Mutex<Option<Result<(), MediaError>>>>,
+    bus_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type SharedSender = Arc<Mutex<Option<Sender<gst::Sample>>>>;
+
+/// The senders of every appsink, so that an error or an abort can close all channels at once
+/// (consumers then see the end and ask [`Decoder::finish`] why).
+#[derive(Clone, Default)]
+struct Senders(Arc<Mutex<Vec<SharedSender>>>);
+
+impl Senders {
+    fn close_all(&self) {
+        if let Ok(list) = self.0.lock() {
+            for s in list.iter() {
+                if let Ok(mut g) = s.lock() {
+                    g.take();
+                }
+            }
+        }
+    }
+}
+
+fn appsink_to_channel(
+    sink: &gst_app::AppSink,
+    tx: Sender<gst::Sample>,
+    abort: Arc<AtomicBool>,
+    all: &Senders,
+) {
+    let shared: SharedSender = Arc::new(Mutex::new(Some(tx)));
+    if let Ok(mut list) = all.0.lock() {
+        list.push(shared.clone());
+    }
+    let on_eos = shared.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let tx = match shared.lock() {
+                    Ok(g) => g.clone(),
+                    Err(_) => None,
+                };
+                let Some(tx) = tx else {
+                    return Err(gst::FlowError::Eos);
+                };
+                let mut item = sample;
+                loop {
+                    if abort.load(Ordering::Relaxed) {
+                        return Err(gst::FlowError::Flushing);
+                    }
+                    match tx.send_timeout(item, Duration::from_millis(100)) {
+                        Ok(()) => return Ok(gst::FlowSuccess::Ok),
+                        Err(SendTimeoutError::Timeout(back)) => item = back,
+                        Err(SendTimeoutError::Disconnected(_)) => {
+                            return Err(gst::FlowError::Flushing);
+                        }
+                    }
+                }
+            })
+            .eos(move |_| {
+                if let Ok(mut g) = on_eos.lock() {
+                    g.take();
+                }
+            })
+            .build(),
+    );
+}
+
+fn appsink(name: &str, caps: &gst::Caps) -> Result<gst_app::AppSink, MediaError> {
+    let sink = gst_app::AppSink::builder()
+        .name(name)
+        .caps(caps)
+        .sync(false)
+        // Not part of the async state change: a stream that starts late (audio seconds after
+        // video) must not hold back prerolling of the others.
+        .async_(false)
+        .enable_last_sample(false)
+        .max_buffers(2)
+        .build();
+    Ok(sink)
+}
+
+fn queue(max_buffers: u32) -> Result<gst::Element, MediaError> {
+    let q = make("queue")?;
+    q.set_property("max-size-buffers", max_buffers);
+    q.set_property("max-size-bytes", 0u32);
+    q.set_property("max-size-time", 0u64);
+    Ok(q)
+}
+
+fn capsfilter(caps: &gst::Caps) -> Result<gst::Element, MediaError> {
+    let f = make("capsfilter")?;
+    f.set_property("caps", caps);
+    Ok(f)
+}
+
+fn link_all(elements: &[&gst::Element]) -> Result<(), MediaError> {
+    gst::Element::link_many(elements.iter().copied())
+        .map_err(|e| MediaError::Gst(format!("linking: {e}")))
+}
+
+fn add_all(p: &gst::Pipeline, elements: &[&gst::Element]) -> Result<(), MediaError> {
+    p.add_many(elements.iter().copied())
+        .map_err(|e| MediaError::Gst(format!("adding elements: {e}")))
+}
+
+impl Decoder {
+    /// Builds and starts the pipeline; returns it with the stream receivers.
+    pub fn start(cfg: &DecodeConfig) -> Result<(Decoder, Streams), MediaError> {
+        super::init()?;
+        let pipeline = gst::Pipeline::with_name("obscura-decode");
+        let abort = Arc::new(AtomicBool::new(false));
+        let senders = Senders::default();
+        let src = make("filesrc")?;
+        src.set_property("location", cfg.path.to_string_lossy().to_string());
+        let decodebin = make("decodebin")?;
+        add_all(&pipeline, &[&src, &decodebin])?;
+        link_all(&[&src, &decodebin])?;
+
+        let mut streams = Streams {
+            full: None,
+            small: None,
+            audio: None,
+            vad: None,
+        };
+        // Entry elements of the branches, linked in pad-added.
+        let mut video_entry: Option<gst::Element> = None;
+        let mut audio_entry: Option<gst::Element> = None;
+
+        if cfg.video {
+            let q = queue(4)?;
+            let conv = make("videoconvert")?;
+            let i420 = capsfilter(
+                &gst::Caps::builder("video/x-raw")
+                    .field("format", "I420")
+                    .build(),
+            )?;
+            let tee = make("tee")?;
+            let qf = queue(4)?;
+            let full = appsink(
+                "full",
+                &gst::Caps::builder("video/x-raw")
+                    .field("format", "I420")
+                    .build(),
+            )?;
+            add_all(&pipeline, &[&q, &conv, &i420, &tee, &qf, full.upcast_ref()])?;
+            link_all(&[&q, &conv, &i420, &tee])?;
+            link_all(&[&tee, &qf, full.upcast_ref()])?;
+            let (tx, rx) = bounded(cfg.video_queue.max(1));
+            appsink_to_channel(&full, tx, abort.clone(), &senders);
+            streams.full = Some(rx);
+            if let Some(spec) = cfg.small {
+                let qs = queue(4)?;
+                let scale = make("videoscale")?;
+                scale.set_property("add-borders", false);
+                let conv2 = make("videoconvert")?;
+                let caps = gst::Caps::builder("video/x-raw")
+                    .field("format", spec.format)
+                    .field("width", spec.width as i32)
+                    .field("height", spec.height as i32)
+                    .build();
+                let small = appsink("small", &caps)?;
+                add_all(&pipeline, &[&qs, &scale, &conv2, small.upcast_ref()])?;
+                link_all(&[&tee, &qs, &scale, &conv2, small.upcast_ref()])?;
+                let (tx, rx) = bounded(cfg.video_queue.max(1));
+                appsink_to_channel(&small, tx, abort.clone(), &senders);
+                streams.small = Some(rx);
+            }
+            video_entry = Some(q);
+        }
+
+        if cfg.audio {
+            let q = queue(64)?;
+            let conv = make("audioconvert")?;
+            let f32caps = capsfilter(
+                &gst::Caps::builder("audio/x-raw")
+                    .field("format", "F32LE")
+                    .field("layout", "interleaved")
+                    .build(),
+            )?;
+            let tee = make("tee")?;
+            let qa = queue(64)?;
+            let sink = appsink(
+                "audio",
+                &gst::Caps::builder("audio/x-raw")
+                    .field("format", "F32LE")
+                    .field("layout", "interleaved")
+                    .build(),
+            )?;
+            add_all(
+                &pipeline,
+                &[&q, &conv, &f32caps, &tee, &qa, sink.upcast_ref()],
+            )?;
+            link_all(&[&q, &conv, &f32caps, &tee])?;
+            link_all(&[&tee, &qa, sink.upcast_ref()])?;
+            let (tx, rx) = bounded(cfg.audio_queue.max(1));
+            appsink_to_channel(&sink, tx, abort.clone(), &senders);
+            streams.audio = Some(rx);
+            if cfg.vad {
+                let qv = queue(64)?;
+                let conv2 = make("audioconvert")?;
+                let resample = make("audioresample")?;
+                let caps = gst::Caps::builder("audio/x-raw")
+                    .field("format", "F32LE")
+                    .field("layout", "interleaved")
+                    .field("rate", 16000i32)
+                    .field("channels", 1i32)
+                    .build();
+                let vsink = appsink("vad", &caps)?;
+                add_all(&pipeline, &[&qv, &conv2, &resample, vsink.upcast_ref()])?;
+                link_all(&[&tee, &qv, &conv2, &resample, vsink.upcast_ref()])?;
+                let (tx, rx) = bounded(cfg.audio_queue.max(1));
+                appsink_to_channel(&vsink, tx, abort.clone(), &senders);
+                streams.vad = Some(rx);
+            }
+            audio_entry = Some(q);
+        }
+
+        // Link decodebin's pads: the first raw video and audio pads to their branches,
+        // everything else to a fakesink so that no pad is left unlinked.
+        let entries = Arc::new(Mutex::new((video_entry, audio_entry)));
+        let pipeline_weak = pipeline.downgrade();
+        let entries_pad = entries.clone();
+        decodebin.connect_pad_added(move |_, pad| {
+            let Some(pipeline) = pipeline_weak.upgrade() else {
+                return;
+            };
+            let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+            let media = caps
+                .structure(0)
+                .map(|s| s.name().to_string())
+                .unwrap_or_default();
+            let target = {
+                let Ok(mut e) = entries_pad.lock() else {
+                    return;
+                };
+                if media.starts_with("video/x-raw") {
+                    e.0.take()
+                } else if media.starts_with("audio/x-raw") {
+                    e.1.take()
+                } else {
+                    None
+                }
+            };
+            let target = match target {
+                Some(t) => t,
+                None => {
+                    let Ok(fake) = make("fakesink") else { return };
+                    fake.set_property("sync", false);
+                    fake.set_property("async", false);
+                    if pipeline.add(&fake).is_err() {
+                        return;
+                    }
+                    let _ = fake.sync_state_with_parent();
+                    fake
+                }
+            };
+            if let Some(sinkpad) = target.static_pad("sink")
+                && let Err(e) = pad.link(&sinkpad)
+            {
+                tracing::warn!(error = ?e, media, "could not link decoded stream");
+            }
+        });
+        // Once decodebin has exposed all its pads, a branch still waiting for a stream will
+        // never get one: end it so that its consumers see end of stream.
+        let entries_nmp = entries.clone();
+        decodebin.connect_no_more_pads(move |_| {
+            let Ok(mut e) = entries_nmp.lock() else {
+                return;
+            };
+            for entry in [e.0.take(), e.1.take()].into_iter().flatten() {
+                if let Some(pad) = entry.static_pad("sink") {
+                    pad.send_event(gst::event::Eos::new());
+                }
+            }
+        });
+
+        let outcome = Arc::new(Mutex::new(None));
+        let bus = pipeline
+            .bus()
+            .ok_or_else(|| MediaError::Gst("pipeline without a bus".into()))?;
+        let bus_thread = {
+            let outcome = outcome.clone();
+            let abort = abort.clone();
+            let senders = senders.clone();
+            let path = cfg.path.clone();
+            std::thread::Builder::new()
+                .name("decode-bus".into())
+                .spawn(move || watch_bus(&bus, &path, &abort, &senders, &outcome))
+                .map_err(|e| MediaError::Gst(format!("spawning bus thread: {e}")))?
+        };
+
+        let decoder = Decoder {
+            pipeline,
+            path: cfg.path.clone(),
+            abort,
+            senders,
+            outcome,
+            bus_thread: Some(bus_thread),
+        };
+        if let Err(e) = decoder.pipeline.set_state(gst::State::Playing) {
+            // The bus usually holds the real reason; give it a moment to arrive.
+            std::thread::sleep(Duration::from_millis(50));
+            let reason = decoder.take_error();
+            return Err(reason.unwrap_or_else(|| MediaError::Corrupt {
+                path: cfg.path.clone(),
+                detail: format!("cannot start decoding: {e}"),
+            }));
+        }
+        Ok((decoder, streams))
+    }
+
+    fn take_error(&self) -> Option<MediaError> {
+        self.outcome.lock().ok()?.take().and_then(|r| r.err())
+    }
+
+    /// The decoder's error, if it has one (without consuming it).
+    pub fn error_snapshot(&self) -> Option<MediaError> {
+        let g = self.outcome.lock().ok()?;
+        match &*g {
+            Some(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the bus reported an error already (without waiting).
+    pub fn failed(&self) -> bool {
+        self.outcome
+            .lock()
+            .map(|g| matches!(*g, Some(Err(_))))
+            .unwrap_or(true)
+    }
+
+    /// Stops the decoder early (on a failure elsewhere). Unblocks its streaming threads.
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::Relaxed);
+        self.senders.close_all();
+    }
+
+    /// Waits (up to `timeout`) for the end of the stream and reports how it ended: `Ok` after
+    /// a clean end of stream, the classified error otherwise.
+    pub fn finish(mut self, timeout: Duration) -> Result<(), MediaError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let result = loop {
+            if let Some(r) = self.outcome.lock().ok().and_then(|mut g| g.take()) {
+                break r;
+            }
+            if std::time::Instant::now() >= deadline {
+                break Err(MediaError::Stalled {
+                    path: self.path.clone(),
+                    what: "decoding (end of stream never came)".into(),
+                    secs: timeout.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.stop();
+        result
+    }
+
+    fn stop(&mut self) {
+        self.abort.store(true, Ordering::Relaxed);
+        self.senders.close_all();
+        super::shutdown(&self.pipeline);
+        if let Some(t) = self.bus_thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn watch_bus(
+    bus: &gst::Bus,
+    path: &Path,
+    abort: &AtomicBool,
+    senders: &Senders,
+    outcome: &Mutex<Option<Result<(), MediaError>>>,
+) {
+    use gst::MessageView;
+    loop {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+            if abort.load(Ordering::Relaxed) {
+                return;
+            }
+            continue;
+        };
+        let result = match msg.view() {
+            MessageView::Eos(_) => Some(Ok(())),
+            MessageView::Error(err) => {
+                let e = classify(path, &err.error(), err.debug().as_deref());
+                tracing::debug!(error = %e, src = ?err.src().map(|s| s.path_string()), "decode error");
+                Some(Err(e))
+            }
+            MessageView::Warning(w) => {
+                tracing::debug!(warning = %w.error(), "decode warning");
+                None
+            }
+            _ => None,
+        };
+        if let Some(r) = result {
+            let is_err = r.is_err();
+            if let Ok(mut g) = outcome.lock()
+                && g.is_none()
+            {
+                *g = Some(r);
+            }
+            if is_err {
+                // Unblock the streaming threads and the consumers.
+                abort.store(true, Ordering::Relaxed);
+                senders.close_all();
+            }
+            return;
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Redaction of personal information in raw media: faces in video frames (`video`).
+//!
+//! Owns: what happens to pixels (and, later, samples) inside regions that detection found.
+//! Must not touch: decoding, detection, or files.
+
+pub mod video;

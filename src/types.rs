@@ -1,0 +1,248 @@
+//! Types that cross pipeline stages: decoded frames, detections, tracked boxes, and the
+//! sidecar that describes a processed clip.
+//!
+//! Owns: the data shapes only. Must not touch: GStreamer pipelines, models or files — stages
+//! produce and consume these values, nothing here does I/O.
+//!
+//! The sidecar schema is a public contract (documented in `docs/sidecar.md`): fields are only
+//! ever added, never renamed or removed, and `schema_version` moves when meaning changes.
+
+use gstreamer as gst;
+use serde::{Deserialize, Serialize};
+
+use crate::geom::BoxF;
+
+/// A decoded full-resolution frame in I420, as it travels decode → detect → track → redact →
+/// encode. The buffer is redacted in place and handed to the encoder unchanged otherwise.
+#[derive(Debug)]
+pub struct Frame {
+    /// 0-based decode order index.
+    pub index: u64,
+    pub pts: Option<gst::ClockTime>,
+    pub duration: Option<gst::ClockTime>,
+    /// The decoded stream's caps (I420, size, rate, colorimetry), passed on to the encoder.
+    pub caps: gst::Caps,
+    pub buffer: gst::Buffer,
+}
+
+impl Frame {
+    /// Presentation time in seconds (0 when the decoder gave none).
+    pub fn time_s(&self) -> f64 {
+        self.pts.map(|t| t.nseconds() as f64 / 1e9).unwrap_or(0.0)
+    }
+}
+
+/// A frame paired with its downscaled detector copy (packed BGR or RGB at the detector's input
+/// size, made by GStreamer's scaler).
+#[derive(Debug)]
+pub struct FramePair {
+    pub frame: Frame,
+    pub small: gst::Buffer,
+}
+
+/// One face found by a detector, in full-frame input pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    pub bbox: BoxF,
+    pub score: f32,
+}
+
+/// How a tracked box for one frame came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BoxSource {
+    /// The detector found the face in this frame.
+    Detected,
+    /// Between two detections of the same track (a gap, or a frame the detector skipped).
+    Interpolated,
+    /// Before the first or after the last detection (look-back / look-ahead).
+    Extended,
+}
+
+/// A face box for one frame, belonging to a track.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackedBox {
+    pub track_id: u64,
+    pub bbox: BoxF,
+    pub score: f32,
+    pub source: BoxSource,
+}
+
+/// A frame whose face boxes are final: the tracker's output, the redactor's input.
+#[derive(Debug)]
+pub struct TrackedFrame {
+    pub frame: Frame,
+    pub boxes: Vec<TrackedBox>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sidecar
+// ---------------------------------------------------------------------------------------------
+
+pub const SIDECAR_SCHEMA: &str = "obscura.sidecar";
+pub const SIDECAR_VERSION: u32 = 1;
+
+/// Everything Obscura knows about one processed clip. Serialised as the JSON sidecar.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Sidecar {
+    pub schema: String,
+    pub schema_version: u32,
+    pub obscura_version: String,
+    /// RFC 3339 UTC time the sidecar was written.
+    pub created_at: String,
+    pub input: InputInfo,
+    pub output: OutputInfo,
+    pub detector: DetectorInfo,
+    pub redaction: RedactionInfo,
+    pub faces: FacesInfo,
+    /// Voice activity and its redaction; absent when the clip has no audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<VoiceInfo>,
+    pub totals: Totals,
+    pub timing: Timing,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InputInfo {
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub duration_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoStreamInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<AudioStreamInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VideoStreamInfo {
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second as a fraction; 0/1 for variable frame rate.
+    pub fps_n: i32,
+    pub fps_d: i32,
+    pub fps: f64,
+    pub codec: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AudioStreamInfo {
+    pub rate: u32,
+    pub channels: u32,
+    pub codec: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutputInfo {
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_codec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_codec: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DetectorInfo {
+    pub name: String,
+    pub model: String,
+    pub model_sha256: String,
+    pub threshold: f32,
+    /// Detector input size `[w, h]` in pixels.
+    pub input_size: [u32; 2],
+    /// The detector runs on every `every`-th frame; the tracker fills the others.
+    pub every: u32,
+    /// Execution provider that ran it: `cpu` or `cuda`.
+    pub provider: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RedactionInfo {
+    pub style: String,
+    /// Fraction of the box width/height added on every side before redacting.
+    pub margin: f32,
+    pub tracker: TrackerInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrackerInfo {
+    pub lookback_frames: u32,
+    pub lookahead_frames: u32,
+    pub max_gap_frames: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct FacesInfo {
+    pub tracks: Vec<TrackRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrackRecord {
+    pub id: u64,
+    pub first_frame: u64,
+    pub last_frame: u64,
+    pub first_t: f64,
+    pub last_t: f64,
+    pub max_score: f32,
+    pub boxes: Vec<TrackBoxRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrackBoxRecord {
+    pub frame: u64,
+    pub t: f64,
+    /// `[x, y, w, h]` in input pixels (the detector's box, before the redaction margin).
+    #[serde(rename = "box")]
+    pub bbox: BoxF,
+    pub score: f32,
+    pub source: BoxSource,
+}
+
+/// Voice activity segments and how they were treated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VoiceInfo {
+    pub mode: String,
+    pub model: String,
+    pub model_sha256: String,
+    pub threshold: f32,
+    pub pad_s: f64,
+    pub speech_s: f64,
+    pub segments: Vec<VoiceSegment>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct VoiceSegment {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Totals {
+    pub frames: u64,
+    pub frames_with_faces: u64,
+    pub tracks: u64,
+    pub face_boxes: u64,
+    #[serde(default)]
+    pub speech_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Timing {
+    pub wall_s: f64,
+    /// Frames per second over the whole run (frames / wall_s); 0 for audio-only clips.
+    pub fps: f64,
+    /// Time spent per stage, summed over the run, in milliseconds per frame.
+    #[serde(default)]
+    pub stage_ms_per_frame: StageTimes,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct StageTimes {
+    pub detect: f64,
+    pub track: f64,
+    pub redact: f64,
+    pub encode_push: f64,
+}

@@ -42,6 +42,39 @@ pub enum Command {
     Redact(RedactArgs),
     /// Check a configuration, the models (sha256), ONNX Runtime and the GStreamer elements.
     Validate(ValidateArgs),
+    /// Measure a redacted output against ground truth (leak rate, untouched area).
+    Eval(EvalArgs),
+    /// Time decode-only, transcode-only and the full pipeline on one input, plus the detector
+    /// alone (and the leak rate when INPUT.gt.json exists).
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Input video (default: the bundled 720p sample samples/faces_sizes.mp4).
+    pub input: Option<PathBuf>,
+    /// Runs per mode; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    /// Detector batch sizes to time at the main input size.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub batches: Vec<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The original video.
+    pub input: PathBuf,
+    /// The redacted video.
+    pub output: PathBuf,
+    /// Ground truth (samples/*.gt.json format).
+    #[arg(long)]
+    pub gt: PathBuf,
 }
 
 /// Settings shared by every command that processes media; each overrides the config file.
@@ -71,6 +104,12 @@ pub struct ProcessingArgs {
     /// Detector input size: `auto` or WIDTHxHEIGHT (multiples of 32).
     #[arg(long, value_name = "auto|WxH")]
     pub detect_size: Option<InputSize>,
+    /// Zoom pass for tiny faces: `auto`, `off`, or a magnification factor.
+    #[arg(long, value_name = "auto|off|F")]
+    pub zoom: Option<crate::config::Zoom>,
+    /// Run the zoom pass on every N-th frame.
+    #[arg(long, value_name = "N")]
+    pub zoom_every: Option<u32>,
     /// Smallest face to find, in source pixels (sets the `auto` detector size).
     #[arg(long, value_name = "PX")]
     pub min_face: Option<u32>,
@@ -112,6 +151,12 @@ impl ProcessingArgs {
         }
         if let Some(v) = self.detect_size {
             c.detect.input_size = v;
+        }
+        if let Some(v) = self.zoom {
+            c.detect.zoom = v;
+        }
+        if let Some(v) = self.zoom_every {
+            c.detect.zoom_every = v;
         }
         if let Some(v) = self.min_face {
             c.detect.min_face_px = v;
@@ -155,6 +200,9 @@ pub struct ValidateArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Print the effective configuration (file + flags + defaults) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
     #[command(flatten)]
     pub processing: ProcessingArgs,
 }
@@ -215,6 +263,8 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Redact(a) => cmd_redact(a),
         Command::Validate(a) => cmd_validate(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Bench(a) => cmd_bench(a),
     };
     ExitCode::from(code)
 }
@@ -337,6 +387,24 @@ fn install_interrupt(ctl: &Control) {
 }
 
 fn cmd_validate(a: ValidateArgs) -> u8 {
+    if a.print_config {
+        return match a.processing.resolve() {
+            Ok(c) => match toml::to_string_pretty(&c) {
+                Ok(t) => {
+                    print!("{t}");
+                    exit::OK
+                }
+                Err(e) => {
+                    fail(e);
+                    exit::USAGE
+                }
+            },
+            Err(e) => {
+                fail(e);
+                exit::USAGE
+            }
+        };
+    }
     let mut checks: Vec<(String, Result<String, String>)> = Vec::new();
     let cfg = match a.processing.resolve() {
         Ok(c) => {
@@ -415,5 +483,112 @@ fn cmd_validate(a: ValidateArgs) -> u8 {
         exit::USAGE
     } else {
         exit::ENVIRONMENT
+    }
+}
+
+fn cmd_eval(a: EvalArgs) -> u8 {
+    let gt = match crate::eval::GroundTruth::load(&a.gt) {
+        Ok(g) => g,
+        Err(e) => {
+            fail(format!("{}: {e}", a.gt.display()));
+            return exit::USAGE;
+        }
+    };
+    match crate::eval::evaluate(&a.input, &a.output, &gt) {
+        Ok(r) => {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            exit::OK
+        }
+        Err(e) => {
+            fail(&e);
+            exit::INPUT
+        }
+    }
+}
+
+/// The bundled benchmark clip, looked up like the models (beside the binary or the repo).
+fn default_bench_input() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let mut dirs: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(4)
+        .map(|d| d.join("samples"))
+        .collect();
+    if let Ok(cwd) = std::env::current_dir() {
+        dirs.push(cwd.join("samples"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("faces_sizes.mp4"))
+        .find(|p| p.is_file())
+}
+
+fn cmd_bench(a: BenchArgs) -> u8 {
+    let cfg = match a.processing.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e);
+            return exit::USAGE;
+        }
+    };
+    let Some(input) = a.input.clone().or_else(default_bench_input) else {
+        fail("no INPUT given and the bundled samples/faces_sizes.mp4 was not found");
+        return exit::USAGE;
+    };
+    crate::detect::runtime::set_library_path(cfg.runtime.onnxruntime_lib.clone());
+    match crate::bench::run(&input, &cfg, a.runs, &a.batches) {
+        Ok(r) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                println!(
+                    "input            {} ({}x{}, {} frames, median of {} runs)",
+                    r.input, r.width, r.height, r.frames, r.runs
+                );
+                println!("decode only      {:>8.1} fps", r.decode_only_fps);
+                println!("transcode only   {:>8.1} fps", r.transcode_only_fps);
+                println!(
+                    "full pipeline    {:>8.1} fps  ({:.0}% of transcode)",
+                    r.full_fps,
+                    r.full_vs_transcode * 100.0
+                );
+                let st = &r.stage_ms_per_frame;
+                println!(
+                    "stages ms/frame  detect {:.2}  track {:.2}  redact {:.2}  encode-push {:.2}",
+                    st.detect, st.track, st.redact, st.encode_push
+                );
+                println!(
+                    "detector         {} {}x{}: {:.2} ms/frame (batch 1){}",
+                    r.detector.provider,
+                    r.settings.detect_size[0],
+                    r.settings.detect_size[1],
+                    r.detector.main_ms,
+                    r.detector
+                        .zoom_sweep_ms
+                        .map(|z| format!(
+                            "; zoom sweep {:.1} ms ({} tiles)",
+                            z,
+                            r.settings.zoom_tiles.len()
+                        ))
+                        .unwrap_or_default()
+                );
+                for (b, ms) in &r.detector.batch_ms_per_frame {
+                    println!("                 batch {b:>2}: {ms:.2} ms/frame");
+                }
+                if let Some(l) = &r.leak {
+                    println!(
+                        "leak             {:.2}% of {} ground-truth boxes; {:.1}% of the rest unchanged",
+                        l.leak_rate * 100.0,
+                        l.gt_boxes,
+                        l.outside_unchanged * 100.0
+                    );
+                }
+            }
+            exit::OK
+        }
+        Err(e) => {
+            fail(&e);
+            exit_code_for(&e)
+        }
     }
 }

@@ -27,6 +27,11 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// Writes an `f32` setting as the short decimal it was written as (0.2, not 0.2000000029…).
+fn short_f32<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((f64::from(*v) * 1e6).round() / 1e6)
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -127,15 +132,70 @@ pub struct DetectConfig {
     /// `yunet` (default) or `centerface`.
     pub model: ModelKind,
     /// Minimum detector score, 0..1 (default 0.5: recall first; a cat's face may be blurred).
+    #[serde(serialize_with = "short_f32")]
     pub threshold: f32,
     /// Smallest face (width in source pixels) that must be found; sets the `auto` input size.
     pub min_face_px: u32,
     /// `auto` (from `min_face_px`) or `WIDTHxHEIGHT` (multiples of 32).
     pub input_size: InputSize,
-    /// Run the detector on every n-th frame; the tracker fills the others (default 1).
+    /// Run the main pass on every n-th frame; the tracker fills the others. 0 (default) =
+    /// about ten times a second (every 3rd frame at 30 fps, every frame at 12 fps).
     pub every: u32,
     /// Frames per detector run (default 1 on CPU).
     pub batch: usize,
+    /// Zoom pass for faces too small for the main pass: `auto` (on when `min_face_px` < 16,
+    /// at 24/min_face_px magnification), `off`, or a magnification factor (1.2..4).
+    pub zoom: Zoom,
+    /// Run the zoom pass on every n-th frame; 0 (default) = about every two seconds. The
+    /// tracker fills the frames between (file mode holds frames back that long).
+    pub zoom_every: u32,
+}
+
+/// The zoom-pass setting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Zoom {
+    Auto,
+    Off,
+    Factor(f32),
+}
+
+impl Serialize for Zoom {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Zoom::Auto => s.serialize_str("auto"),
+            Zoom::Off => s.serialize_str("off"),
+            Zoom::Factor(f) => short_f32(f, s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Zoom {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(f64),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(f) => Ok(Zoom::Factor(f as f32)),
+            Raw::Word(w) => w.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl std::str::FromStr for Zoom {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Zoom::Auto),
+            "off" | "0" => Ok(Zoom::Off),
+            other => other
+                .parse::<f32>()
+                .map(Zoom::Factor)
+                .map_err(|_| format!("'{s}': expected auto, off or a factor such as 2")),
+        }
+    }
 }
 
 impl Default for DetectConfig {
@@ -145,8 +205,10 @@ impl Default for DetectConfig {
             threshold: 0.5,
             min_face_px: 12,
             input_size: InputSize::Auto,
-            every: 1,
+            every: 0,
             batch: 1,
+            zoom: Zoom::Auto,
+            zoom_every: 0,
         }
     }
 }
@@ -156,18 +218,85 @@ impl Default for DetectConfig {
 pub const DETECTABLE_FACE_PX: f32 = 8.0;
 
 impl DetectConfig {
-    /// The detector input size for a `w x h` video.
+    /// The smallest face the main pass must find: `min_face_px`, or 1.5 times that when the
+    /// zoom pass covers the smallest faces (the two overlap up to [`Self::zoom_max_face`]).
+    fn main_min_face(&self, w: u32, h: u32) -> f32 {
+        let m = self.min_face_px.max(1) as f32;
+        if self.zoom_for(w, h).is_some() {
+            1.5 * m
+        } else {
+            m
+        }
+    }
+
+    /// The main pass's input size for a `w x h` video.
     pub fn input_size_for(&self, w: u32, h: u32) -> (u32, u32) {
         use crate::geom::ceil_to_multiple;
         match self.input_size {
             InputSize::Fixed(dw, dh) => (dw, dh),
             InputSize::Auto => {
-                let scale = (DETECTABLE_FACE_PX / self.min_face_px.max(1) as f32).min(1.0);
+                let scale = (DETECTABLE_FACE_PX / self.main_min_face(w, h)).min(1.0);
                 let dw = ceil_to_multiple(((w as f32 * scale).ceil() as u32).max(32), 32);
                 let dh = ceil_to_multiple(((h as f32 * scale).ceil() as u32).max(32), 32);
                 (dw, dh)
             }
         }
+    }
+
+    /// The zoom-pass magnification for a `w x h` video, if the pass runs. `auto` turns it on
+    /// when faces smaller than 16 px must be found (compressed faces that small are not found
+    /// reliably at 1x), at a magnification that makes `min_face_px` 24 px — unless a fixed
+    /// main input size already shows such faces at 20 px or more.
+    pub fn zoom_for(&self, w: u32, _h: u32) -> Option<f32> {
+        match self.zoom {
+            Zoom::Off => None,
+            Zoom::Factor(f) => Some(f),
+            Zoom::Auto => {
+                if self.min_face_px >= 16 {
+                    return None;
+                }
+                if let InputSize::Fixed(dw, _) = self.input_size
+                    && self.min_face_px as f32 * dw as f32 / w.max(1) as f32 >= 20.0
+                {
+                    return None;
+                }
+                Some((24.0 / self.min_face_px as f32).clamp(1.5, 3.0))
+            }
+        }
+    }
+
+    /// Largest face (source pixels) the zoom pass reports; bigger ones are the main pass's.
+    pub fn zoom_max_face(&self) -> f32 {
+        4.0 * self.min_face_px as f32
+    }
+
+    /// Frames between main passes for a video at `fps`: `every`, or about a tenth of a second
+    /// when it is 0 (auto).
+    pub fn every_for(&self, fps: f64) -> u32 {
+        if self.every > 0 {
+            return self.every;
+        }
+        if fps.is_finite() && fps > 0.0 {
+            ((fps / 10.0).round() as u32).clamp(1, 6)
+        } else {
+            1
+        }
+    }
+
+    /// Frames between zoom passes for a `w x h` video at `fps`: `zoom_every`, or when it is 0
+    /// (auto) a period that keeps the pass's cost per second of video about the same at any
+    /// resolution: 2 s at 1280x720, 0.5 s at 640x360, at most 4 s.
+    pub fn zoom_every_for(&self, w: u32, h: u32, fps: f64) -> u32 {
+        if self.zoom_every > 0 {
+            return self.zoom_every;
+        }
+        let fps = if fps.is_finite() && fps > 0.0 {
+            fps
+        } else {
+            25.0
+        };
+        let secs = (2.0 * (f64::from(w) * f64::from(h)) / (1280.0 * 720.0)).clamp(0.5, 4.0);
+        ((secs * fps).round() as u32).clamp(4, 120)
     }
 }
 
@@ -178,6 +307,7 @@ pub struct TrackerSettings {
     pub lookback: u32,
     pub lookahead: u32,
     pub max_gap: u32,
+    #[serde(serialize_with = "short_f32")]
     pub iou_match: f32,
 }
 
@@ -194,14 +324,22 @@ impl Default for TrackerSettings {
 }
 
 impl TrackerSettings {
-    /// The tracker configuration for a detector running every `every` frames: gaps of at
-    /// least two detector runs are always bridged.
-    pub fn tracker_config(&self, every: u32) -> TrackerConfig {
+    /// The tracker configuration for a main pass every `every` frames and passes that may
+    /// run as seldom as every `sparsest` frames: look-back/ahead reach across one main run
+    /// (faces of sparser passes reach further, per detection), and gaps of two runs of the
+    /// sparsest pass are bridged.
+    pub fn tracker_config(
+        &self,
+        every: u32,
+        sparsest: u32,
+        frame: Option<(f32, f32)>,
+    ) -> TrackerConfig {
         TrackerConfig {
             iou_match: self.iou_match,
             lookback: self.lookback.max(every),
             lookahead: self.lookahead.max(every),
-            max_gap: self.max_gap.max(2 * every),
+            max_gap: self.max_gap.max(2 * every).max(sparsest + every),
+            frame,
         }
     }
 }
@@ -213,9 +351,18 @@ pub struct RedactSettings {
     /// `blur` (default), `pixelate`, `fill`, `ellipse`, or `tag`.
     pub style: Style,
     /// Fraction of the box size added on each side before redacting (default 0.2).
+    #[serde(serialize_with = "short_f32")]
     pub margin: f32,
-    /// Blur radius as a fraction of the region's longer side (default 1/3).
+    /// Pixels added on each side on top of `margin` (default 3; small faces' boxes are the
+    /// least precise).
+    #[serde(serialize_with = "short_f32")]
+    pub margin_px: f32,
+    /// Blur radius as a fraction of the region's longer side (default 1.0).
+    #[serde(serialize_with = "short_f32")]
     pub blur_radius: f32,
+    /// Contrast kept after blurring, 0..1 (default 0.25; 1 = plain blur).
+    #[serde(serialize_with = "short_f32")]
+    pub blur_contrast: f32,
     /// Pixelate: cells along the region's longer side (default 8, at most 8).
     pub pixelate_blocks: u32,
 }
@@ -226,7 +373,9 @@ impl Default for RedactSettings {
         RedactSettings {
             style: Style::Blur,
             margin: 0.2,
+            margin_px: 3.0,
             blur_radius: p.blur_radius_frac,
+            blur_contrast: p.blur_contrast,
             pixelate_blocks: p.pixelate_blocks,
         }
     }
@@ -237,6 +386,7 @@ impl RedactSettings {
         StyleParams {
             blur_radius_frac: self.blur_radius,
             blur_passes: StyleParams::default().blur_passes,
+            blur_contrast: self.blur_contrast,
             pixelate_blocks: self.pixelate_blocks,
         }
     }
@@ -276,6 +426,9 @@ pub struct Limits {
     pub queue_frames: usize,
     /// Largest accepted frame (width x height), to refuse absurd declared sizes.
     pub max_frame_pixels: u64,
+    /// Most memory (MiB) the tracker may hold in frames waiting for their final boxes; a
+    /// sparse zoom pass on large frames is made more frequent to fit.
+    pub max_held_mib: u64,
 }
 
 impl Default for Limits {
@@ -285,11 +438,33 @@ impl Default for Limits {
             probe_secs: 20,
             queue_frames: 4,
             max_frame_pixels: 8192 * 8192,
+            max_held_mib: 512,
         }
     }
 }
 
 impl Config {
+    /// The tracker configuration for a `w x h` video at `fps`.
+    pub fn tracker_config(&self, w: u32, h: u32, fps: f64) -> TrackerConfig {
+        let every = self.detect.every_for(fps);
+        let sparsest = match self.detect.zoom_for(w, h) {
+            Some(_) => every.max(self.zoom_every(w, h, fps)),
+            None => every,
+        };
+        self.tracker
+            .tracker_config(every, sparsest, Some((w as f32, h as f32)))
+    }
+
+    /// Frames between zoom passes, made smaller when needed so that the frames the tracker
+    /// holds back (about `zoom_every + every` of them) fit in `limits.max_held_mib`.
+    pub fn zoom_every(&self, w: u32, h: u32, fps: f64) -> u32 {
+        let want = self.detect.zoom_every_for(w, h, fps);
+        let frame_bytes = (u64::from(w) * u64::from(h) * 3 / 2).max(1);
+        let fit = (self.limits.max_held_mib * 1024 * 1024 / frame_bytes)
+            .saturating_sub(u64::from(self.detect.every_for(fps)) + 8);
+        want.min(fit.clamp(1, u64::from(u32::MAX)) as u32).max(1)
+    }
+
     /// Loads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -328,11 +503,25 @@ impl Config {
         if d.min_face_px < 4 || d.min_face_px > 4096 {
             return Err(invalid("detect.min_face_px", "must be between 4 and 4096"));
         }
-        if d.every == 0 || d.every > 30 {
-            return Err(invalid("detect.every", "must be between 1 and 30"));
+        if d.every > 30 {
+            return Err(invalid("detect.every", "must be between 0 (auto) and 30"));
         }
         if d.batch == 0 || d.batch > 64 {
             return Err(invalid("detect.batch", "must be between 1 and 64"));
+        }
+        if let Zoom::Factor(f) = d.zoom
+            && !(1.2..=4.0).contains(&f)
+        {
+            return Err(invalid(
+                "detect.zoom",
+                "must be auto, off, or between 1.2 and 4",
+            ));
+        }
+        if d.zoom_every > 120 {
+            return Err(invalid(
+                "detect.zoom_every",
+                "must be between 0 (auto) and 120",
+            ));
         }
         if d.model == ModelKind::SileroVad {
             return Err(invalid(
@@ -354,8 +543,14 @@ impl Config {
         if !(0.0..=1.0).contains(&r.margin) {
             return Err(invalid("redact.margin", "must be between 0 and 1"));
         }
+        if !(0.0..=64.0).contains(&r.margin_px) {
+            return Err(invalid("redact.margin_px", "must be between 0 and 64"));
+        }
         if !(r.blur_radius >= 0.05 && r.blur_radius <= 1.0) {
             return Err(invalid("redact.blur_radius", "must be between 0.05 and 1"));
+        }
+        if !(0.0..=1.0).contains(&r.blur_contrast) {
+            return Err(invalid("redact.blur_contrast", "must be between 0 and 1"));
         }
         if r.pixelate_blocks == 0 || r.pixelate_blocks > 8 {
             return Err(invalid(
@@ -373,6 +568,9 @@ impl Config {
             ));
         }
         let l = &self.limits;
+        if l.max_held_mib < 64 {
+            return Err(invalid("limits.max_held_mib", "must be at least 64"));
+        }
         if l.stall_secs == 0 || l.probe_secs == 0 || l.queue_frames == 0 || l.queue_frames > 256 {
             return Err(invalid(
                 "limits",
@@ -393,6 +591,13 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.detect.threshold, 0.5);
         assert_eq!(c.redact.style, Style::Blur);
+    }
+
+    #[test]
+    fn printed_defaults_parse_back_to_the_defaults() {
+        let text = toml::to_string_pretty(&Config::default()).unwrap();
+        assert!(text.contains("margin = 0.2\n"), "{text}");
+        assert_eq!(Config::parse(&text).unwrap(), Config::default());
     }
 
     #[test]
@@ -425,12 +630,23 @@ mod tests {
     }
 
     #[test]
-    fn auto_input_size_keeps_12px_faces_at_8px() {
+    fn auto_input_size_keeps_the_main_pass_faces_at_8px() {
+        // With the zoom pass on (min_face 12), the main pass covers faces from 18 px.
         let d = DetectConfig::default();
-        assert_eq!(d.input_size_for(640, 360), (448, 256));
-        assert_eq!(d.input_size_for(1280, 720), (864, 480));
-        assert_eq!(d.input_size_for(1920, 1080), (1280, 736));
+        assert_eq!(d.zoom_for(1280, 720), Some(2.0));
+        assert_eq!(d.input_size_for(640, 360), (288, 160));
+        assert_eq!(d.input_size_for(1280, 720), (576, 320));
+        assert_eq!(d.input_size_for(1920, 1080), (864, 480));
         assert_eq!(d.input_size_for(16, 16), (32, 32));
+        let no_zoom = DetectConfig {
+            zoom: Zoom::Off,
+            ..Default::default()
+        };
+        assert_eq!(no_zoom.input_size_for(1280, 720), (864, 480));
+        assert_eq!(DetectConfig::default().zoom_every_for(1280, 720, 30.0), 60);
+        assert_eq!(DetectConfig::default().every_for(30.0), 3);
+        assert_eq!(DetectConfig::default().every_for(12.0), 1);
+        assert_eq!(DetectConfig::default().zoom_every_for(640, 360, 12.0), 6);
         let big = DetectConfig {
             min_face_px: 40,
             ..Default::default()
@@ -439,8 +655,17 @@ mod tests {
     }
 
     #[test]
+    fn sparse_zoom_pass_is_bounded_by_held_memory() {
+        let c = Config::default();
+        assert_eq!(c.zoom_every(1280, 720, 30.0), 60);
+        // 4K frames are 12 MiB: 512 MiB hold about 40 of them.
+        let z = c.zoom_every(3840, 2160, 30.0);
+        assert!(z < 40 && z > 20, "{z}");
+    }
+
+    #[test]
     fn tracker_bridges_at_least_two_detector_runs() {
-        let t = TrackerSettings::default().tracker_config(5);
-        assert!(t.max_gap >= 10 && t.lookback >= 5);
+        let t = TrackerSettings::default().tracker_config(5, 12, None);
+        assert!(t.max_gap >= 17 && t.lookback >= 5);
     }
 }

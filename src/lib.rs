@@ -5,9 +5,11 @@
 //! `redact` (pixels) → `pipeline` (stages on threads, bounded channels, commit), with
 //! `types` for what crosses stages, `config` for settings and `cli` for the binary.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod eval;
 pub mod fsutil;
 pub mod geom;
 pub mod media;

@@ -25,6 +25,7 @@ use gstreamer_video as gst_video;
 
 use crate::config::Config;
 use crate::detect::tracker::{TrackLog, Tracker};
+use crate::detect::zoom::Tile;
 use crate::detect::{DetectError, DetectorImage, FaceDetector, SessionOptions};
 use crate::fsutil::{TempFile, sha256_file};
 use crate::media::decode::{DecodeConfig, Decoder, SmallSpec};
@@ -256,6 +257,13 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         detector,
         det_size: (det_w, det_h),
         frame_size: (video.width, video.height),
+        zoom_tiles: match cfg.detect.zoom_for(video.width, video.height) {
+            Some(z) if mode == Mode::Redact => {
+                crate::detect::zoom::layout(video.width, video.height, z)
+            }
+            _ => Vec::new(),
+        },
+        fps: video.fps(),
         streams,
         encoder: encoder.as_ref(),
         ctl: ctl.clone(),
@@ -276,6 +284,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         (Ok(()), Ok(r)) => r,
     };
     decoder.finish(Duration::from_secs(cfg.limits.stall_secs))?;
+    check_complete(&input, &info, &frames)?;
     if frames.frames == 0 {
         return Err(PipelineError::Media(MediaError::Corrupt {
             path: input.clone(),
@@ -368,6 +377,30 @@ fn internal(path: &Path, message: String) -> PipelineError {
     }
 }
 
+/// A truncated file decodes "cleanly" up to where it was cut (demuxers stop at the end of
+/// the data), so compare where the streams actually ended with the duration the container
+/// declares: the longest stream must reach it (within half a second and 2%).
+fn check_complete(input: &Path, info: &MediaInfo, r: &StageResults) -> Result<(), PipelineError> {
+    let Some(declared) = info.duration else {
+        return Ok(());
+    };
+    let declared = declared.nseconds() as f64 / 1e9;
+    let reached = r
+        .video_end
+        .max(r.audio_end)
+        .map(|t| t.nseconds() as f64 / 1e9)
+        .unwrap_or(0.0);
+    if declared > 0.0 && reached + 0.5 + 0.02 * declared < declared {
+        return Err(PipelineError::Media(MediaError::Corrupt {
+            path: input.to_path_buf(),
+            detail: format!(
+                "truncated: the media ends at {reached:.2} s of the {declared:.2} s the file declares"
+            ),
+        }));
+    }
+    Ok(())
+}
+
 /// The output must not overwrite the input, and its folder must exist.
 fn check_output_path(input: &Path, output: &Path) -> Result<(), PipelineError> {
     let invalid = |m: &str| PipelineError::Invalid {
@@ -405,6 +438,15 @@ struct StageResults {
     frames: u64,
     log: TrackLog,
     times: StageTimes,
+    /// Where the decoded video and audio ended (last timestamp + duration).
+    video_end: Option<gst::ClockTime>,
+    audio_end: Option<gst::ClockTime>,
+}
+
+/// End time of a buffer, when it has a timestamp.
+fn buffer_end(b: &gst::BufferRef) -> Option<gst::ClockTime> {
+    b.pts()
+        .map(|p| p + b.duration().unwrap_or(gst::ClockTime::ZERO))
 }
 
 struct StageSetup<'a> {
@@ -414,6 +456,8 @@ struct StageSetup<'a> {
     detector: Option<Box<dyn FaceDetector>>,
     det_size: (u32, u32),
     frame_size: (u32, u32),
+    zoom_tiles: Vec<Tile>,
+    fps: f64,
     streams: crate::media::decode::Streams,
     encoder: Option<&'a Encoder>,
     ctl: Control,
@@ -496,8 +540,11 @@ impl Stages {
                 detector: s.detector,
                 det_size: s.det_size,
                 frame_size: s.frame_size,
-                every: s.cfg.detect.every.max(1),
+                every: s.cfg.detect.every_for(s.fps),
                 batch: s.cfg.detect.batch.max(1),
+                zoom_tiles: s.zoom_tiles,
+                zoom_every: s.cfg.zoom_every(s.frame_size.0, s.frame_size.1, s.fps),
+                zoom_max_face: s.cfg.detect.zoom_max_face(),
                 out: to_track,
                 error: error.clone(),
                 ticks: ticks.clone(),
@@ -510,7 +557,7 @@ impl Stages {
         }
         // track
         {
-            let tracker_cfg = s.cfg.tracker.tracker_config(s.cfg.detect.every.max(1));
+            let tracker_cfg = s.cfg.tracker_config(s.frame_size.0, s.frame_size.1, s.fps);
             let results = results.clone();
             let error2 = error.clone();
             handles.push(
@@ -536,6 +583,7 @@ impl Stages {
                 },
                 params: s.cfg.redact.style_params(),
                 margin: s.cfg.redact.margin,
+                margin_px: s.cfg.redact.margin_px,
                 error: error.clone(),
                 ticks: ticks.clone(),
                 ctl: s.ctl.clone(),
@@ -549,12 +597,15 @@ impl Stages {
         // audio
         if let Some(audio_rx) = s.streams.audio {
             let audio_in = s.encoder.and_then(|e| e.audio_handle());
+            let results2 = results.clone();
             let ticks = ticks.clone();
             let error2 = error.clone();
             handles.push(
                 spawn(
                     "audio",
-                    Box::new(move || audio_passthrough(audio_rx, audio_in, ticks, error2)),
+                    Box::new(move || {
+                        audio_passthrough(audio_rx, audio_in, ticks, error2, results2)
+                    }),
                 )
                 .map_err(|e| internal(&s.input, format!("spawning audio: {e}")))?,
             );
@@ -664,19 +715,32 @@ struct DetectStage {
     frame_size: (u32, u32),
     every: u32,
     batch: usize,
+    /// Zoom-pass tiles (empty: no zoom pass) and how often the pass runs.
+    zoom_tiles: Vec<Tile>,
+    zoom_every: u32,
+    /// Largest face (frame pixels) the zoom pass reports.
+    zoom_max_face: f32,
     out: Sender<DetectedFrame>,
     error: FirstError,
     ticks: Arc<AtomicU64>,
     results: Arc<Mutex<StageResults>>,
 }
 
+/// A frame waiting for the detector: its detector copy when the main pass runs on it, and
+/// whether the zoom pass runs on it.
+struct Pending {
+    frame: Frame,
+    small: Option<gst::Sample>,
+    zoom: bool,
+}
+
 impl DetectStage {
     fn run(mut self) -> Result<(), PipelineError> {
         let _span = tracing::debug_span!("detect").entered();
         let mut index: u64 = 0;
-        // Frames since the last detector run, with the detector copy of those to detect.
-        let mut pending: Vec<(Frame, Option<gst::Sample>)> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         let mut detect_time = Duration::ZERO;
+        let has_detector = self.detector.is_some();
         loop {
             let Ok(full) = self.full.recv() else { break };
             let small = match &self.small {
@@ -695,15 +759,22 @@ impl DetectStage {
                 None => None,
             };
             let frame = sample_to_frame(&self.input, index, &full)?;
-            let run_here = self.detector.is_some() && index % u64::from(self.every) == 0;
+            let main = has_detector && index.is_multiple_of(u64::from(self.every));
+            let zoom = has_detector
+                && !self.zoom_tiles.is_empty()
+                && index.is_multiple_of(u64::from(self.zoom_every));
             index += 1;
             self.ticks.fetch_add(1, Ordering::Relaxed);
-            pending.push((frame, if run_here { small } else { None }));
-            let to_run = pending.iter().filter(|(_, s)| s.is_some()).count();
-            if to_run >= self.batch || (self.detector.is_none()) {
+            pending.push(Pending {
+                frame,
+                small: if main { small } else { None },
+                zoom,
+            });
+            let mains = pending.iter().filter(|p| p.small.is_some()).count();
+            // Zoom frames are not batched: they flush what is pending.
+            if !has_detector || mains >= self.batch || zoom {
                 let t = Instant::now();
-                let batch = std::mem::take(&mut pending);
-                let ok = self.flush(batch)?;
+                let ok = self.flush(std::mem::take(&mut pending))?;
                 detect_time += t.elapsed();
                 if !ok {
                     return Ok(());
@@ -721,12 +792,21 @@ impl DetectStage {
         Ok(())
     }
 
-    /// Runs the detector on the frames that have a detector copy and sends every frame on,
-    /// in order. Returns false when downstream has gone (the run is failing).
-    fn flush(&mut self, batch: Vec<(Frame, Option<gst::Sample>)>) -> Result<bool, PipelineError> {
-        let mut results: Vec<Vec<Detection>> = Vec::new();
+    fn detect_err(&self, source: DetectError) -> PipelineError {
+        PipelineError::Detect {
+            path: self.input.clone(),
+            source,
+        }
+    }
+
+    /// Runs the main pass on the frames that have a detector copy (as one batch) and the zoom
+    /// pass on the frames marked for it, then sends every frame on, in order. Returns false
+    /// when downstream has gone (the run is failing).
+    fn flush(&mut self, batch: Vec<Pending>) -> Result<bool, PipelineError> {
+        let mut main: Vec<Vec<Detection>> = Vec::new();
         if let Some(det) = self.detector.as_mut() {
-            let samples: Vec<&gst::Sample> = batch.iter().filter_map(|(_, s)| s.as_ref()).collect();
+            let samples: Vec<&gst::Sample> =
+                batch.iter().filter_map(|p| p.small.as_ref()).collect();
             if !samples.is_empty() {
                 let maps = samples
                     .iter()
@@ -743,34 +823,131 @@ impl DetectStage {
                     self.frame_size.0 as f32 / self.det_size.0 as f32,
                     self.frame_size.1 as f32 / self.det_size.1 as f32,
                 );
-                let (fw, fh) = (self.frame_size.0 as f32, self.frame_size.1 as f32);
-                results = raw
+                main = raw
                     .into_iter()
-                    .map(|dets| {
-                        dets.into_iter()
-                            .map(|d| Detection {
-                                bbox: d.bbox.scale(sx, sy).clip(fw, fh),
-                                score: d.score,
-                            })
-                            .filter(|d| d.bbox.area() > 0.0)
-                            .collect()
-                    })
+                    .map(|dets| self.to_frame(dets, (0.0, 0.0), (sx, sy), self.every))
                     .collect();
             }
         }
-        let mut results = results.into_iter();
-        for (frame, small) in batch {
-            let dets = if small.is_some() {
-                results.next()
-            } else {
-                None
-            };
-            if self.out.send((frame, dets)).is_err() {
+        let mut main = main.into_iter();
+        for p in batch {
+            let mut dets: Option<Vec<Detection>> =
+                if p.small.is_some() { main.next() } else { None };
+            if p.zoom {
+                let z = self.zoom_detect(&p.frame)?;
+                let mut all = dets.take().unwrap_or_default();
+                all.extend(z);
+                dets = Some(merge(all));
+            }
+            if self.out.send((p.frame, dets)).is_err() {
                 return Ok(false);
             }
         }
         Ok(true)
     }
+
+    /// Detections in frame pixels from detector-input boxes offset by `(ox, oy)` and scaled
+    /// by `(sx, sy)`, clipped to the frame.
+    fn to_frame(
+        &self,
+        dets: Vec<Detection>,
+        (ox, oy): (f32, f32),
+        (sx, sy): (f32, f32),
+        revisit: u32,
+    ) -> Vec<Detection> {
+        let (fw, fh) = (self.frame_size.0 as f32, self.frame_size.1 as f32);
+        dets.into_iter()
+            .map(|d| {
+                let b = d.bbox.scale(sx, sy);
+                Detection {
+                    bbox: crate::geom::BoxF::new(b.x + ox, b.y + oy, b.w, b.h).clip(fw, fh),
+                    score: d.score,
+                    revisit,
+                }
+            })
+            .filter(|d| d.bbox.area() > 0.0)
+            .collect()
+    }
+
+    /// The zoom pass on one frame: every tile rendered from the full-resolution planes, run
+    /// as one batch.
+    fn zoom_detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
+        use gst_video::prelude::*;
+        let Some(det) = self.detector.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let order = det.channel_order();
+        let info = gst_video::VideoInfo::from_caps(&frame.caps)
+            .map_err(|_| internal(&self.input, "frame caps are not raw video".into()))?;
+        let vf = gst_video::VideoFrameRef::from_buffer_ref_readable(frame.buffer.as_ref(), &info)
+            .map_err(|_| {
+            internal(&self.input, "cannot map a frame for the zoom pass".into())
+        })?;
+        let strides = vf.plane_stride();
+        let plane = |i: u32| vf.plane_data(i).unwrap_or(&[]);
+        let planes = crate::detect::zoom::I420 {
+            y: plane(0),
+            u: plane(1),
+            v: plane(2),
+            strides: [
+                strides[0] as usize,
+                strides[1] as usize,
+                strides[2] as usize,
+            ],
+            width: info.width(),
+            height: info.height(),
+        };
+        // Tiles of one size go into one batch; edge tiles may differ by a few pixels.
+        let mut out = Vec::new();
+        let mut groups: Vec<((u32, u32), Vec<Tile>)> = Vec::new();
+        for t in &self.zoom_tiles {
+            match groups.iter_mut().find(|(k, _)| *k == (t.in_w, t.in_h)) {
+                Some((_, v)) => v.push(*t),
+                None => groups.push(((t.in_w, t.in_h), vec![*t])),
+            }
+        }
+        for (_, tiles) in groups {
+            let rendered: Vec<Vec<u8>> = tiles
+                .iter()
+                .map(|t| crate::detect::zoom::render(&planes, t, order))
+                .collect();
+            let images: Vec<DetectorImage<'_>> = tiles
+                .iter()
+                .zip(&rendered)
+                .map(|(t, data)| DetectorImage {
+                    data,
+                    width: t.in_w,
+                    height: t.in_h,
+                    stride: t.in_w as usize * 3,
+                })
+                .collect();
+            let det = self.detector.as_mut().expect("checked above");
+            let raw = det.detect(&images).map_err(|e| self.detect_err(e))?;
+            for (t, dets) in tiles.iter().zip(raw) {
+                let (sx, sy) = t.back_scale();
+                // The zoom pass is for small faces only: magnified large structures give
+                // spurious big boxes, and large faces are the main pass's job.
+                let found =
+                    self.to_frame(dets, (t.x0 as f32, t.y0 as f32), (sx, sy), self.zoom_every);
+                out.extend(
+                    found
+                        .into_iter()
+                        .filter(|d| d.bbox.w.min(d.bbox.h) <= self.zoom_max_face),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Merges detections of several passes or overlapping tiles: greedy NMS at IoU 0.3.
+fn merge(dets: Vec<Detection>) -> Vec<Detection> {
+    let boxes: Vec<crate::geom::BoxF> = dets.iter().map(|d| d.bbox).collect();
+    let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
+    crate::geom::nms(&boxes, &scores, 0.3)
+        .into_iter()
+        .map(|i| dets[i])
+        .collect()
 }
 
 /// A mapped detector copy.
@@ -867,6 +1044,7 @@ struct RedactStage {
     style: crate::redact::video::Style,
     params: crate::redact::video::StyleParams,
     margin: f32,
+    margin_px: f32,
     error: FirstError,
     ticks: Arc<AtomicU64>,
     ctl: Control,
@@ -877,6 +1055,7 @@ impl RedactStage {
     fn run(mut self) -> Result<(), PipelineError> {
         let _span = tracing::debug_span!("redact").entered();
         let mut frames = 0u64;
+        let mut video_end = None;
         let (mut redact_t, mut push_t) = (Duration::ZERO, Duration::ZERO);
         let mut info: Option<(gst::Caps, gst_video::VideoInfo)> = None;
         for tf in self.rx.iter() {
@@ -885,6 +1064,7 @@ impl RedactStage {
                 return Ok(());
             }
             let TrackedFrame { frame, boxes } = tf;
+            video_end = video_end.max(buffer_end(frame.buffer.as_ref()));
             let t = Instant::now();
             let caps = frame.caps.clone();
             let buffer = if self.style.modifies_pixels() && !boxes.is_empty() {
@@ -898,7 +1078,10 @@ impl RedactStage {
                 let (fw, fh) = (vi.width() as f32, vi.height() as f32);
                 let regions: Vec<crate::geom::BoxF> = boxes
                     .iter()
-                    .map(|b| b.bbox.enlarge(self.margin).clip(fw, fh))
+                    .map(|b| {
+                        crate::redact::video::redaction_region(&b.bbox, self.margin, self.margin_px)
+                            .clip(fw, fh)
+                    })
                     .collect();
                 redact_buffer(
                     &self.input,
@@ -934,6 +1117,7 @@ impl RedactStage {
         }
         if let Ok(mut r) = self.results.lock() {
             r.frames = frames;
+            r.video_end = video_end;
             r.times.redact = redact_t.as_secs_f64() * 1e3;
             r.times.encode_push = push_t.as_secs_f64() * 1e3;
         }
@@ -1005,12 +1189,18 @@ fn audio_passthrough(
     input: Option<crate::media::encode::AudioInput>,
     ticks: Arc<AtomicU64>,
     error: FirstError,
+    results: Arc<Mutex<StageResults>>,
 ) -> Result<(), PipelineError> {
     let _span = tracing::debug_span!("audio").entered();
+    let mut end = None;
     let Some(mut input) = input else {
         // Decode-only: drain.
-        for _ in rx.iter() {
+        for s in rx.iter() {
+            end = end.max(s.buffer().and_then(buffer_end));
             ticks.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut r) = results.lock() {
+            r.audio_end = end;
         }
         return Ok(());
     };
@@ -1021,6 +1211,7 @@ fn audio_passthrough(
         let (Some(caps), Some(buf)) = (s.caps_owned(), s.buffer_owned()) else {
             continue;
         };
+        end = end.max(buffer_end(buf.as_ref()));
         if let Err(e) = input.push(&caps, buf) {
             if error.is_set() {
                 return Ok(());
@@ -1031,6 +1222,9 @@ fn audio_passthrough(
     }
     if !error.is_set() {
         input.end();
+    }
+    if let Ok(mut r) = results.lock() {
+        r.audio_end = end;
     }
     Ok(())
 }
@@ -1056,7 +1250,13 @@ struct SidecarParts<'a> {
 fn build_sidecar(p: SidecarParts<'_>) -> Sidecar {
     let cfg = p.cfg;
     let (provider, model_sha256) = p.detector_meta.unwrap_or_default();
-    let tracker = cfg.tracker.tracker_config(cfg.detect.every.max(1));
+    let (fw, fh, fps) = p
+        .info
+        .video
+        .as_ref()
+        .map(|v| (v.width, v.height, v.fps()))
+        .unwrap_or((0, 0, 0.0));
+    let tracker = cfg.tracker_config(fw, fh, fps);
     let frames = p.frames.frames;
     let per_frame = |ms: f64| if frames > 0 { ms / frames as f64 } else { 0.0 };
     let log = p.frames.log;
@@ -1094,7 +1294,7 @@ fn build_sidecar(p: SidecarParts<'_>) -> Sidecar {
             model_sha256,
             threshold: cfg.detect.threshold,
             input_size: [p.det_size.0, p.det_size.1],
-            every: cfg.detect.every,
+            every: cfg.detect.every_for(fps),
             provider,
         },
         redaction: RedactionInfo {

@@ -45,6 +45,9 @@ pub struct FramePair {
 pub struct Detection {
     pub bbox: BoxF,
     pub score: f32,
+    /// Frames until the pass that found this face runs again (1 for a detector that runs on
+    /// every frame). The tracker extends the face at least this far on both sides.
+    pub revisit: u32,
 }
 
 /// How a tracked box for one frame came about.

@@ -80,6 +80,7 @@ pub fn decode(
         .map(|i| Detection {
             bbox: boxes[i],
             score: scores[i],
+            revisit: 1,
         })
         .collect()
 }

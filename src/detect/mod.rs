@@ -10,6 +10,7 @@ pub mod models;
 pub mod runtime;
 pub mod tracker;
 pub mod yunet;
+pub mod zoom;
 
 use std::path::PathBuf;
 

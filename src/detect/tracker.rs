@@ -24,7 +24,14 @@ pub struct TrackerConfig {
     /// Detections of one track up to this many frames apart are joined (the gap is filled);
     /// a track not seen for longer ends.
     pub max_gap: u32,
+    /// Frame size: a face at the frame's edge that moves outwards is followed until it has
+    /// left the picture (up to [`EDGE_REACH`] frames), and one that came in is followed back
+    /// to where it entered.
+    pub frame: Option<(f32, f32)>,
 }
+
+/// Longest extension (frames) for a face entering or leaving through the frame's edge.
+pub const EDGE_REACH: u32 = 45;
 
 impl Default for TrackerConfig {
     fn default() -> Self {
@@ -33,6 +40,7 @@ impl Default for TrackerConfig {
             lookback: 6,
             lookahead: 6,
             max_gap: 8,
+            frame: None,
         }
     }
 }
@@ -40,7 +48,8 @@ impl Default for TrackerConfig {
 impl TrackerConfig {
     /// The number of frames a frame is held back before its boxes are final.
     pub fn delay(&self) -> u64 {
-        u64::from(self.lookback.max(self.max_gap))
+        let edge = if self.frame.is_some() { EDGE_REACH } else { 0 };
+        u64::from(self.lookback.max(self.max_gap).max(edge))
     }
 }
 
@@ -56,6 +65,8 @@ struct Track {
     id: u64,
     keys: Vec<Key>,
     ended: bool,
+    /// The sparsest pass that ever saw this face: the face may go unseen that long.
+    max_revisit: u32,
 }
 
 impl Track {
@@ -72,19 +83,69 @@ impl Track {
         if n < 2 {
             return None;
         }
-        let (a, b) = (&self.keys[n - 2], &self.keys[n - 1]);
-        let dt = (b.frame - a.frame) as f32;
-        if dt <= 0.0 {
-            return None;
-        }
-        Some([
-            (b.bbox.x - a.bbox.x) / dt,
-            (b.bbox.y - a.bbox.y) / dt,
-            (b.bbox.w - a.bbox.w) / dt,
-            (b.bbox.h - a.bbox.h) / dt,
-        ])
+        velocity_between(&self.keys[n - 2], &self.keys[n - 1])
     }
 
+    /// Per-frame velocity from the first two keys.
+    fn start_velocity(&self) -> Option<[f32; 4]> {
+        if self.keys.len() < 2 {
+            return None;
+        }
+        velocity_between(&self.keys[0], &self.keys[1])
+    }
+}
+
+fn velocity_between(a: &Key, b: &Key) -> Option<[f32; 4]> {
+    let dt = (b.frame - a.frame) as f32;
+    if dt <= 0.0 {
+        return None;
+    }
+    Some([
+        (b.bbox.x - a.bbox.x) / dt,
+        (b.bbox.y - a.bbox.y) / dt,
+        (b.bbox.w - a.bbox.w) / dt,
+        (b.bbox.h - a.bbox.h) / dt,
+    ])
+}
+
+/// Shifts a box by `v * frames` (position only; size kept).
+fn shifted(b: &BoxF, v: &[f32; 4], frames: f32) -> BoxF {
+    BoxF::new(b.x + v[0] * frames, b.y + v[1] * frames, b.w, b.h)
+}
+
+/// Frames until a box moving by `v` per frame has left a `w x h` frame, when it touches an
+/// edge and moves out through it; `None` otherwise.
+fn frames_to_exit(b: &BoxF, v: &[f32; 4], (w, h): (f32, f32)) -> Option<u32> {
+    // Detector boxes of a face cut by the frame edge stop a little short of it.
+    let edge_x = (0.15 * b.w).max(2.0);
+    let edge_y = (0.15 * b.h).max(2.0);
+    let mut best: Option<f32> = None;
+    let mut consider = |t: f32| {
+        if t.is_finite() && t >= 0.0 {
+            best = Some(best.map_or(t, |b| b.min(t)));
+        }
+    };
+    // A box clipped at an edge only moves with its free edge: leaving through the right
+    // edge is led by the left edge (velocity v[0]), leaving through the left by the right
+    // edge (v[0] + v[2]), and likewise vertically.
+    let (left, right) = (v[0], v[0] + v[2]);
+    let (top, bottom) = (v[1], v[1] + v[3]);
+    if b.x <= edge_x && right < -0.05 {
+        consider(b.x2() / -right);
+    }
+    if b.x2() >= w - edge_x && left > 0.05 {
+        consider((w - b.x) / left);
+    }
+    if b.y <= edge_y && bottom < -0.05 {
+        consider(b.y2() / -bottom);
+    }
+    if b.y2() >= h - edge_y && top > 0.05 {
+        consider((h - b.y) / top);
+    }
+    best.map(|t| (t.ceil() as u32).min(EDGE_REACH))
+}
+
+impl Track {
     fn predict(&self, frame: u64) -> BoxF {
         let last = self.last();
         match self.velocity() {
@@ -112,19 +173,37 @@ impl Track {
         };
         if frame < first.frame {
             let d = first.frame - frame;
-            if d > u64::from(cfg.lookback) {
+            let back_v = self.start_velocity().map(|v| [-v[0], -v[1], -v[2], -v[3]]);
+            let mut reach = cfg.lookback.max(self.max_revisit.saturating_sub(1));
+            if let (Some(v), Some(size)) = (back_v, cfg.frame)
+                && let Some(t) = frames_to_exit(&first.bbox, &v, size)
+            {
+                reach = reach.max(t);
+            }
+            if d > u64::from(reach) {
                 return None;
             }
-            // The face was somewhere near its first box; grow the box with the distance.
-            let grown = first.bbox.enlarge((0.05 * d as f32).min(0.5));
-            return Some(make(grown, first.score, BoxSource::Extended));
+            // The face was somewhere near its first box; grow the box with the distance and
+            // follow it back along its motion.
+            let grown = first.bbox.enlarge(growth(d));
+            let bbox = match back_v {
+                Some(v) => union(&grown, &shifted(&first.bbox, &v, d as f32)),
+                None => grown,
+            };
+            return Some(make(bbox, first.score, BoxSource::Extended));
         }
         if frame > last.frame {
             let d = frame - last.frame;
-            if d > u64::from(cfg.lookahead) {
+            let mut reach = cfg.lookahead.max(self.max_revisit.saturating_sub(1));
+            if let (Some(v), Some(size)) = (self.velocity(), cfg.frame)
+                && let Some(t) = frames_to_exit(&last.bbox, &v, size)
+            {
+                reach = reach.max(t);
+            }
+            if d > u64::from(reach) {
                 return None;
             }
-            let grown = last.bbox.enlarge((0.05 * d as f32).min(0.5));
+            let grown = last.bbox.enlarge(growth(d));
             let predicted = self.predict(frame);
             return Some(make(
                 union(&grown, &predicted),
@@ -146,6 +225,12 @@ impl Track {
             BoxSource::Interpolated,
         ))
     }
+}
+
+/// How much an extended box grows (fraction per side) `d` frames away from its detection:
+/// the face may have moved or turned; 3% a frame, at most 30%.
+fn growth(d: u64) -> f32 {
+    (0.03 * d as f32).min(0.3)
 }
 
 fn union(a: &BoxF, b: &BoxF) -> BoxF {
@@ -299,7 +384,9 @@ impl<T> Tracker<T> {
             track_used[li] = true;
             det_used[di] = true;
             let d = &dets[di];
-            self.tracks[live[li]].keys.push(Key {
+            let t = &mut self.tracks[live[li]];
+            t.max_revisit = t.max_revisit.max(d.revisit);
+            t.keys.push(Key {
                 frame,
                 bbox: d.bbox,
                 score: d.score,
@@ -315,6 +402,7 @@ impl<T> Tracker<T> {
                         score: d.score,
                     }],
                     ended: false,
+                    max_revisit: d.revisit,
                 });
                 self.next_id += 1;
             }
@@ -343,9 +431,9 @@ impl<T> Tracker<T> {
             }
             return;
         };
-        let lookahead = u64::from(self.cfg.lookahead);
+        let reach = u64::from(self.cfg.lookahead.max(self.cfg.max_gap).max(EDGE_REACH));
         self.tracks
-            .retain(|t| !(t.ended && t.last().frame + lookahead < oldest));
+            .retain(|t| !(t.ended && t.last().frame + reach < oldest));
         for t in &mut self.tracks {
             // Keep the last key before `oldest` (interpolation anchor) and one more before it
             // (velocity); everything earlier is history.
@@ -418,6 +506,7 @@ impl TrackLog {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
 
@@ -425,6 +514,7 @@ mod tests {
         Detection {
             bbox: BoxF::new(x, y, s, s),
             score: 0.9,
+            revisit: 1,
         }
     }
 
@@ -585,6 +675,96 @@ mod tests {
             .flat_map(|e| e.boxes.iter().map(|b| b.track_id))
             .collect();
         assert_eq!(ids.len(), 1);
+    }
+
+    #[test]
+    fn a_face_leaving_through_the_edge_is_followed_until_it_is_out() {
+        // 100x100 frame; a 20 px face moves right 4 px/frame and is last detected touching
+        // the right edge at x = 80 (box 80..100); it is fully out after (100-80)/4 = 5 frames.
+        let frames: Vec<_> = (0..40)
+            .map(|i| {
+                if i <= 10 {
+                    Some(vec![det(40.0 + 4.0 * i as f32, 40.0, 20.0)])
+                } else {
+                    Some(vec![])
+                }
+            })
+            .collect();
+        let cfg = TrackerConfig {
+            lookahead: 1,
+            frame: Some((100.0, 100.0)),
+            ..Default::default()
+        };
+        let out = run(cfg, &frames);
+        for i in 11..=15 {
+            assert_eq!(out[i].boxes.len(), 1, "frame {i} must still be covered");
+            let b = out[i].boxes[0].bbox;
+            assert!(b.x <= 40.0 + 4.0 * i as f32, "frame {i}: {b:?}");
+        }
+        assert!(out[17].boxes.is_empty());
+    }
+
+    #[test]
+    fn a_face_entering_through_the_edge_is_followed_back_to_where_it_came_in() {
+        // Moves left→right from outside: first detected at x = 0 (box 0..20) at frame 10.
+        let frames: Vec<_> = (0..30)
+            .map(|i| {
+                if i >= 10 {
+                    Some(
+                        vec![det(-30.0 + 3.0 * i as f32 + 0.0, 40.0, 20.0)]
+                            .into_iter()
+                            .map(|mut d| {
+                                d.bbox = d.bbox.clip(100.0, 100.0);
+                                d
+                            })
+                            .collect(),
+                    )
+                } else {
+                    Some(vec![])
+                }
+            })
+            .collect();
+        let cfg = TrackerConfig {
+            lookback: 1,
+            frame: Some((100.0, 100.0)),
+            ..Default::default()
+        };
+        let out = run(cfg, &frames);
+        assert_eq!(
+            out[8].boxes.len(),
+            1,
+            "two frames before the first detection"
+        );
+        assert_eq!(out[8].boxes[0].source, BoxSource::Extended);
+    }
+
+    #[test]
+    fn revisit_of_a_sparse_pass_sets_the_reach() {
+        let frames: Vec<_> = (0..60)
+            .map(|i| {
+                if i == 20 || i == 30 {
+                    Some(vec![Detection {
+                        revisit: 10,
+                        ..det(50.0, 50.0, 12.0)
+                    }])
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let cfg = TrackerConfig {
+            lookback: 2,
+            lookahead: 2,
+            max_gap: 20,
+            ..Default::default()
+        };
+        let out = run(cfg, &frames);
+        // A pass every 10 frames may have missed the face for up to 9 frames on each side.
+        assert!(out[10].boxes.is_empty());
+        for i in 11..=39 {
+            assert_eq!(out[i].boxes.len(), 1, "frame {i}");
+        }
+        assert!(out[40].boxes.is_empty());
     }
 
     #[test]

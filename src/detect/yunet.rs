@@ -82,6 +82,7 @@ pub fn decode(out: &YunetOutputs<'_>, w: u32, h: u32, threshold: f32) -> Vec<Det
         .map(|i| Detection {
             bbox: boxes[i],
             score: scores[i],
+            revisit: 1,
         })
         .collect()
 }

@@ -1,0 +1,197 @@
+//! `cargo bench`: per-stage costs on real data (criterion). The end-to-end numbers —
+//! decode-only, transcode-only and the full pipeline on the same clip — come from
+//! `obscura bench` (see README), which this bench also runs once on the bundled 720p clip.
+
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use obscura::detect::tracker::{Tracker, TrackerConfig};
+use obscura::detect::zoom::{I420, layout, render};
+use obscura::detect::{ChannelOrder, DetectorImage, ModelKind, SessionOptions, load_face_detector};
+use obscura::geom::BoxF;
+use obscura::redact::video::{PlaneMut, Style, StyleParams, redact_planes};
+use obscura::types::Detection;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn faces_720p() -> Vec<BoxF> {
+    // The ten face sizes of samples/faces_sizes.mp4, with the default margin.
+    [
+        120.0f32, 96.0, 64.0, 48.0, 40.0, 32.0, 24.0, 20.0, 16.0, 12.0,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, &w)| {
+        BoxF::new(
+            40.0 + 110.0 * i as f32,
+            100.0 + 40.0 * (i % 3) as f32,
+            w,
+            w * 1.15,
+        )
+        .enlarge(0.2)
+    })
+    .collect()
+}
+
+fn bench_redact(c: &mut Criterion) {
+    let (w, h) = (1280usize, 720usize);
+    let mut y: Vec<u8> = (0..w * h).map(|i| (i * 7 % 251) as u8).collect();
+    let mut u = vec![128u8; w * h / 4];
+    let mut v = vec![128u8; w * h / 4];
+    let regions = faces_720p();
+    for style in [Style::Blur, Style::Pixelate, Style::Ellipse, Style::Fill] {
+        c.bench_function(&format!("redact 10 faces 720p {}", style.name()), |b| {
+            b.iter(|| {
+                let mut planes = [
+                    PlaneMut {
+                        data: &mut y,
+                        stride: w,
+                        width: w,
+                        height: h,
+                        sub: 1,
+                        fill_value: 16,
+                    },
+                    PlaneMut {
+                        data: &mut u,
+                        stride: w / 2,
+                        width: w / 2,
+                        height: h / 2,
+                        sub: 2,
+                        fill_value: 128,
+                    },
+                    PlaneMut {
+                        data: &mut v,
+                        stride: w / 2,
+                        width: w / 2,
+                        height: h / 2,
+                        sub: 2,
+                        fill_value: 128,
+                    },
+                ];
+                redact_planes(&mut planes, &regions, style, &StyleParams::default());
+            })
+        });
+    }
+}
+
+fn bench_tracker(c: &mut Criterion) {
+    let dets: Vec<Detection> = faces_720p()
+        .into_iter()
+        .map(|b| Detection {
+            bbox: b,
+            score: 0.9,
+            revisit: 1,
+        })
+        .collect();
+    c.bench_function("tracker 10 faces per frame", |b| {
+        let mut t: Tracker<()> = Tracker::new(TrackerConfig {
+            frame: Some((1280.0, 720.0)),
+            ..Default::default()
+        });
+        let mut i = 0u64;
+        b.iter(|| {
+            let moved: Vec<Detection> = dets
+                .iter()
+                .map(|d| Detection {
+                    bbox: BoxF::new(d.bbox.x + (i % 50) as f32, d.bbox.y, d.bbox.w, d.bbox.h),
+                    ..*d
+                })
+                .collect();
+            let _ = t.push(i, (), Some(&moved));
+            i += 1;
+        })
+    });
+}
+
+fn bench_zoom_render(c: &mut Criterion) {
+    let (w, h) = (1280usize, 720usize);
+    let y: Vec<u8> = (0..w * h).map(|i| (i * 7 % 251) as u8).collect();
+    let uv = vec![128u8; w * h / 4];
+    let frame = I420 {
+        y: &y,
+        u: &uv,
+        v: &uv,
+        strides: [w, w / 2, w / 2],
+        width: w as u32,
+        height: h as u32,
+    };
+    let tiles = layout(w as u32, h as u32, 2.0);
+    c.bench_function("zoom render 720p at 2x (all tiles)", |b| {
+        b.iter(|| {
+            for t in &tiles {
+                std::hint::black_box(render(&frame, t, ChannelOrder::Bgr));
+            }
+        })
+    });
+}
+
+fn bench_detector(c: &mut Criterion) {
+    let Ok(mut det) = load_face_detector(
+        ModelKind::Yunet,
+        Some(&repo().join("models")),
+        0.5,
+        &SessionOptions::default(),
+    ) else {
+        eprintln!(
+            "skipping detector benches: ONNX Runtime or the model is missing (run scripts/setup.sh)"
+        );
+        return;
+    };
+    let mut group = c.benchmark_group("yunet");
+    group.sample_size(20);
+    for (w, h) in [(576u32, 320u32), (864, 480), (1344, 800)] {
+        let data = vec![128u8; (w * h * 3) as usize];
+        let img = DetectorImage {
+            data: &data,
+            width: w,
+            height: h,
+            stride: (w * 3) as usize,
+        };
+        group.bench_function(format!("{w}x{h} batch 1"), |b| {
+            b.iter(|| det.detect(&[img]).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn bench_end_to_end(c: &mut Criterion) {
+    let input = repo().join("samples/faces_sizes.mp4");
+    let mut cfg = obscura::config::Config::default();
+    cfg.runtime.models_dir = Some(repo().join("models"));
+    let mut group = c.benchmark_group("end to end 720p 240 frames");
+    group.sample_size(10);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, mode) in [
+        ("decode only", obscura::pipeline::Mode::DecodeOnly),
+        ("transcode only", obscura::pipeline::Mode::TranscodeOnly),
+        ("full pipeline", obscura::pipeline::Mode::Redact),
+    ] {
+        let job = obscura::pipeline::Job {
+            input: input.clone(),
+            output: dir.path().join("o.mp4"),
+            sidecar: None,
+        };
+        if obscura::pipeline::run(&job, &cfg, &Default::default(), mode).is_err() {
+            eprintln!(
+                "skipping end-to-end benches: the pipeline cannot run here (run scripts/setup.sh)"
+            );
+            return;
+        }
+        group.bench_function(name, |b| {
+            b.iter(|| obscura::pipeline::run(&job, &cfg, &Default::default(), mode).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_redact,
+    bench_tracker,
+    bench_zoom_render,
+    bench_detector,
+    bench_end_to_end
+);
+criterion_main!(benches);

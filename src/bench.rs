@@ -1,0 +1,285 @@
+//! `obscura bench`: the numbers that say how close the pipeline is to the machine's limit,
+//! measured the same way every time, in one run on one input.
+//!
+//! Owns: timing decode-only, transcode-only (same encoder settings, no AI) and the full
+//! pipeline on the same file, the detector alone at the sizes the pipeline uses, and — when
+//! the input has a ground-truth file beside it (`X.gt.json`) — the leak rate of the full run.
+//! Must not touch: the pipeline's behaviour; it only runs it in its modes, writing into a
+//! scratch folder that is removed afterwards.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::detect::{DetectorImage, SessionOptions};
+use crate::pipeline::{Control, Job, Mode, PipelineError};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub input: String,
+    pub width: u32,
+    pub height: u32,
+    pub frames: u64,
+    pub runs: u32,
+    /// Median frames per second of each mode.
+    pub decode_only_fps: f64,
+    pub transcode_only_fps: f64,
+    pub full_fps: f64,
+    /// full / transcode-only.
+    pub full_vs_transcode: f64,
+    /// Per-stage milliseconds per frame of the median full run.
+    pub stage_ms_per_frame: crate::types::StageTimes,
+    pub detector: DetectorBench,
+    /// Present when a ground truth file was found beside the input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leak: Option<LeakSummary>,
+    pub settings: BenchSettings,
+    pub machine: Machine,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchSettings {
+    pub detector: String,
+    pub detect_every: u32,
+    pub detect_size: [u32; 2],
+    pub zoom: Option<f32>,
+    pub zoom_every: u32,
+    pub zoom_tiles: Vec<[u32; 2]>,
+    pub quality: String,
+    pub style: String,
+    pub device: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectorBench {
+    pub provider: String,
+    /// Main pass: milliseconds per frame at `detect_size` (median of the timed runs).
+    pub main_ms: f64,
+    /// Zoom pass: milliseconds per sweep (all tiles of one frame), if the pass runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zoom_sweep_ms: Option<f64>,
+    /// Batch sizes 1/8/32 at the main size: milliseconds per frame.
+    pub batch_ms_per_frame: Vec<(usize, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeakSummary {
+    pub gt_boxes: u64,
+    pub redacted: u64,
+    pub leak_rate: f64,
+    pub outside_unchanged: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub os: String,
+    pub onnxruntime: String,
+    pub date: String,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs the benchmark on `input` with `cfg`, `runs` times per mode.
+pub fn run(
+    input: &Path,
+    cfg: &Config,
+    runs: u32,
+    batches: &[usize],
+) -> Result<BenchReport, PipelineError> {
+    let scratch = tempfile::Builder::new()
+        .prefix("obscura-bench-")
+        .tempdir()
+        .map_err(|source| PipelineError::Io {
+            path: std::env::temp_dir(),
+            what: "creating a scratch folder",
+            source,
+        })?;
+    let info = crate::media::probe(input, std::time::Duration::from_secs(cfg.limits.probe_secs))?;
+    let video = info.video.clone().ok_or_else(|| PipelineError::Invalid {
+        path: input.to_path_buf(),
+        message: "bench needs a video input".into(),
+    })?;
+    let mut times: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut full_runs = Vec::new();
+    let mut frames = 0;
+    let runs = runs.max(1);
+    for r in 0..runs {
+        for (k, mode) in [Mode::DecodeOnly, Mode::TranscodeOnly, Mode::Redact]
+            .into_iter()
+            .enumerate()
+        {
+            let out = scratch.path().join(format!("run{r}-{k}.mp4"));
+            let job = Job {
+                input: input.to_path_buf(),
+                output: out.clone(),
+                sidecar: Some(scratch.path().join(format!("run{r}-{k}.json"))),
+            };
+            let t = Instant::now();
+            let o = crate::pipeline::run(&job, cfg, &Control::default(), mode)?;
+            let wall = t.elapsed().as_secs_f64();
+            frames = o.sidecar.totals.frames;
+            times[k].push(frames as f64 / wall);
+            if mode == Mode::Redact {
+                full_runs.push((frames as f64 / wall, o));
+            } else {
+                let _ = std::fs::remove_file(&out);
+            }
+        }
+    }
+    let decode = median(times[0].clone());
+    let transcode = median(times[1].clone());
+    let full = median(times[2].clone());
+    full_runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let median_full = full_runs.swap_remove(full_runs.len() / 2).1;
+
+    let gt_path = gt_beside(input);
+    let leak = match gt_path.and_then(|p| crate::eval::GroundTruth::load(&p).ok()) {
+        Some(gt) => {
+            let r = crate::eval::evaluate(input, &median_full.output, &gt)?;
+            Some(LeakSummary {
+                gt_boxes: r.boxes,
+                redacted: r.redacted,
+                leak_rate: r.leak_rate,
+                outside_unchanged: r.outside_unchanged,
+            })
+        }
+        None => None,
+    };
+
+    let det_size = cfg.detect.input_size_for(video.width, video.height);
+    let zoom = cfg.detect.zoom_for(video.width, video.height);
+    let tiles = zoom
+        .map(|z| crate::detect::zoom::layout(video.width, video.height, z))
+        .unwrap_or_default();
+    let detector = bench_detector(input, cfg, det_size, &tiles, batches)?;
+    let lib = crate::detect::runtime::loaded_library()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    Ok(BenchReport {
+        input: input.display().to_string(),
+        width: video.width,
+        height: video.height,
+        frames,
+        runs,
+        decode_only_fps: round1(decode),
+        transcode_only_fps: round1(transcode),
+        full_fps: round1(full),
+        full_vs_transcode: if transcode > 0.0 {
+            (full / transcode * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        },
+        stage_ms_per_frame: median_full.sidecar.timing.stage_ms_per_frame.clone(),
+        detector,
+        leak,
+        settings: BenchSettings {
+            detector: cfg.detect.model.name().into(),
+            detect_every: cfg.detect.every_for(video.fps()),
+            detect_size: [det_size.0, det_size.1],
+            zoom,
+            zoom_every: cfg.zoom_every(video.width, video.height, video.fps()),
+            zoom_tiles: tiles.iter().map(|t| [t.in_w, t.in_h]).collect(),
+            quality: format!("{:?}", cfg.encode.quality).to_lowercase(),
+            style: cfg.redact.style.name().into(),
+            device: cfg.runtime.device.to_string(),
+        },
+        machine: Machine {
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            os: std::env::consts::OS.into(),
+            onnxruntime: lib,
+            date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
+        },
+    })
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// `X.gt.json` beside `X.mp4`.
+pub fn gt_beside(input: &Path) -> Option<PathBuf> {
+    let p = input.with_extension("gt.json");
+    p.is_file().then_some(p)
+}
+
+/// Times the detector alone: the main pass at its size (batch 1 and the given batch sizes)
+/// and one zoom sweep, on a synthetic mid-grey image (the network's cost does not depend on
+/// the content).
+fn bench_detector(
+    input: &Path,
+    cfg: &Config,
+    (w, h): (u32, u32),
+    tiles: &[crate::detect::zoom::Tile],
+    batches: &[usize],
+) -> Result<DetectorBench, PipelineError> {
+    let opts = SessionOptions {
+        device: cfg.runtime.device,
+        intra_threads: cfg.runtime.threads,
+        ..Default::default()
+    };
+    let mut det = crate::detect::load_face_detector(
+        cfg.detect.model,
+        cfg.runtime.models_dir.as_deref(),
+        cfg.detect.threshold,
+        &opts,
+    )
+    .map_err(|source| PipelineError::Detect {
+        path: input.to_path_buf(),
+        source,
+    })?;
+    let err = |source| PipelineError::Detect {
+        path: input.to_path_buf(),
+        source,
+    };
+    let mut time = |w: u32, h: u32, n: usize, reps: usize| -> Result<f64, PipelineError> {
+        let data = vec![128u8; (w * h * 3) as usize];
+        let imgs: Vec<DetectorImage<'_>> = (0..n)
+            .map(|_| DetectorImage {
+                data: &data,
+                width: w,
+                height: h,
+                stride: (w * 3) as usize,
+            })
+            .collect();
+        det.detect(&imgs).map_err(err)?; // warm-up
+        let mut v = Vec::new();
+        for _ in 0..reps {
+            let t = Instant::now();
+            det.detect(&imgs).map_err(err)?;
+            v.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(median(v))
+    };
+    let main_ms = time(w, h, 1, 9)?;
+    let mut batch_ms_per_frame = Vec::new();
+    for &b in batches {
+        let reps = if b >= 16 { 2 } else { 4 };
+        batch_ms_per_frame.push((b, (time(w, h, b, reps)? / b as f64 * 100.0).round() / 100.0));
+    }
+    let zoom_sweep_ms = if tiles.is_empty() {
+        None
+    } else {
+        let mut total = 0.0;
+        for t in tiles {
+            total += time(t.in_w, t.in_h, 1, 3)?;
+        }
+        Some((total * 10.0).round() / 10.0)
+    };
+    Ok(DetectorBench {
+        provider: det.provider().name().into(),
+        main_ms: (main_ms * 100.0).round() / 100.0,
+        zoom_sweep_ms,
+        batch_ms_per_frame,
+    })
+}

@@ -1,0 +1,208 @@
+//! Bad inputs and a bad environment: each gives one clear line on stderr naming the file and
+//! the cause, a non-zero exit status from the documented contract, and no output file (not
+//! even a temporary one).
+
+mod common;
+
+use std::path::Path;
+
+/// Runs `obscura redact INPUT -o DIR/out.mp4 EXTRA...` and checks the failure contract.
+fn expect_failure(input: &Path, extra: &[&str], code: i32, needles: &[&str]) {
+    let dir = common::scratch();
+    let out = dir.path().join("out.mp4");
+    let mut args = vec![
+        "redact",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = common::run(&args);
+    let err = common::stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status for {input:?}; stderr: {err}"
+    );
+    assert!(!out.exists(), "no output after a failure");
+    assert!(
+        common::listing(dir.path()).is_empty(),
+        "nothing left in the output folder: {:?}",
+        common::listing(dir.path())
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got: {err}");
+    assert!(lines[0].starts_with("obscura: error: "), "{err}");
+    for n in needles {
+        assert!(
+            err.to_lowercase().contains(&n.to_lowercase()),
+            "stderr should mention {n:?}: {err}"
+        );
+    }
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn missing_input_is_reported() {
+    let dir = common::scratch();
+    let p = dir.path().join("nope.mp4");
+    expect_failure(&p, &[], 1, &["nope.mp4", "not found"]);
+}
+
+#[test]
+fn empty_input_is_reported() {
+    let dir = common::scratch();
+    let p = write(dir.path(), "empty.mp4", b"");
+    expect_failure(&p, &[], 1, &["empty.mp4", "empty"]);
+}
+
+#[test]
+fn text_file_is_not_media() {
+    let dir = common::scratch();
+    let p = write(
+        dir.path(),
+        "notes.mp4",
+        &b"just some text, not a video\n".repeat(200),
+    );
+    expect_failure(&p, &[], 1, &["notes.mp4", "not a media file"]);
+}
+
+#[test]
+fn truncated_mp4_is_reported_as_truncated() {
+    let dir = common::scratch();
+    let full = std::fs::read(common::sample("faces_sizes.mp4")).unwrap();
+    let p = write(dir.path(), "cut.mp4", &full[..full.len() * 2 / 5]);
+    expect_failure(&p, &[], 1, &["cut.mp4", "truncated"]);
+}
+
+#[test]
+fn mp4_with_a_garbage_header_is_corrupt() {
+    let dir = common::scratch();
+    let mut bytes = std::fs::read(common::sample("city_pan.mp4")).unwrap();
+    // Keep the ftyp box, overwrite the index (moov, at the front: faststart) with noise.
+    let mut x: u32 = 12345;
+    for b in bytes[40..20_000].iter_mut() {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        *b = (x >> 16) as u8;
+    }
+    let p = write(dir.path(), "garbled.mp4", &bytes);
+    let o = {
+        let out = dir.path().join("x");
+        std::fs::create_dir(&out).unwrap();
+        common::run(&[
+            "redact",
+            p.to_str().unwrap(),
+            "-o",
+            out.join("o.mp4").to_str().unwrap(),
+        ])
+    };
+    assert_eq!(o.status.code(), Some(1), "{}", common::stderr(&o));
+    let err = common::stderr(&o);
+    assert!(err.contains("garbled.mp4"), "{err}");
+    assert!(
+        err.contains("corrupt") || err.contains("not a media file") || err.contains("unsupported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_model_is_an_environment_error() {
+    let dir = common::scratch();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    expect_failure(
+        &common::sample("city_pan.mp4"),
+        &["--models", models.to_str().unwrap()],
+        3,
+        &["yunet_n_dynamic.onnx", "not found"],
+    );
+}
+
+#[test]
+fn model_with_wrong_checksum_is_refused() {
+    let dir = common::scratch();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let mut m = std::fs::read(common::models().join("yunet_n_dynamic.onnx")).unwrap();
+    let n = m.len();
+    m[n / 2] ^= 0xff;
+    std::fs::write(models.join("yunet_n_dynamic.onnx"), m).unwrap();
+    expect_failure(
+        &common::sample("city_pan.mp4"),
+        &["--models", models.to_str().unwrap()],
+        3,
+        &["sha256", "yunet_n_dynamic.onnx"],
+    );
+}
+
+#[test]
+fn output_over_the_input_is_refused() {
+    let dir = common::scratch();
+    let p = dir.path().join("in.mp4");
+    std::fs::copy(common::sample("city_pan.mp4"), &p).unwrap();
+    let before = std::fs::read(&p).unwrap();
+    let o = common::run(&["redact", p.to_str().unwrap(), "-o", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+    assert!(common::stderr(&o).contains("overwrite the input"));
+    assert_eq!(std::fs::read(&p).unwrap(), before, "input untouched");
+}
+
+#[test]
+fn missing_output_folder_is_a_usage_error() {
+    let dir = common::scratch();
+    let out = dir.path().join("no/such/dir/out.mp4");
+    let o = common::run(&[
+        "redact",
+        common::sample("city_pan.mp4").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+}
+
+#[test]
+fn unknown_config_key_is_rejected_before_any_work() {
+    let dir = common::scratch();
+    let cfg = write(dir.path(), "c.toml", b"[detect]\nthreshhold = 0.3\n");
+    let out = dir.path().join("out.mp4");
+    let o = common::run(&[
+        "redact",
+        common::sample("city_pan.mp4").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        common::stderr(&o).contains("threshhold"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_valid_file_with_a_misleading_extension_still_works() {
+    let dir = common::scratch();
+    let p = dir.path().join("clip.avi");
+    std::fs::copy(common::sample("city_pan.mp4"), &p).unwrap();
+    let out = dir.path().join("out.mp4");
+    let o = common::run(&[
+        "redact",
+        p.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["frames"], 169);
+    assert!(out.exists() && dir.path().join("out.mp4.json").exists());
+}

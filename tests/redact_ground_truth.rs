@@ -1,0 +1,166 @@
+//! End to end on the bundled samples with ground truth: real GStreamer decode/encode, the real
+//! YuNet model, default settings. Asserts outcomes on pixels, not on internals.
+
+mod common;
+
+use std::time::Duration;
+
+use obscura::eval::{GroundTruth, evaluate_with, luma_hashes};
+use obscura::pipeline::{Control, Job, Mode, redact_file, run};
+use obscura::redact::video::Style;
+
+struct Checked {
+    leak_rate: f64,
+    outside_unchanged: f64,
+}
+
+fn redact_and_check(name: &str, cfg: &obscura::config::Config) -> Checked {
+    redact_and_check_with(name, cfg, obscura::eval::REDACTED_BELOW)
+}
+
+fn redact_and_check_with(
+    name: &str,
+    cfg: &obscura::config::Config,
+    redacted_below: f64,
+) -> Checked {
+    let input = common::sample(&format!("{name}.mp4"));
+    let gt = GroundTruth::load(&common::sample(&format!("{name}.gt.json"))).unwrap();
+    let dir = common::scratch();
+    let job = Job {
+        input: input.clone(),
+        output: dir.path().join("out.mp4"),
+        sidecar: None,
+    };
+    let out = redact_file(&job, cfg, &Control::default()).expect("redaction succeeds");
+
+    // Same frame count, rate and duration (within one frame); audio kept.
+    let info_in = obscura::media::probe(&input, Duration::from_secs(20)).unwrap();
+    let info_out = obscura::media::probe(&out.output, Duration::from_secs(20)).unwrap();
+    let (vi, vo) = (
+        info_in.video.clone().unwrap(),
+        info_out.video.clone().unwrap(),
+    );
+    assert_eq!((vo.width, vo.height), (vi.width, vi.height));
+    assert_eq!((vo.fps_n, vo.fps_d), (vi.fps_n, vi.fps_d));
+    let frame = 1.0 / vi.fps();
+    assert!(
+        (info_out.duration_s() - info_in.duration_s()).abs() <= frame + 0.05,
+        "duration {} vs {}",
+        info_out.duration_s(),
+        info_in.duration_s()
+    );
+    assert!(info_out.audio.is_some(), "the audio track is kept");
+
+    let rep = evaluate_with(&input, &out.output, &gt, redacted_below).unwrap();
+    assert_eq!(rep.frames_input, gt.frames);
+    assert_eq!(rep.frames_output, gt.frames, "same number of frames");
+    assert!(rep.boxes > 1000, "ground truth evaluated: {}", rep.boxes);
+
+    // The sidecar describes the same run.
+    let s = &out.sidecar;
+    assert_eq!(s.schema, "obscura.sidecar");
+    assert_eq!(s.totals.frames, gt.frames);
+    assert_eq!(
+        s.input.sha256,
+        obscura::fsutil::sha256_file(&input).unwrap()
+    );
+    assert_eq!(
+        s.output.sha256,
+        obscura::fsutil::sha256_file(&out.output).unwrap()
+    );
+    assert!(s.totals.tracks > 0 && s.totals.frames_with_faces > 0);
+    let on_disk = std::fs::read(&out.sidecar_path).unwrap();
+    assert!(
+        on_disk == serde_json::to_vec_pretty(s).unwrap(),
+        "the sidecar on disk is the one returned"
+    );
+    let _typed: obscura::types::Sidecar = serde_json::from_slice(&on_disk).unwrap();
+    println!(
+        "{name}: {} boxes, leak {:.4}, outside unchanged {:.4}, leaks {:?}",
+        rep.boxes,
+        rep.leak_rate,
+        rep.outside_unchanged,
+        rep.leaks.iter().take(10).collect::<Vec<_>>()
+    );
+    Checked {
+        leak_rate: rep.leak_rate,
+        outside_unchanged: rep.outside_unchanged,
+    }
+}
+
+#[test]
+fn faces_of_every_size_entering_and_leaving_are_redacted_in_every_frame() {
+    let c = redact_and_check("faces_sizes", &common::config());
+    assert!(c.leak_rate <= 0.01, "leak rate {}", c.leak_rate);
+    assert!(
+        c.outside_unchanged >= 0.95,
+        "outside unchanged {}",
+        c.outside_unchanged
+    );
+}
+
+#[test]
+fn street_crowd_panning_clip_is_redacted_in_every_frame() {
+    let c = redact_and_check("city_pan", &common::config());
+    assert!(c.leak_rate <= 0.01, "leak rate {}", c.leak_rate);
+    assert!(
+        c.outside_unchanged >= 0.95,
+        "outside unchanged {}",
+        c.outside_unchanged
+    );
+}
+
+#[test]
+fn fill_and_ellipse_styles_redact_as_strongly_as_blur() {
+    for style in [Style::Fill, Style::Ellipse] {
+        let mut cfg = common::config();
+        cfg.redact.style = style;
+        let c = redact_and_check("city_pan", &cfg);
+        assert!(c.leak_rate <= 0.01, "{style:?}: leak rate {}", c.leak_rate);
+        assert!(c.outside_unchanged >= 0.95, "{style:?}");
+    }
+}
+
+#[test]
+fn pixelate_changes_faces_and_leaves_the_rest() {
+    let mut cfg = common::config();
+    cfg.redact.style = Style::Pixelate;
+    // A mosaic of at most 8x8 cells keeps a face's coarse layout on purpose (that is why it
+    // is not the default), so the correlation criterion is looser: every face must still
+    // differ clearly from the original (NCC below 0.9).
+    let c = redact_and_check_with("city_pan", &cfg, 0.9);
+    assert!(c.leak_rate <= 0.01, "leak rate {}", c.leak_rate);
+    assert!(c.outside_unchanged >= 0.95);
+}
+
+/// Tag mode must hand the decoder's frames to the encoder untouched: its output equals a
+/// plain transcode of the same input with the same (single-threaded, hence deterministic)
+/// encoder, frame for frame.
+#[test]
+fn tag_style_changes_no_pixel() {
+    let input = common::sample("city_pan.mp4");
+    let dir = common::scratch();
+    let mut cfg = common::config();
+    cfg.encode.threads = 1;
+    cfg.redact.style = Style::Tag;
+    let tagged = Job {
+        input: input.clone(),
+        output: dir.path().join("tag.mp4"),
+        sidecar: None,
+    };
+    let out = redact_file(&tagged, &cfg, &Control::default()).unwrap();
+    assert!(
+        out.sidecar.totals.tracks > 0,
+        "tag mode still records the faces"
+    );
+    let plain = Job {
+        input,
+        output: dir.path().join("plain.mp4"),
+        sidecar: None,
+    };
+    run(&plain, &cfg, &Control::default(), Mode::TranscodeOnly).unwrap();
+    let a = luma_hashes(&tagged.output).unwrap();
+    let b = luma_hashes(&plain.output).unwrap();
+    assert_eq!(a.len(), 169);
+    assert_eq!(a, b, "tag output differs from a plain transcode");
+}

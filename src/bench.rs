@@ -32,6 +32,10 @@ pub struct BenchReport {
     /// Per-stage milliseconds per frame of the median full run.
     pub stage_ms_per_frame: crate::types::StageTimes,
     pub detector: DetectorBench,
+    /// Voice activity detection in the full run: milliseconds per second of audio (absent
+    /// without audio).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vad_ms_per_audio_s: Option<f64>,
     /// Present when a ground truth file was found beside the input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leak: Option<LeakSummary>,
@@ -179,6 +183,7 @@ pub fn run(
             0.0
         },
         stage_ms_per_frame: median_full.sidecar.timing.stage_ms_per_frame.clone(),
+        vad_ms_per_audio_s: median_full.sidecar.timing.vad_ms_per_audio_s,
         detector,
         leak,
         settings: BenchSettings {

@@ -113,6 +113,12 @@ pub struct ProcessingArgs {
     /// Smallest face to find, in source pixels (sets the `auto` detector size).
     #[arg(long, value_name = "PX")]
     pub min_face: Option<u32>,
+    /// What happens to speech.
+    #[arg(long, value_enum)]
+    pub voice: Option<crate::redact::audio::VoiceMode>,
+    /// Voice activity threshold (0..1).
+    #[arg(long, value_name = "F")]
+    pub voice_threshold: Option<f32>,
     /// Margin added around each face box, as a fraction of its size.
     #[arg(long)]
     pub margin: Option<f32>,
@@ -160,6 +166,12 @@ impl ProcessingArgs {
         }
         if let Some(v) = self.min_face {
             c.detect.min_face_px = v;
+        }
+        if let Some(v) = self.voice {
+            c.voice.mode = v;
+        }
+        if let Some(v) = self.voice_threshold {
+            c.voice.threshold = v;
         }
         if let Some(v) = self.margin {
             c.redact.margin = v;
@@ -572,6 +584,11 @@ fn cmd_bench(a: BenchArgs) -> u8 {
                         ))
                         .unwrap_or_default()
                 );
+                if let Some(v) = r.vad_ms_per_audio_s {
+                    println!(
+                        "voice activity   {v:.2} ms per second of audio (Silero VAD, 1 thread)"
+                    );
+                }
                 for (b, ms) in &r.detector.batch_ms_per_frame {
                     println!("                 batch {b:>2}: {ms:.2} ms/frame");
                 }

@@ -47,8 +47,55 @@ pub struct Config {
     pub detect: DetectConfig,
     pub tracker: TrackerSettings,
     pub redact: RedactSettings,
+    pub voice: VoiceSettings,
     pub encode: EncodeSettings,
     pub limits: Limits,
+}
+
+/// What happens when voice activity detection cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VadFailure {
+    /// The clip fails (default).
+    #[default]
+    Fail,
+    /// The rest of the audio track is muted and the clip goes on (noted in the sidecar).
+    Mute,
+}
+
+/// Voice redaction settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceSettings {
+    /// `mute` (default), `bleep`, `disguise`, `tag` or `keep`.
+    pub mode: crate::redact::audio::VoiceMode,
+    /// VAD probability that starts speech (it ends below `threshold - 0.15`).
+    #[serde(serialize_with = "short_f32")]
+    pub threshold: f32,
+    /// Seconds redacted before and after each speech segment.
+    pub pad_s: f64,
+    /// Speech ends after this much silence (seconds).
+    pub min_silence_s: f64,
+    /// Speech segments shorter than this are ignored (seconds; 0 = none is).
+    pub min_speech_s: f64,
+    /// McAdams coefficient of `disguise` (0.5..1; lower is stronger).
+    pub disguise_alpha: f64,
+    /// `fail` (default) or `mute`: what happens when the VAD cannot run.
+    pub on_vad_failure: VadFailure,
+}
+
+impl Default for VoiceSettings {
+    fn default() -> Self {
+        VoiceSettings {
+            mode: crate::redact::audio::VoiceMode::Mute,
+            threshold: 0.5,
+            pad_s: 0.2,
+            min_silence_s: 0.1,
+            min_speech_s: 0.0,
+            disguise_alpha: 0.8,
+            on_vad_failure: VadFailure::Fail,
+        }
+    }
 }
 
 /// Where the ONNX Runtime library and the models are, and what runs inference.
@@ -557,6 +604,25 @@ impl Config {
                 "redact.pixelate_blocks",
                 "must be between 1 and 8 (a finer mosaic keeps faces recognisable)",
             ));
+        }
+        let v = &self.voice;
+        if !(v.threshold > 0.0 && v.threshold < 1.0) {
+            return Err(invalid(
+                "voice.threshold",
+                "must be between 0 and 1 (exclusive)",
+            ));
+        }
+        if !(0.0..=2.0).contains(&v.pad_s) {
+            return Err(invalid("voice.pad_s", "must be between 0 and 2 seconds"));
+        }
+        if !(0.0..=2.0).contains(&v.min_silence_s) || !(0.0..=2.0).contains(&v.min_speech_s) {
+            return Err(invalid(
+                "voice",
+                "min_silence_s and min_speech_s must be between 0 and 2 seconds",
+            ));
+        }
+        if !(0.5..=1.0).contains(&v.disguise_alpha) {
+            return Err(invalid("voice.disguise_alpha", "must be between 0.5 and 1"));
         }
         if self.runtime.threads == 0 || self.runtime.threads > 256 {
             return Err(invalid("runtime.threads", "must be between 1 and 256"));

@@ -291,6 +291,60 @@ pub fn evaluate_with(
     Ok(rep)
 }
 
+/// Decoded audio, mixed down to mono: `(samples, rate)`. Timestamps follow the stream's
+/// segment (as the pipeline sees them); gaps are not filled.
+pub fn decode_audio(path: &Path) -> Result<(Vec<f32>, u32), MediaError> {
+    let (decoder, streams) = Decoder::start(&DecodeConfig {
+        path: path.to_path_buf(),
+        video: false,
+        small: None,
+        audio: true,
+        vad: false,
+        video_queue: 4,
+        audio_queue: 16,
+    })?;
+    let rx = streams.audio.ok_or_else(|| MediaError::NoStreams {
+        path: path.to_path_buf(),
+    })?;
+    let mut out = Vec::new();
+    let mut rate = 0;
+    while let Ok(s) = rx.recv_timeout(Duration::from_secs(60)) {
+        let Some(info) = s
+            .caps()
+            .and_then(|c| gstreamer_audio::AudioInfo::from_caps(c).ok())
+        else {
+            continue;
+        };
+        let Some(buf) = crate::media::decode::audio_buffer(&s) else {
+            continue;
+        };
+        rate = info.rate();
+        let ch = info.channels().max(1) as usize;
+        if let Ok(map) = buf.map_readable() {
+            let v: Vec<f32> = map
+                .as_slice()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            out.extend(
+                v.chunks_exact(ch)
+                    .map(|f| f.iter().sum::<f32>() / ch as f32),
+            );
+        }
+    }
+    decoder.finish(Duration::from_secs(10))?;
+    Ok((out, rate))
+}
+
+/// Energy (sum of squares) of `x` over the samples whose time `i / rate` satisfies `keep`.
+pub fn energy(x: &[f32], rate: u32, keep: impl Fn(f64) -> bool) -> f64 {
+    x.iter()
+        .enumerate()
+        .filter(|(i, _)| keep(*i as f64 / rate as f64))
+        .map(|(_, v)| (*v as f64) * (*v as f64))
+        .sum()
+}
+
 /// Decodes a video and returns the sha256 of each frame's luma plane (to compare two
 /// encodes frame by frame).
 pub fn luma_hashes(path: &Path) -> Result<Vec<String>, MediaError> {

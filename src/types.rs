@@ -95,8 +95,13 @@ pub struct Sidecar {
     pub created_at: String,
     pub input: InputInfo,
     pub output: OutputInfo,
-    pub detector: DetectorInfo,
-    pub redaction: RedactionInfo,
+    /// The face detector that ran; absent for audio-only inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<DetectorInfo>,
+    /// How faces were redacted; absent for audio-only inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<RedactionInfo>,
+    #[serde(default)]
     pub faces: FacesInfo,
     /// Voice activity and its redaction; absent when the clip has no audio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,13 +211,22 @@ pub struct TrackBoxRecord {
 /// Voice activity segments and how they were treated.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VoiceInfo {
+    /// What was done to speech: mute, bleep, disguise, tag or keep.
     pub mode: String,
+    /// VAD model and its sha256 (empty in `keep` mode, where no VAD runs).
     pub model: String,
     pub model_sha256: String,
     pub threshold: f32,
+    /// Seconds redacted before and after each segment.
     pub pad_s: f64,
+    /// Total length of the segments (unpadded), seconds.
     pub speech_s: f64,
+    /// Speech segments as the VAD found them (before padding), in stream seconds.
     pub segments: Vec<VoiceSegment>,
+    /// The VAD could not run and the audio track was muted from that point on (`mode` is
+    /// then `mute`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vad_failed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -240,6 +254,9 @@ pub struct Timing {
     /// Time spent per stage, summed over the run, in milliseconds per frame.
     #[serde(default)]
     pub stage_ms_per_frame: StageTimes,
+    /// Voice activity detection cost: milliseconds per second of audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vad_ms_per_audio_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

@@ -9,6 +9,7 @@ pub mod centerface;
 pub mod models;
 pub mod runtime;
 pub mod tracker;
+pub mod vad;
 pub mod yunet;
 pub mod zoom;
 

@@ -490,3 +490,39 @@ fn watch_bus(
         }
     }
 }
+
+/// The frame of a decoded video sample with its timestamp in running time (the demuxer's
+/// segment — e.g. an MP4 edit list — applied), so that every stage and the encoder share one
+/// timeline starting at 0. A shallow copy: the pixels stay shared (and are copied on write).
+/// `None` when the frame lies outside the segment (and must not be shown).
+pub fn video_buffer(sample: &gst::Sample) -> Option<gst::Buffer> {
+    let buffer = sample.buffer()?;
+    let mut out = buffer.copy();
+    if let (Some(seg), Some(pts)) = (
+        sample
+            .segment()
+            .and_then(|s| s.downcast_ref::<gst::ClockTime>()),
+        buffer.pts(),
+    ) {
+        let rt = seg.to_running_time(pts)?;
+        out.make_mut().set_pts(rt);
+    }
+    Some(out)
+}
+
+/// The audio of a decoded sample clipped to its segment (encoder priming that an edit list
+/// hides is dropped) with timestamps in running time. `None` when nothing of it is inside.
+pub fn audio_buffer(sample: &gst::Sample) -> Option<gst::Buffer> {
+    let buffer = sample.buffer_owned()?;
+    let info = gstreamer_audio::AudioInfo::from_caps(sample.caps()?).ok()?;
+    let Some(seg) = sample.segment() else {
+        return Some(buffer);
+    };
+    let clipped = gstreamer_audio::audio_buffer_clip(buffer, seg, info.rate(), info.bpf())?;
+    let mut out = clipped;
+    if let (Some(seg), Some(pts)) = (seg.downcast_ref::<gst::ClockTime>(), out.pts()) {
+        let rt = seg.to_running_time(pts)?;
+        out.make_mut().set_pts(rt);
+    }
+    Some(out)
+}

@@ -3,8 +3,11 @@
 //! ```text
 //! appsrc "video" (I420) ! queue ! x264enc ! h264parse ─┐
 //!                                                      ├ mp4mux ! filesink (temporary name)
-//! appsrc "audio" (F32) ! queue ! audiorate ! audioconvert ! avenc_aac ! aacparse ─┘
+//! appsrc "audio" (F32) ! queue ! audiorate ! audioconvert ! audioresample ! avenc_aac ! aacparse ─┘
 //! ```
+//!
+//! Audio-only outputs use the same audio chain with another encoder and container:
+//! Opus in Ogg, FLAC, MP3 (LAME, CBR) or 16-bit PCM WAV ([`OutputFormat`]).
 //!
 //! Buffers keep their original timestamps; `audiorate` turns any timestamp gaps into samples
 //! so that the AAC track cannot drift from the video. `appsrc` blocks when its queue is full,
@@ -16,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gstreamer as gst;
+use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
@@ -76,9 +80,251 @@ pub struct AudioEncodeSpec {
     pub bitrate: i32,
 }
 
+/// The encoder elements (after conversion/resampling) for an audio codec.
+fn audio_encoder(codec: AudioCodec, bitrate: i32) -> Result<Vec<gst::Element>, MediaError> {
+    let caps = |c: gst::Caps| -> Result<gst::Element, MediaError> {
+        let f = make("capsfilter")?;
+        f.set_property("caps", &c);
+        Ok(f)
+    };
+    Ok(match codec {
+        AudioCodec::Aac => {
+            let enc = make("avenc_aac")?;
+            enc.set_property("bitrate", bitrate);
+            drop_priming_frame(&enc)?;
+            vec![enc, make("aacparse")?]
+        }
+        AudioCodec::Opus => {
+            let enc = make("opusenc")?;
+            enc.set_property("bitrate", bitrate.clamp(6000, 510_000));
+            vec![
+                caps(
+                    gst::Caps::builder("audio/x-raw")
+                        .field("rate", 48000i32)
+                        .build(),
+                )?,
+                enc,
+            ]
+        }
+        AudioCodec::Flac => vec![
+            caps(
+                gst::Caps::builder("audio/x-raw")
+                    .field("format", "S16LE")
+                    .build(),
+            )?,
+            make("flacenc")?,
+        ],
+        AudioCodec::Mp3 => {
+            let enc = make("lamemp3enc")?;
+            enc.set_property_from_str("target", "bitrate");
+            enc.set_property("cbr", true);
+            enc.set_property("bitrate", (bitrate / 1000).clamp(32, 320));
+            vec![enc]
+        }
+        AudioCodec::Pcm16 => vec![
+            caps(
+                gst::Caps::builder("audio/x-raw")
+                    .field("format", "S16LE")
+                    .build(),
+            )?,
+            make("wavenc")?,
+        ],
+    })
+}
+
+/// The AAC encoder starts with one frame (1024 samples) of priming, and mp4mux writes no edit
+/// list to hide it: played back, the audio would lag the video by 1024 samples (64 ms at
+/// 16 kHz). Dropping the first encoded frame and moving the rest 1024 samples earlier puts
+/// the sound back on the input's timeline; only the first 64 ms lose the overlap of the
+/// dropped frame (a short fade-in).
+fn drop_priming_frame(enc: &gst::Element) -> Result<(), MediaError> {
+    let pad = enc
+        .static_pad("src")
+        .ok_or_else(|| MediaError::Gst("AAC encoder without a source pad".into()))?;
+    let shift: std::sync::Mutex<Option<gst::ClockTime>> = std::sync::Mutex::new(None);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Ok(mut shift) = shift.lock() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        match *shift {
+            None => {
+                *shift = Some(buffer.duration().unwrap_or(gst::ClockTime::ZERO));
+                gst::PadProbeReturn::Drop
+            }
+            Some(d) => {
+                let b = buffer.make_mut();
+                if let Some(p) = b.pts() {
+                    b.set_pts(p.saturating_sub(d));
+                }
+                if let Some(t) = b.dts() {
+                    b.set_dts(t.saturating_sub(d));
+                }
+                gst::PadProbeReturn::Ok
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Audio codecs Obscura writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioCodec {
+    Aac,
+    Opus,
+    Flac,
+    Mp3,
+    /// 16-bit PCM in WAV.
+    Pcm16,
+}
+
+impl AudioCodec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AudioCodec::Aac => "aac",
+            AudioCodec::Opus => "opus",
+            AudioCodec::Flac => "flac",
+            AudioCodec::Mp3 => "mp3",
+            AudioCodec::Pcm16 => "pcm_s16le",
+        }
+    }
+}
+
+/// Output containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    Mp4,
+    Ogg,
+    Flac,
+    Mp3,
+    Wav,
+}
+
+impl Container {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Container::Mp4 => "mp4",
+            Container::Ogg => "ogg",
+            Container::Flac => "flac",
+            Container::Mp3 => "mp3",
+            Container::Wav => "wav",
+        }
+    }
+    fn muxer(&self) -> Option<&'static str> {
+        match self {
+            Container::Mp4 => Some("mp4mux"),
+            Container::Ogg => Some("oggmux"),
+            Container::Flac | Container::Mp3 | Container::Wav => None,
+        }
+    }
+}
+
+/// What an output file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputFormat {
+    pub container: Container,
+    pub audio: AudioCodec,
+}
+
+impl OutputFormat {
+    pub const MP4: OutputFormat = OutputFormat {
+        container: Container::Mp4,
+        audio: AudioCodec::Aac,
+    };
+
+    /// The format for writing `output`: by its extension when it names one (`.mp4 .m4v .mov`
+    /// → H.264/AAC in MP4; `.m4a .aac` → AAC in MP4; `.ogg .opus .oga` → Opus in Ogg;
+    /// `.flac`; `.mp3`; `.wav` → 16-bit PCM), otherwise MP4 for video and the input's codec
+    /// family for audio-only inputs. Video always goes into MP4.
+    pub fn for_output(
+        output: &Path,
+        has_video: bool,
+        input_audio_codec: Option<&str>,
+    ) -> Result<OutputFormat, String> {
+        let ext = output
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        let by_ext = match ext.as_str() {
+            "mp4" | "m4v" | "mov" | "m4a" | "aac" => Some(OutputFormat::MP4),
+            "ogg" | "opus" | "oga" => Some(OutputFormat {
+                container: Container::Ogg,
+                audio: AudioCodec::Opus,
+            }),
+            "flac" => Some(OutputFormat {
+                container: Container::Flac,
+                audio: AudioCodec::Flac,
+            }),
+            "mp3" => Some(OutputFormat {
+                container: Container::Mp3,
+                audio: AudioCodec::Mp3,
+            }),
+            "wav" => Some(OutputFormat {
+                container: Container::Wav,
+                audio: AudioCodec::Pcm16,
+            }),
+            _ => None,
+        };
+        if has_video {
+            return match by_ext {
+                None => Ok(OutputFormat::MP4),
+                Some(f) if f.container == Container::Mp4 => Ok(f),
+                Some(f) => Err(format!(
+                    "the input has video, which a .{ext} ({}) file cannot hold: use .mp4",
+                    f.container.name()
+                )),
+            };
+        }
+        Ok(by_ext.unwrap_or_else(|| Self::same_family(input_audio_codec.unwrap_or(""))))
+    }
+
+    /// The output format in the same codec family as an input audio codec description.
+    pub fn same_family(codec: &str) -> OutputFormat {
+        let c = codec.to_ascii_lowercase();
+        if c.contains("flac") {
+            OutputFormat {
+                container: Container::Flac,
+                audio: AudioCodec::Flac,
+            }
+        } else if c.contains("layer 3") || c.contains("mp3") {
+            OutputFormat {
+                container: Container::Mp3,
+                audio: AudioCodec::Mp3,
+            }
+        } else if c.contains("opus") || c.contains("vorbis") {
+            OutputFormat {
+                container: Container::Ogg,
+                audio: AudioCodec::Opus,
+            }
+        } else if c.contains("pcm") || c.contains("raw") || c.contains("wav") {
+            OutputFormat {
+                container: Container::Wav,
+                audio: AudioCodec::Pcm16,
+            }
+        } else {
+            OutputFormat::MP4
+        }
+    }
+
+    /// The usual file extension.
+    pub fn extension(&self) -> &'static str {
+        match (self.container, self.audio) {
+            (Container::Mp4, _) => "mp4",
+            (Container::Ogg, _) => "ogg",
+            (Container::Flac, _) => "flac",
+            (Container::Mp3, _) => "mp3",
+            (Container::Wav, _) => "wav",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EncodeConfig {
     pub path: PathBuf,
+    pub format: OutputFormat,
     pub video: Option<VideoEncodeSpec>,
     pub audio: Option<AudioEncodeSpec>,
     /// Maximum bytes queued in each appsrc before `push` blocks.
@@ -107,20 +353,33 @@ fn appsrc(name: &str, max_bytes: u64) -> gst_app::AppSrc {
 impl Encoder {
     pub fn start(cfg: &EncodeConfig) -> Result<Encoder, MediaError> {
         super::init()?;
+        let gst_err = |e: glib::BoolError| MediaError::Gst(e.to_string());
         let pipeline = gst::Pipeline::with_name("obscura-encode");
-        let mux = make("mp4mux")?;
         let sink = make("filesink")?;
         sink.set_property("location", cfg.path.to_string_lossy().to_string());
         sink.set_property("sync", false);
         sink.set_property("async", false);
-        pipeline
-            .add_many([&mux, &sink])
-            .map_err(|e| MediaError::Gst(e.to_string()))?;
-        mux.link(&sink)
-            .map_err(|e| MediaError::Gst(e.to_string()))?;
+        pipeline.add(&sink).map_err(gst_err)?;
+        // The element the encoded streams go into: a muxer, or the file itself for formats
+        // whose encoder writes a complete file (FLAC, MP3, WAV).
+        let into: gst::Element = match cfg.format.container.muxer() {
+            Some(m) => {
+                let mux = make(m)?;
+                pipeline.add(&mux).map_err(gst_err)?;
+                mux.link(&sink).map_err(gst_err)?;
+                mux
+            }
+            None => sink.clone(),
+        };
 
         let mut video = None;
         if let Some(v) = &cfg.video {
+            if cfg.format.container != Container::Mp4 {
+                return Err(MediaError::Encode {
+                    path: cfg.path.clone(),
+                    detail: format!("a {} file cannot hold video", cfg.format.container.name()),
+                });
+            }
             let src = appsrc("video", cfg.max_queue_bytes);
             let q = make("queue")?;
             let enc = make("x264enc")?;
@@ -134,35 +393,32 @@ impl Encoder {
             let parse = make("h264parse")?;
             pipeline
                 .add_many([src.upcast_ref(), &q, &enc, &parse])
-                .map_err(|e| MediaError::Gst(e.to_string()))?;
-            gst::Element::link_many([src.upcast_ref(), &q, &enc, &parse, &mux])
+                .map_err(gst_err)?;
+            gst::Element::link_many([src.upcast_ref(), &q, &enc, &parse, &into])
                 .map_err(|e| MediaError::Gst(format!("linking video encoder: {e}")))?;
             video = Some(src);
         }
         let mut audio = None;
         if let Some(a) = &cfg.audio {
             let src = appsrc("audio", cfg.max_queue_bytes);
-            let q = make("queue")?;
-            let rate = make("audiorate")?;
+            // No dither: untouched samples (tag/keep, outside speech) convert back exactly.
             let conv = make("audioconvert")?;
-            let resample = make("audioresample")?;
-            let enc = make("avenc_aac")?;
-            enc.set_property("bitrate", a.bitrate);
-            let parse = make("aacparse")?;
-            pipeline
-                .add_many([src.upcast_ref(), &q, &rate, &conv, &resample, &enc, &parse])
-                .map_err(|e| MediaError::Gst(e.to_string()))?;
-            gst::Element::link_many([
-                src.upcast_ref(),
-                &q,
-                &rate,
-                &conv,
-                &resample,
-                &enc,
-                &parse,
-                &mux,
-            ])
-            .map_err(|e| MediaError::Gst(format!("linking audio encoder: {e}")))?;
+            conv.set_property_from_str("dithering", "none");
+            conv.set_property_from_str("noise-shaping", "none");
+            let mut chain: Vec<gst::Element> = vec![
+                src.clone().upcast(),
+                make("queue")?,
+                // Timestamp gaps become samples: the encoded track cannot drift.
+                make("audiorate")?,
+                conv,
+                make("audioresample")?,
+            ];
+            chain.extend(audio_encoder(cfg.format.audio, a.bitrate)?);
+            pipeline.add_many(chain.iter()).map_err(gst_err)?;
+            let mut linked = chain.clone();
+            linked.push(into.clone());
+            gst::Element::link_many(linked.iter())
+                .map_err(|e| MediaError::Gst(format!("linking audio encoder: {e}")))?;
             audio = Some(src);
         }
         pipeline
@@ -318,5 +574,42 @@ impl AudioInput {
     /// Ends the audio track.
     pub fn end(&self) {
         let _ = self.src.end_of_stream();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_format_follows_the_extension_and_otherwise_the_input() {
+        let f = |p: &str, v: bool, c: Option<&str>| OutputFormat::for_output(Path::new(p), v, c);
+        assert_eq!(f("a.mp4", true, None).unwrap(), OutputFormat::MP4);
+        assert_eq!(f("a.whatever", true, None).unwrap(), OutputFormat::MP4);
+        assert!(f("a.wav", true, None).unwrap_err().contains("cannot hold"));
+        assert_eq!(f("a.flac", false, None).unwrap().container, Container::Flac);
+        assert_eq!(f("a.OPUS", false, None).unwrap().audio, AudioCodec::Opus);
+        assert_eq!(
+            f("a.out", false, Some("MPEG-1 Layer 3 (MP3)"))
+                .unwrap()
+                .audio,
+            AudioCodec::Mp3
+        );
+        assert_eq!(
+            f("a.out", false, Some("Free Lossless Audio Codec (FLAC)"))
+                .unwrap()
+                .audio,
+            AudioCodec::Flac
+        );
+        assert_eq!(
+            f("a.out", false, Some("Uncompressed 16-bit PCM audio"))
+                .unwrap()
+                .container,
+            Container::Wav
+        );
+        assert_eq!(
+            f("a.out", false, Some("MPEG-4 AAC")).unwrap(),
+            OutputFormat::MP4
+        );
     }
 }

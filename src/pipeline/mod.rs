@@ -19,19 +19,25 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::bounded;
 use gstreamer as gst;
-use gstreamer_video as gst_video;
 
-use crate::config::Config;
-use crate::detect::tracker::{TrackLog, Tracker};
+mod video;
+mod voice;
+
+use video::{DetectStage, RedactStage, track_stage};
+
+use crate::config::{Config, VadFailure};
+use crate::detect::tracker::TrackLog;
+use crate::detect::vad::{SegmenterConfig, Vad};
 use crate::detect::zoom::Tile;
-use crate::detect::{DetectError, DetectorImage, FaceDetector, SessionOptions};
+use crate::detect::{DetectError, FaceDetector, SessionOptions};
 use crate::fsutil::{TempFile, sha256_file};
 use crate::media::decode::{DecodeConfig, Decoder, SmallSpec};
+use crate::media::encode::OutputFormat;
 use crate::media::encode::{AudioEncodeSpec, EncodeConfig, Encoder, VideoEncodeSpec};
 use crate::media::{MediaError, MediaInfo};
-use crate::redact::video::{PlaneMut, redact_planes};
+use crate::redact::audio::VoiceMode;
 use crate::types::*;
 
 /// Errors of a pipeline run. Each names the file it concerns.
@@ -162,54 +168,87 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
     };
 
     let info = crate::media::probe(&input, Duration::from_secs(cfg.limits.probe_secs))?;
-    let Some(video) = info.video.clone() else {
+    let video = info.video.clone();
+    if let Some(v) = &video
+        && u64::from(v.width) * u64::from(v.height) > cfg.limits.max_frame_pixels
+    {
         return Err(PipelineError::Media(MediaError::Unsupported {
             path: input.clone(),
-            detail: "no video stream (audio-only inputs are not supported by this command yet)"
-                .into(),
-        }));
-    };
-    if u64::from(video.width) * u64::from(video.height) > cfg.limits.max_frame_pixels {
-        return Err(PipelineError::Media(MediaError::Unsupported {
-            path: input.clone(),
-            detail: format!(
-                "frame size {}x{} exceeds the limit",
-                video.width, video.height
-            ),
+            detail: format!("frame size {}x{} exceeds the limit", v.width, v.height),
         }));
     }
+    let has_audio = info.audio.is_some();
+    let format = if mode == Mode::DecodeOnly {
+        OutputFormat::MP4
+    } else {
+        OutputFormat::for_output(
+            &job.output,
+            video.is_some(),
+            info.audio.as_ref().map(|a| a.codec.as_str()),
+        )
+        .map_err(|message| PipelineError::Invalid {
+            path: job.output.clone(),
+            message,
+        })?
+    };
     ctl.frames_total
         .store(info.expected_frames().unwrap_or(0), Ordering::Relaxed);
 
-    // The detector is loaded (and its model verified) before any pipeline starts.
-    let detector = if mode == Mode::Redact {
-        crate::detect::runtime::set_library_path(cfg.runtime.onnxruntime_lib.clone());
-        let opts = SessionOptions {
-            device: cfg.runtime.device,
-            intra_threads: cfg.runtime.threads,
-            ..Default::default()
-        };
-        Some(
+    // Models are loaded (and verified) before any pipeline starts.
+    crate::detect::runtime::set_library_path(cfg.runtime.onnxruntime_lib.clone());
+    let opts = SessionOptions {
+        device: cfg.runtime.device,
+        intra_threads: cfg.runtime.threads,
+        ..Default::default()
+    };
+    let detect_err = |source| PipelineError::Detect {
+        path: input.clone(),
+        source,
+    };
+    let detector = match (&video, mode) {
+        (Some(_), Mode::Redact) => Some(
             crate::detect::load_face_detector(
                 cfg.detect.model,
                 cfg.runtime.models_dir.as_deref(),
                 cfg.detect.threshold,
                 &opts,
             )
-            .map_err(|source| PipelineError::Detect {
-                path: input.clone(),
-                source,
-            })?,
+            .map_err(detect_err)?,
+        ),
+        _ => None,
+    };
+    let voice_mode = if mode == Mode::Redact && has_audio {
+        cfg.voice.mode
+    } else {
+        VoiceMode::Keep
+    };
+    let vad = if voice_mode.needs_vad() {
+        let loaded = crate::detect::ModelFile::locate(
+            crate::detect::ModelKind::SileroVad,
+            cfg.runtime.models_dir.as_deref(),
         )
+        .and_then(|m| m.verify().map(|_| m))
+        .and_then(|m| Vad::new(m, &opts));
+        match loaded {
+            Ok(v) => Some(v),
+            Err(e) if cfg.voice.on_vad_failure == VadFailure::Mute => {
+                tracing::error!(error = %e, "voice activity detection unavailable: muting the whole audio track");
+                None
+            }
+            Err(e) => return Err(detect_err(e)),
+        }
     } else {
         None
     };
-    let (det_w, det_h) = cfg.detect.input_size_for(video.width, video.height);
+    let vad_meta = vad.as_ref().map(|v| v.model().sha256.clone());
+    let (det_w, det_h) = video
+        .as_ref()
+        .map(|v| cfg.detect.input_size_for(v.width, v.height))
+        .unwrap_or((0, 0));
     let detector_meta = detector
         .as_ref()
         .map(|d| (d.provider().name().to_string(), d.model().sha256.clone()));
 
-    let has_audio = info.audio.is_some();
     let temp = TempFile::beside(&job.output).map_err(|source| PipelineError::Io {
         path: job.output.clone(),
         what: "preparing the output",
@@ -221,18 +260,25 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         let channels = info.audio.as_ref().map(|a| a.channels.max(1)).unwrap_or(1) as i32;
         let bitrate = if cfg.encode.audio_bitrate > 0 {
             cfg.encode.audio_bitrate
+        } else if format.audio == crate::media::encode::AudioCodec::Mp3 {
+            // LAME needs more than AAC/Opus for the same quality.
+            (128_000 * channels).min(320_000)
         } else {
             (64_000 * channels).min(256_000)
         };
         Some(Encoder::start(&EncodeConfig {
             path: temp.path().to_path_buf(),
-            video: Some(VideoEncodeSpec {
+            format,
+            video: video.as_ref().map(|_| VideoEncodeSpec {
                 quality: cfg.encode.quality,
                 threads: cfg.encode.threads,
                 keyint_max: 0,
             }),
             audio: has_audio.then_some(AudioEncodeSpec { bitrate }),
-            max_queue_bytes: (u64::from(video.width) * u64::from(video.height) * 3 / 2) * 4,
+            max_queue_bytes: video
+                .as_ref()
+                .map(|v| (u64::from(v.width) * u64::from(v.height) * 3 / 2) * 4)
+                .unwrap_or(1 << 20),
         })?)
     };
     let small = detector.as_ref().map(|d| SmallSpec {
@@ -242,28 +288,34 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
     });
     let (decoder, streams) = Decoder::start(&DecodeConfig {
         path: input.clone(),
-        video: true,
+        video: video.is_some(),
         small,
         audio: has_audio && mode != Mode::DecodeOnly,
-        vad: false,
+        vad: vad.is_some(),
         video_queue: cfg.limits.queue_frames,
         audio_queue: 64,
     })?;
 
+    let (fw, fh, fps) = video
+        .as_ref()
+        .map(|v| (v.width, v.height, v.fps()))
+        .unwrap_or((0, 0, 0.0));
     let stages = Stages::spawn(StageSetup {
         input: input.clone(),
         cfg: cfg.clone(),
         mode,
         detector,
+        vad,
+        voice_mode,
         det_size: (det_w, det_h),
-        frame_size: (video.width, video.height),
-        zoom_tiles: match cfg.detect.zoom_for(video.width, video.height) {
-            Some(z) if mode == Mode::Redact => {
-                crate::detect::zoom::layout(video.width, video.height, z)
+        frame_size: (fw, fh),
+        zoom_tiles: match cfg.detect.zoom_for(fw, fh) {
+            Some(z) if mode == Mode::Redact && video.is_some() => {
+                crate::detect::zoom::layout(fw, fh, z)
             }
             _ => Vec::new(),
         },
-        fps: video.fps(),
+        fps,
         streams,
         encoder: encoder.as_ref(),
         ctl: ctl.clone(),
@@ -271,12 +323,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
     let result = supervise(&input, &stages, &decoder, encoder.as_ref(), ctl, cfg);
     let stage_results = stages.join();
     let frames = match (result, stage_results) {
-        (Err(e), _) => {
-            decoder.abort();
-            drop(encoder);
-            return Err(e);
-        }
-        (Ok(()), Err(e)) => {
+        (Err(e), _) | (Ok(()), Err(e)) => {
             decoder.abort();
             drop(encoder);
             return Err(e);
@@ -285,10 +332,16 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
     };
     decoder.finish(Duration::from_secs(cfg.limits.stall_secs))?;
     check_complete(&input, &info, &frames)?;
-    if frames.frames == 0 {
+    if video.is_some() && frames.frames == 0 {
         return Err(PipelineError::Media(MediaError::Corrupt {
             path: input.clone(),
             detail: "no decodable video frames".into(),
+        }));
+    }
+    if video.is_none() && has_audio && mode != Mode::DecodeOnly && frames.audio_samples == 0 {
+        return Err(PipelineError::Media(MediaError::Corrupt {
+            path: input.clone(),
+            detail: "no decodable audio".into(),
         }));
     }
     if let Some(enc) = encoder {
@@ -334,9 +387,9 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
                 path: committed.display().to_string(),
                 sha256: out_sha,
                 bytes: out_bytes,
-                container: "mp4".into(),
-                video_codec: Some("h264".into()),
-                audio_codec: has_audio.then(|| "aac".into()),
+                container: format.container.name().into(),
+                video_codec: video.as_ref().map(|_| "h264".into()),
+                audio_codec: has_audio.then(|| format.audio.name().into()),
             },
             committed,
         )
@@ -350,6 +403,8 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         cfg,
         det_size: (det_w, det_h),
         detector_meta,
+        voice_mode,
+        vad_meta,
         frames,
         wall,
     });
@@ -441,6 +496,9 @@ struct StageResults {
     /// Where the decoded video and audio ended (last timestamp + duration).
     video_end: Option<gst::ClockTime>,
     audio_end: Option<gst::ClockTime>,
+    /// Audio sample frames handed to the encoder.
+    audio_samples: u64,
+    voice: Option<voice::VoiceOutcome>,
 }
 
 /// End time of a buffer, when it has a timestamp.
@@ -454,6 +512,8 @@ struct StageSetup<'a> {
     cfg: Config,
     mode: Mode,
     detector: Option<Box<dyn FaceDetector>>,
+    vad: Option<Vad>,
+    voice_mode: VoiceMode,
     det_size: (u32, u32),
     frame_size: (u32, u32),
     zoom_tiles: Vec<Tile>,
@@ -527,12 +587,7 @@ impl Stages {
                 .map(|h| (name, h))
         };
 
-        let full = s
-            .streams
-            .full
-            .ok_or_else(|| internal(&s.input, "no video stream receiver".into()))?;
-        // detect
-        {
+        if let Some(full) = s.streams.full {
             let ctx = DetectStage {
                 input: s.input.clone(),
                 full,
@@ -554,24 +609,17 @@ impl Stages {
                 spawn("detect", Box::new(move || ctx.run()))
                     .map_err(|e| internal(&s.input, format!("spawning detect: {e}")))?,
             );
-        }
-        // track
-        {
             let tracker_cfg = s.cfg.tracker_config(s.frame_size.0, s.frame_size.1, s.fps);
-            let results = results.clone();
-            let error2 = error.clone();
+            let (results2, error2) = (results.clone(), error.clone());
             handles.push(
                 spawn(
                     "track",
                     Box::new(move || {
-                        track_stage(track_rx, to_redact, tracker_cfg, results, error2)
+                        track_stage(track_rx, to_redact, tracker_cfg, results2, error2)
                     }),
                 )
                 .map_err(|e| internal(&s.input, format!("spawning track: {e}")))?,
             );
-        }
-        // redact (+ hand-off to the encoder)
-        {
             let ctx = RedactStage {
                 input: s.input.clone(),
                 rx: redact_rx,
@@ -594,20 +642,30 @@ impl Stages {
                     .map_err(|e| internal(&s.input, format!("spawning redact: {e}")))?,
             );
         }
-        // audio
-        if let Some(audio_rx) = s.streams.audio {
-            let audio_in = s.encoder.and_then(|e| e.audio_handle());
-            let results2 = results.clone();
-            let ticks = ticks.clone();
-            let error2 = error.clone();
+        if let Some(main) = s.streams.audio {
+            let v = &s.cfg.voice;
+            let ctx = voice::VoiceStage {
+                input: s.input.clone(),
+                mode: s.voice_mode,
+                main,
+                vad_rx: s.streams.vad,
+                vad: s.vad,
+                segmenter: SegmenterConfig {
+                    threshold: v.threshold,
+                    min_silence_s: v.min_silence_s,
+                    min_speech_s: v.min_speech_s,
+                },
+                pad_s: v.pad_s,
+                disguise_alpha: v.disguise_alpha,
+                mute_on_vad_failure: v.on_vad_failure == VadFailure::Mute,
+                out: s.encoder.and_then(|e| e.audio_handle()),
+                error: error.clone(),
+                ticks: ticks.clone(),
+                results: results.clone(),
+            };
             handles.push(
-                spawn(
-                    "audio",
-                    Box::new(move || {
-                        audio_passthrough(audio_rx, audio_in, ticks, error2, results2)
-                    }),
-                )
-                .map_err(|e| internal(&s.input, format!("spawning audio: {e}")))?,
+                spawn("voice", Box::new(move || ctx.run()))
+                    .map_err(|e| internal(&s.input, format!("spawning voice: {e}")))?,
             );
         }
         Ok(Stages {
@@ -706,529 +764,6 @@ fn decoder_error(decoder: &Decoder) -> MediaError {
         })
 }
 
-struct DetectStage {
-    input: PathBuf,
-    full: Receiver<gst::Sample>,
-    small: Option<Receiver<gst::Sample>>,
-    detector: Option<Box<dyn FaceDetector>>,
-    det_size: (u32, u32),
-    frame_size: (u32, u32),
-    every: u32,
-    batch: usize,
-    /// Zoom-pass tiles (empty: no zoom pass) and how often the pass runs.
-    zoom_tiles: Vec<Tile>,
-    zoom_every: u32,
-    /// Largest face (frame pixels) the zoom pass reports.
-    zoom_max_face: f32,
-    out: Sender<DetectedFrame>,
-    error: FirstError,
-    ticks: Arc<AtomicU64>,
-    results: Arc<Mutex<StageResults>>,
-}
-
-/// A frame waiting for the detector: its detector copy when the main pass runs on it, and
-/// whether the zoom pass runs on it.
-struct Pending {
-    frame: Frame,
-    small: Option<gst::Sample>,
-    zoom: bool,
-}
-
-impl DetectStage {
-    fn run(mut self) -> Result<(), PipelineError> {
-        let _span = tracing::debug_span!("detect").entered();
-        let mut index: u64 = 0;
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut detect_time = Duration::ZERO;
-        let has_detector = self.detector.is_some();
-        loop {
-            let Ok(full) = self.full.recv() else { break };
-            let small = match &self.small {
-                Some(rx) => match rx.recv() {
-                    Ok(s) => Some(s),
-                    Err(_) => {
-                        if self.error.is_set() {
-                            return Ok(());
-                        }
-                        return Err(internal(
-                            &self.input,
-                            "detector copy ended before the frames".into(),
-                        ));
-                    }
-                },
-                None => None,
-            };
-            let frame = sample_to_frame(&self.input, index, &full)?;
-            let main = has_detector && index.is_multiple_of(u64::from(self.every));
-            let zoom = has_detector
-                && !self.zoom_tiles.is_empty()
-                && index.is_multiple_of(u64::from(self.zoom_every));
-            index += 1;
-            self.ticks.fetch_add(1, Ordering::Relaxed);
-            pending.push(Pending {
-                frame,
-                small: if main { small } else { None },
-                zoom,
-            });
-            let mains = pending.iter().filter(|p| p.small.is_some()).count();
-            // Zoom frames are not batched: they flush what is pending.
-            if !has_detector || mains >= self.batch || zoom {
-                let t = Instant::now();
-                let ok = self.flush(std::mem::take(&mut pending))?;
-                detect_time += t.elapsed();
-                if !ok {
-                    return Ok(());
-                }
-            }
-        }
-        if !pending.is_empty() {
-            let t = Instant::now();
-            self.flush(std::mem::take(&mut pending))?;
-            detect_time += t.elapsed();
-        }
-        if let Ok(mut r) = self.results.lock() {
-            r.times.detect = detect_time.as_secs_f64() * 1e3;
-        }
-        Ok(())
-    }
-
-    fn detect_err(&self, source: DetectError) -> PipelineError {
-        PipelineError::Detect {
-            path: self.input.clone(),
-            source,
-        }
-    }
-
-    /// Runs the main pass on the frames that have a detector copy (as one batch) and the zoom
-    /// pass on the frames marked for it, then sends every frame on, in order. Returns false
-    /// when downstream has gone (the run is failing).
-    fn flush(&mut self, batch: Vec<Pending>) -> Result<bool, PipelineError> {
-        let mut main: Vec<Vec<Detection>> = Vec::new();
-        if let Some(det) = self.detector.as_mut() {
-            let samples: Vec<&gst::Sample> =
-                batch.iter().filter_map(|p| p.small.as_ref()).collect();
-            if !samples.is_empty() {
-                let maps = samples
-                    .iter()
-                    .map(|s| map_small(&self.input, s))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let images: Vec<DetectorImage<'_>> = maps.iter().map(|m| m.image()).collect();
-                let raw = det
-                    .detect(&images)
-                    .map_err(|source| PipelineError::Detect {
-                        path: self.input.clone(),
-                        source,
-                    })?;
-                let (sx, sy) = (
-                    self.frame_size.0 as f32 / self.det_size.0 as f32,
-                    self.frame_size.1 as f32 / self.det_size.1 as f32,
-                );
-                main = raw
-                    .into_iter()
-                    .map(|dets| self.to_frame(dets, (0.0, 0.0), (sx, sy), self.every))
-                    .collect();
-            }
-        }
-        let mut main = main.into_iter();
-        for p in batch {
-            let mut dets: Option<Vec<Detection>> =
-                if p.small.is_some() { main.next() } else { None };
-            if p.zoom {
-                let z = self.zoom_detect(&p.frame)?;
-                let mut all = dets.take().unwrap_or_default();
-                all.extend(z);
-                dets = Some(merge(all));
-            }
-            if self.out.send((p.frame, dets)).is_err() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Detections in frame pixels from detector-input boxes offset by `(ox, oy)` and scaled
-    /// by `(sx, sy)`, clipped to the frame.
-    fn to_frame(
-        &self,
-        dets: Vec<Detection>,
-        (ox, oy): (f32, f32),
-        (sx, sy): (f32, f32),
-        revisit: u32,
-    ) -> Vec<Detection> {
-        let (fw, fh) = (self.frame_size.0 as f32, self.frame_size.1 as f32);
-        dets.into_iter()
-            .map(|d| {
-                let b = d.bbox.scale(sx, sy);
-                Detection {
-                    bbox: crate::geom::BoxF::new(b.x + ox, b.y + oy, b.w, b.h).clip(fw, fh),
-                    score: d.score,
-                    revisit,
-                }
-            })
-            .filter(|d| d.bbox.area() > 0.0)
-            .collect()
-    }
-
-    /// The zoom pass on one frame: every tile rendered from the full-resolution planes, run
-    /// as one batch.
-    fn zoom_detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
-        use gst_video::prelude::*;
-        let Some(det) = self.detector.as_ref() else {
-            return Ok(Vec::new());
-        };
-        let order = det.channel_order();
-        let info = gst_video::VideoInfo::from_caps(&frame.caps)
-            .map_err(|_| internal(&self.input, "frame caps are not raw video".into()))?;
-        let vf = gst_video::VideoFrameRef::from_buffer_ref_readable(frame.buffer.as_ref(), &info)
-            .map_err(|_| {
-            internal(&self.input, "cannot map a frame for the zoom pass".into())
-        })?;
-        let strides = vf.plane_stride();
-        let plane = |i: u32| vf.plane_data(i).unwrap_or(&[]);
-        let planes = crate::detect::zoom::I420 {
-            y: plane(0),
-            u: plane(1),
-            v: plane(2),
-            strides: [
-                strides[0] as usize,
-                strides[1] as usize,
-                strides[2] as usize,
-            ],
-            width: info.width(),
-            height: info.height(),
-        };
-        // Tiles of one size go into one batch; edge tiles may differ by a few pixels.
-        let mut out = Vec::new();
-        let mut groups: Vec<((u32, u32), Vec<Tile>)> = Vec::new();
-        for t in &self.zoom_tiles {
-            match groups.iter_mut().find(|(k, _)| *k == (t.in_w, t.in_h)) {
-                Some((_, v)) => v.push(*t),
-                None => groups.push(((t.in_w, t.in_h), vec![*t])),
-            }
-        }
-        for (_, tiles) in groups {
-            let rendered: Vec<Vec<u8>> = tiles
-                .iter()
-                .map(|t| crate::detect::zoom::render(&planes, t, order))
-                .collect();
-            let images: Vec<DetectorImage<'_>> = tiles
-                .iter()
-                .zip(&rendered)
-                .map(|(t, data)| DetectorImage {
-                    data,
-                    width: t.in_w,
-                    height: t.in_h,
-                    stride: t.in_w as usize * 3,
-                })
-                .collect();
-            let det = self.detector.as_mut().expect("checked above");
-            let raw = det.detect(&images).map_err(|e| self.detect_err(e))?;
-            for (t, dets) in tiles.iter().zip(raw) {
-                let (sx, sy) = t.back_scale();
-                // The zoom pass is for small faces only: magnified large structures give
-                // spurious big boxes, and large faces are the main pass's job.
-                let found =
-                    self.to_frame(dets, (t.x0 as f32, t.y0 as f32), (sx, sy), self.zoom_every);
-                out.extend(
-                    found
-                        .into_iter()
-                        .filter(|d| d.bbox.w.min(d.bbox.h) <= self.zoom_max_face),
-                );
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Merges detections of several passes or overlapping tiles: greedy NMS at IoU 0.3.
-fn merge(dets: Vec<Detection>) -> Vec<Detection> {
-    let boxes: Vec<crate::geom::BoxF> = dets.iter().map(|d| d.bbox).collect();
-    let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
-    crate::geom::nms(&boxes, &scores, 0.3)
-        .into_iter()
-        .map(|i| dets[i])
-        .collect()
-}
-
-/// A mapped detector copy.
-struct SmallMap {
-    frame: gst_video::VideoFrame<gst_video::video_frame::Readable>,
-}
-
-impl SmallMap {
-    fn image(&self) -> DetectorImage<'_> {
-        use gst_video::prelude::*;
-        DetectorImage {
-            data: self.frame.plane_data(0).unwrap_or(&[]),
-            width: self.frame.width(),
-            height: self.frame.height(),
-            stride: self.frame.plane_stride()[0].max(0) as usize,
-        }
-    }
-}
-
-fn map_small(input: &Path, s: &gst::Sample) -> Result<SmallMap, PipelineError> {
-    let bad = |m: &str| internal(input, format!("detector copy: {m}"));
-    let caps = s.caps().ok_or_else(|| bad("no caps"))?;
-    let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| bad("bad caps"))?;
-    let buffer = s.buffer_owned().ok_or_else(|| bad("no buffer"))?;
-    let frame = gst_video::VideoFrame::from_buffer_readable(buffer, &info)
-        .map_err(|_| bad("cannot map"))?;
-    Ok(SmallMap { frame })
-}
-
-fn sample_to_frame(input: &Path, index: u64, s: &gst::Sample) -> Result<Frame, PipelineError> {
-    let buffer = s
-        .buffer_owned()
-        .ok_or_else(|| internal(input, format!("frame {index} has no buffer")))?;
-    let caps = s
-        .caps_owned()
-        .ok_or_else(|| internal(input, format!("frame {index} has no caps")))?;
-    Ok(Frame {
-        index,
-        pts: buffer.pts(),
-        duration: buffer.duration(),
-        caps,
-        buffer,
-    })
-}
-
-fn track_stage(
-    rx: Receiver<DetectedFrame>,
-    out: Sender<TrackedFrame>,
-    cfg: crate::detect::tracker::TrackerConfig,
-    results: Arc<Mutex<StageResults>>,
-    error: FirstError,
-) -> Result<(), PipelineError> {
-    let _span = tracing::debug_span!("track").entered();
-    let mut tracker: Tracker<Frame> = Tracker::new(cfg);
-    let mut log = TrackLog::default();
-    let mut busy = Duration::ZERO;
-    let send = |e: crate::detect::tracker::Emitted<Frame>, log: &mut TrackLog| -> bool {
-        log.record(e.index, e.payload.time_s(), &e.boxes);
-        out.send(TrackedFrame {
-            frame: e.payload,
-            boxes: e.boxes,
-        })
-        .is_ok()
-    };
-    for (frame, dets) in rx.iter() {
-        let t = Instant::now();
-        let emitted = tracker.push(frame.index, frame, dets.as_deref());
-        busy += t.elapsed();
-        for e in emitted {
-            if !send(e, &mut log) {
-                return Ok(());
-            }
-        }
-    }
-    if error.is_set() {
-        return Ok(());
-    }
-    for e in tracker.finish() {
-        if !send(e, &mut log) {
-            return Ok(());
-        }
-    }
-    if let Ok(mut r) = results.lock() {
-        r.log = log;
-        r.times.track = busy.as_secs_f64() * 1e3;
-    }
-    Ok(())
-}
-
-struct RedactStage {
-    input: PathBuf,
-    rx: Receiver<TrackedFrame>,
-    video_in: Option<crate::media::encode::VideoInput>,
-    style: crate::redact::video::Style,
-    params: crate::redact::video::StyleParams,
-    margin: f32,
-    margin_px: f32,
-    error: FirstError,
-    ticks: Arc<AtomicU64>,
-    ctl: Control,
-    results: Arc<Mutex<StageResults>>,
-}
-
-impl RedactStage {
-    fn run(mut self) -> Result<(), PipelineError> {
-        let _span = tracing::debug_span!("redact").entered();
-        let mut frames = 0u64;
-        let mut video_end = None;
-        let (mut redact_t, mut push_t) = (Duration::ZERO, Duration::ZERO);
-        let mut info: Option<(gst::Caps, gst_video::VideoInfo)> = None;
-        for tf in self.rx.iter() {
-            if self.error.is_set() {
-                // Fail closed: once anything failed, nothing more goes to the encoder.
-                return Ok(());
-            }
-            let TrackedFrame { frame, boxes } = tf;
-            video_end = video_end.max(buffer_end(frame.buffer.as_ref()));
-            let t = Instant::now();
-            let caps = frame.caps.clone();
-            let buffer = if self.style.modifies_pixels() && !boxes.is_empty() {
-                if info.as_ref().is_none_or(|(c, _)| c != &caps) {
-                    let vi = gst_video::VideoInfo::from_caps(&caps).map_err(|_| {
-                        internal(&self.input, "frame caps are not raw video".into())
-                    })?;
-                    info = Some((caps.clone(), vi));
-                }
-                let vi = &info.as_ref().expect("set above").1;
-                let (fw, fh) = (vi.width() as f32, vi.height() as f32);
-                let regions: Vec<crate::geom::BoxF> = boxes
-                    .iter()
-                    .map(|b| {
-                        crate::redact::video::redaction_region(&b.bbox, self.margin, self.margin_px)
-                            .clip(fw, fh)
-                    })
-                    .collect();
-                redact_buffer(
-                    &self.input,
-                    frame.buffer,
-                    vi,
-                    &regions,
-                    self.style,
-                    &self.params,
-                )?
-            } else {
-                frame.buffer
-            };
-            redact_t += t.elapsed();
-            if let Some(v) = self.video_in.as_mut() {
-                let t = Instant::now();
-                if let Err(e) = v.push(&caps, buffer) {
-                    if self.error.is_set() {
-                        return Ok(());
-                    }
-                    return Err(e.into());
-                }
-                push_t += t.elapsed();
-            }
-            frames += 1;
-            self.ticks.fetch_add(1, Ordering::Relaxed);
-            self.ctl.frames_done.fetch_add(1, Ordering::Relaxed);
-        }
-        if self.error.is_set() {
-            return Ok(());
-        }
-        if let Some(v) = &self.video_in {
-            v.end();
-        }
-        if let Ok(mut r) = self.results.lock() {
-            r.frames = frames;
-            r.video_end = video_end;
-            r.times.redact = redact_t.as_secs_f64() * 1e3;
-            r.times.encode_push = push_t.as_secs_f64() * 1e3;
-        }
-        Ok(())
-    }
-}
-
-/// Redacts `regions` in an I420 buffer in place (copying it first only if it is shared).
-fn redact_buffer(
-    input: &Path,
-    mut buffer: gst::Buffer,
-    info: &gst_video::VideoInfo,
-    regions: &[crate::geom::BoxF],
-    style: crate::redact::video::Style,
-    params: &crate::redact::video::StyleParams,
-) -> Result<gst::Buffer, PipelineError> {
-    use gst_video::prelude::*;
-    buffer.make_mut();
-    let mut vf = gst_video::VideoFrame::from_buffer_writable(buffer, info)
-        .map_err(|_| internal(input, "cannot map a frame for writing".into()))?;
-    let strides: Vec<usize> = vf
-        .plane_stride()
-        .iter()
-        .map(|&s| s.max(0) as usize)
-        .collect();
-    let n = vf.n_planes() as usize;
-    if n != 3 {
-        return Err(internal(
-            input,
-            format!("expected 3 planes (I420), got {n}"),
-        ));
-    }
-    let dims: Vec<(usize, usize)> = (0..3u8)
-        .map(|c| (info.comp_width(c) as usize, info.comp_height(c) as usize))
-        .collect();
-    let [y, u, v, _] = vf.planes_data_mut();
-    let mut planes = [
-        PlaneMut {
-            data: y,
-            stride: strides[0],
-            width: dims[0].0,
-            height: dims[0].1,
-            sub: 1,
-            fill_value: 16,
-        },
-        PlaneMut {
-            data: u,
-            stride: strides[1],
-            width: dims[1].0,
-            height: dims[1].1,
-            sub: 2,
-            fill_value: 128,
-        },
-        PlaneMut {
-            data: v,
-            stride: strides[2],
-            width: dims[2].0,
-            height: dims[2].1,
-            sub: 2,
-            fill_value: 128,
-        },
-    ];
-    redact_planes(&mut planes, regions, style, params);
-    Ok(vf.into_buffer())
-}
-
-fn audio_passthrough(
-    rx: Receiver<gst::Sample>,
-    input: Option<crate::media::encode::AudioInput>,
-    ticks: Arc<AtomicU64>,
-    error: FirstError,
-    results: Arc<Mutex<StageResults>>,
-) -> Result<(), PipelineError> {
-    let _span = tracing::debug_span!("audio").entered();
-    let mut end = None;
-    let Some(mut input) = input else {
-        // Decode-only: drain.
-        for s in rx.iter() {
-            end = end.max(s.buffer().and_then(buffer_end));
-            ticks.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Ok(mut r) = results.lock() {
-            r.audio_end = end;
-        }
-        return Ok(());
-    };
-    for s in rx.iter() {
-        if error.is_set() {
-            return Ok(());
-        }
-        let (Some(caps), Some(buf)) = (s.caps_owned(), s.buffer_owned()) else {
-            continue;
-        };
-        end = end.max(buffer_end(buf.as_ref()));
-        if let Err(e) = input.push(&caps, buf) {
-            if error.is_set() {
-                return Ok(());
-            }
-            return Err(e.into());
-        }
-        ticks.fetch_add(1, Ordering::Relaxed);
-    }
-    if !error.is_set() {
-        input.end();
-    }
-    if let Ok(mut r) = results.lock() {
-        r.audio_end = end;
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Sidecar
 // ---------------------------------------------------------------------------------------------
@@ -1243,22 +778,87 @@ struct SidecarParts<'a> {
     det_size: (u32, u32),
     /// Execution provider and verified model sha256 of the detector that ran.
     detector_meta: Option<(String, String)>,
+    voice_mode: VoiceMode,
+    /// Verified sha256 of the VAD model, when it ran.
+    vad_meta: Option<String>,
     frames: StageResults,
     wall: f64,
 }
 
+fn round(v: f64, digits: i32) -> f64 {
+    let m = 10f64.powi(digits);
+    (v * m).round() / m
+}
+
 fn build_sidecar(p: SidecarParts<'_>) -> Sidecar {
     let cfg = p.cfg;
-    let (provider, model_sha256) = p.detector_meta.unwrap_or_default();
     let (fw, fh, fps) = p
         .info
         .video
         .as_ref()
         .map(|v| (v.width, v.height, v.fps()))
         .unwrap_or((0, 0, 0.0));
-    let tracker = cfg.tracker_config(fw, fh, fps);
     let frames = p.frames.frames;
     let per_frame = |ms: f64| if frames > 0 { ms / frames as f64 } else { 0.0 };
+    let detector = p
+        .detector_meta
+        .map(|(provider, model_sha256)| DetectorInfo {
+            name: cfg.detect.model.name().into(),
+            model: cfg.detect.model.file_name().into(),
+            model_sha256,
+            threshold: cfg.detect.threshold,
+            input_size: [p.det_size.0, p.det_size.1],
+            every: cfg.detect.every_for(fps),
+            provider,
+        });
+    let redaction = detector.as_ref().map(|_| {
+        let tracker = cfg.tracker_config(fw, fh, fps);
+        RedactionInfo {
+            style: cfg.redact.style.name().into(),
+            margin: cfg.redact.margin,
+            tracker: TrackerInfo {
+                lookback_frames: tracker.lookback,
+                lookahead_frames: tracker.lookahead,
+                max_gap_frames: tracker.max_gap,
+            },
+        }
+    });
+    let voice_outcome = p.frames.voice;
+    let voice = p.info.audio.as_ref().and(voice_outcome.as_ref()).map(|v| {
+        let segments: Vec<VoiceSegment> = v
+            .segments
+            .iter()
+            .map(|g| VoiceSegment {
+                start_s: round(g.start_s, 3),
+                end_s: round(g.end_s, 3),
+                score: (g.score * 1000.0).round() / 1000.0,
+            })
+            .collect();
+        let vad_ran = p.vad_meta.is_some();
+        VoiceInfo {
+            mode: if v.vad_failed || (p.voice_mode.needs_vad() && !vad_ran) {
+                VoiceMode::Mute.name().into()
+            } else {
+                p.voice_mode.name().into()
+            },
+            model: if vad_ran {
+                crate::detect::ModelKind::SileroVad.file_name().into()
+            } else {
+                String::new()
+            },
+            model_sha256: p.vad_meta.clone().unwrap_or_default(),
+            threshold: cfg.voice.threshold,
+            pad_s: cfg.voice.pad_s,
+            speech_s: round(segments.iter().map(|g| g.end_s - g.start_s).sum(), 3),
+            segments,
+            vad_failed: v.vad_failed || (p.voice_mode.needs_vad() && !vad_ran),
+        }
+    });
+    let speech_s = voice.as_ref().map(|v| v.speech_s).unwrap_or(0.0);
+    let vad_ms_per_audio_s = voice_outcome
+        .as_ref()
+        .filter(|v| v.audio_s > 0.0 && p.vad_meta.is_some())
+        .map(|v| round(v.vad_ms / v.audio_s, 3));
     let log = p.frames.log;
     let frames_with_faces = log.frames_with_faces();
     let face_boxes = log.face_boxes();
@@ -1288,37 +888,21 @@ fn build_sidecar(p: SidecarParts<'_>) -> Sidecar {
             }),
         },
         output: p.output,
-        detector: DetectorInfo {
-            name: cfg.detect.model.name().into(),
-            model: cfg.detect.model.file_name().into(),
-            model_sha256,
-            threshold: cfg.detect.threshold,
-            input_size: [p.det_size.0, p.det_size.1],
-            every: cfg.detect.every_for(fps),
-            provider,
-        },
-        redaction: RedactionInfo {
-            style: cfg.redact.style.name().into(),
-            margin: cfg.redact.margin,
-            tracker: TrackerInfo {
-                lookback_frames: tracker.lookback,
-                lookahead_frames: tracker.lookahead,
-                max_gap_frames: tracker.max_gap,
-            },
-        },
+        detector,
+        redaction,
         totals: Totals {
             frames,
             frames_with_faces,
             tracks: tracks.len() as u64,
             face_boxes,
-            speech_s: 0.0,
+            speech_s,
         },
         faces: FacesInfo { tracks },
-        voice: None,
+        voice,
         timing: Timing {
-            wall_s: (p.wall * 1000.0).round() / 1000.0,
+            wall_s: round(p.wall, 3),
             fps: if p.wall > 0.0 {
-                ((frames as f64 / p.wall) * 10.0).round() / 10.0
+                round(frames as f64 / p.wall, 1)
             } else {
                 0.0
             },
@@ -1328,6 +912,7 @@ fn build_sidecar(p: SidecarParts<'_>) -> Sidecar {
                 redact: per_frame(p.frames.times.redact),
                 encode_push: per_frame(p.frames.times.encode_push),
             },
+            vad_ms_per_audio_s,
         },
     }
 }

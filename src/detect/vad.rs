@@ -1,0 +1,277 @@
+//! Voice activity detection: Silero VAD on ONNX Runtime, and the segmenter that turns its
+//! per-window probabilities into speech segments with hysteresis.
+//!
+//! Silero (`silero_vad.onnx`, 16 kHz): each call takes 64 samples of context (the end of the
+//! previous window) + 512 new samples, the recurrent `state` [2,1,128] carried over, and `sr`
+//! as an int64 scalar; it returns the speech probability of the 32 ms window. Port of
+//! `shared/models/tools/vad.py`.
+//!
+//! Owns: the VAD session and segmenting. Must not touch: audio samples of the output (the
+//! redactor applies the segments).
+
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::{DetectError, ModelFile, SessionOptions};
+
+pub const SAMPLE_RATE: u32 = 16_000;
+pub const WINDOW: usize = 512;
+pub const CONTEXT: usize = 64;
+/// Seconds per window.
+pub const WINDOW_S: f64 = WINDOW as f64 / SAMPLE_RATE as f64;
+
+/// A Silero VAD session with its recurrent state.
+pub struct Vad {
+    session: Session,
+    model: ModelFile,
+    state: Vec<f32>,
+    context: [f32; CONTEXT],
+    input: Vec<f32>,
+}
+
+impl Vad {
+    /// Loads the model (after its sha256 was verified by the caller) on one thread.
+    pub fn new(model: ModelFile, opts: &SessionOptions) -> Result<Vad, DetectError> {
+        let opts = SessionOptions {
+            intra_threads: 1,
+            inter_threads: 1,
+            ..opts.clone()
+        };
+        let (session, _) = super::runtime::build_session(&model.path, &opts)?;
+        Ok(Vad {
+            session,
+            model,
+            state: vec![0.0; 2 * 128],
+            context: [0.0; CONTEXT],
+            input: Vec::with_capacity(CONTEXT + WINDOW),
+        })
+    }
+
+    pub fn model(&self) -> &ModelFile {
+        &self.model
+    }
+
+    /// Speech probability of the next 512-sample window (16 kHz mono, -1..1).
+    pub fn window(&mut self, samples: &[f32; WINDOW]) -> Result<f32, DetectError> {
+        let err = |e: ort::Error| DetectError::Inference {
+            model: "silero-vad".into(),
+            reason: e.to_string(),
+        };
+        self.input.clear();
+        self.input.extend_from_slice(&self.context);
+        self.input.extend_from_slice(samples);
+        let sr = [i64::from(SAMPLE_RATE)];
+        let input = TensorRef::from_array_view(([1usize, CONTEXT + WINDOW], self.input.as_slice()))
+            .map_err(err)?;
+        let state =
+            TensorRef::from_array_view(([2usize, 1, 128], self.state.as_slice())).map_err(err)?;
+        let sr = TensorRef::from_array_view(((), &sr[..])).map_err(err)?;
+        let out = self
+            .session
+            .run(ort::inputs!["input" => input, "state" => state, "sr" => sr])
+            .map_err(err)?;
+        let p = out["output"]
+            .try_extract_tensor::<f32>()
+            .map_err(err)?
+            .1
+            .first()
+            .copied()
+            .unwrap_or(0.0);
+        let new_state = out["stateN"].try_extract_tensor::<f32>().map_err(err)?.1;
+        if new_state.len() == self.state.len() {
+            self.state.copy_from_slice(new_state);
+        }
+        self.context.copy_from_slice(&samples[WINDOW - CONTEXT..]);
+        if !p.is_finite() {
+            return Err(DetectError::Inference {
+                model: "silero-vad".into(),
+                reason: "probability is not a number".into(),
+            });
+        }
+        Ok(p)
+    }
+}
+
+/// Segmenting settings (silero's `get_speech_timestamps` logic, minus its padding, which the
+/// redactor applies).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SegmenterConfig {
+    /// A window at or above this probability starts (or continues) speech.
+    pub threshold: f32,
+    /// Speech ends after the probability stays below `threshold - 0.15` this long (seconds).
+    pub min_silence_s: f64,
+    /// Segments shorter than this are dropped (seconds); 0 keeps every burst (recall first).
+    pub min_speech_s: f64,
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        SegmenterConfig {
+            threshold: 0.5,
+            min_silence_s: 0.1,
+            min_speech_s: 0.0,
+        }
+    }
+}
+
+/// A closed or open speech segment in seconds of the 16 kHz stream's own time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Segment {
+    pub start_s: f64,
+    pub end_s: f64,
+    /// Highest window probability inside.
+    pub score: f32,
+}
+
+/// Streaming segmenter with hysteresis: enter speech at `threshold`, leave it only after
+/// `min_silence_s` below `threshold - 0.15`.
+#[derive(Debug)]
+pub struct Segmenter {
+    cfg: SegmenterConfig,
+    windows: u64,
+    /// Time (s) of the first window of the stream (the stream may not start at 0).
+    origin_s: f64,
+    current: Option<Segment>,
+    silence_since: Option<f64>,
+    closed: Vec<Segment>,
+}
+
+impl Segmenter {
+    pub fn new(cfg: SegmenterConfig, origin_s: f64) -> Self {
+        Segmenter {
+            cfg,
+            windows: 0,
+            origin_s,
+            current: None,
+            silence_since: None,
+            closed: Vec::new(),
+        }
+    }
+
+    /// Feeds the probability of the next window.
+    pub fn push(&mut self, p: f32) {
+        let t = self.origin_s + self.windows as f64 * WINDOW_S;
+        self.windows += 1;
+        let neg = self.cfg.threshold - 0.15;
+        match self.current.as_mut() {
+            None => {
+                if p >= self.cfg.threshold {
+                    self.current = Some(Segment {
+                        start_s: t,
+                        end_s: t + WINDOW_S,
+                        score: p,
+                    });
+                    self.silence_since = None;
+                }
+            }
+            Some(cur) => {
+                if p < neg {
+                    let since = *self.silence_since.get_or_insert(t);
+                    if t + WINDOW_S - since >= self.cfg.min_silence_s {
+                        cur.end_s = since;
+                        let done = *cur;
+                        self.current = None;
+                        self.silence_since = None;
+                        if done.end_s - done.start_s >= self.cfg.min_speech_s {
+                            self.closed.push(done);
+                        }
+                    }
+                } else {
+                    if p >= self.cfg.threshold {
+                        self.silence_since = None;
+                    }
+                    cur.end_s = t + WINDOW_S;
+                    cur.score = cur.score.max(p);
+                }
+            }
+        }
+    }
+
+    /// Time (s) up to which windows have been seen.
+    pub fn seen_until(&self) -> f64 {
+        self.origin_s + self.windows as f64 * WINDOW_S
+    }
+
+    /// Segments so far, the open one included (extended to what has been seen): conservative
+    /// for redaction, since speech that may still continue counts as speech.
+    pub fn segments(&self) -> Vec<Segment> {
+        let mut v = self.closed.clone();
+        if let Some(c) = self.current {
+            v.push(Segment {
+                end_s: self.seen_until().max(c.end_s),
+                ..c
+            });
+        }
+        v
+    }
+
+    /// Ends the stream and returns every segment.
+    pub fn finish(mut self) -> Vec<Segment> {
+        if let Some(c) = self.current.take()
+            && c.end_s - c.start_s >= self.cfg.min_speech_s
+        {
+            self.closed.push(c);
+        }
+        self.closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(probs: &[f32]) -> Vec<Segment> {
+        let mut s = Segmenter::new(SegmenterConfig::default(), 0.0);
+        for &p in probs {
+            s.push(p);
+        }
+        s.finish()
+    }
+
+    #[test]
+    fn no_speech_no_segment() {
+        assert!(run(&[0.01; 100]).is_empty());
+        assert!(run(&[0.49; 100]).is_empty());
+    }
+
+    #[test]
+    fn a_speech_run_becomes_one_segment_with_window_accurate_bounds() {
+        let mut p = vec![0.0f32; 10];
+        p.extend(vec![0.9; 20]);
+        p.extend(vec![0.0; 20]);
+        let s = run(&p);
+        assert_eq!(s.len(), 1);
+        assert!((s[0].start_s - 10.0 * WINDOW_S).abs() < 1e-9);
+        assert!((s[0].end_s - 30.0 * WINDOW_S).abs() < 1e-9);
+        assert!((s[0].score - 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn hysteresis_bridges_dips_shorter_than_min_silence() {
+        // 2 windows (64 ms) below the lower threshold inside speech: not a break.
+        let mut p = vec![0.9f32; 10];
+        p.extend([0.1, 0.1]);
+        p.extend(vec![0.9; 10]);
+        // 0.4 is between the thresholds: continues speech once started.
+        p.extend(vec![0.4; 5]);
+        p.extend(vec![0.0; 10]);
+        let s = run(&p);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert!((s[0].end_s - 27.0 * WINDOW_S).abs() < 1e-9);
+    }
+
+    #[test]
+    fn open_segment_is_reported_while_streaming() {
+        let mut s = Segmenter::new(SegmenterConfig::default(), 1.0);
+        for _ in 0..5 {
+            s.push(0.0);
+        }
+        for _ in 0..5 {
+            s.push(0.95);
+        }
+        let segs = s.segments();
+        assert_eq!(segs.len(), 1);
+        assert!((segs[0].start_s - (1.0 + 5.0 * WINDOW_S)).abs() < 1e-9);
+        assert!((segs[0].end_s - s.seen_until()).abs() < 1e-9);
+    }
+}

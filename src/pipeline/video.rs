@@ -1,0 +1,511 @@
+//! The video stages: detect (main pass on GStreamer's small copy, zoom pass on tiles of the
+//! full frame), track (boxes become final after the tracker's delay), redact (styles on the
+//! I420 planes in place, then hand-off to the encoder).
+//!
+//! Fail closed: a frame reaches the encoder only through the redact stage, and the redact
+//! stage stops handing frames on as soon as any stage has failed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use gstreamer as gst;
+use gstreamer_video as gst_video;
+
+use super::{
+    Control, DetectedFrame, FirstError, PipelineError, StageResults, buffer_end, internal,
+};
+use crate::detect::tracker::{TrackLog, Tracker};
+use crate::detect::zoom::Tile;
+use crate::detect::{DetectError, DetectorImage, FaceDetector};
+use crate::redact::video::{PlaneMut, redact_planes};
+use crate::types::*;
+
+pub(super) struct DetectStage {
+    pub(super) input: PathBuf,
+    pub(super) full: Receiver<gst::Sample>,
+    pub(super) small: Option<Receiver<gst::Sample>>,
+    pub(super) detector: Option<Box<dyn FaceDetector>>,
+    pub(super) det_size: (u32, u32),
+    pub(super) frame_size: (u32, u32),
+    pub(super) every: u32,
+    pub(super) batch: usize,
+    /// Zoom-pass tiles (empty: no zoom pass) and how often the pass runs.
+    pub(super) zoom_tiles: Vec<Tile>,
+    pub(super) zoom_every: u32,
+    /// Largest face (frame pixels) the zoom pass reports.
+    pub(super) zoom_max_face: f32,
+    pub(super) out: Sender<DetectedFrame>,
+    pub(super) error: FirstError,
+    pub(super) ticks: Arc<AtomicU64>,
+    pub(super) results: Arc<Mutex<StageResults>>,
+}
+
+/// A frame waiting for the detector: its detector copy when the main pass runs on it, and
+/// whether the zoom pass runs on it.
+struct Pending {
+    frame: Frame,
+    small: Option<gst::Sample>,
+    zoom: bool,
+}
+
+impl DetectStage {
+    pub(super) fn run(mut self) -> Result<(), PipelineError> {
+        let _span = tracing::debug_span!("detect").entered();
+        let mut index: u64 = 0;
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut detect_time = Duration::ZERO;
+        let has_detector = self.detector.is_some();
+        loop {
+            let Ok(full) = self.full.recv() else { break };
+            let small = match &self.small {
+                Some(rx) => match rx.recv() {
+                    Ok(s) => Some(s),
+                    Err(_) => {
+                        if self.error.is_set() {
+                            return Ok(());
+                        }
+                        return Err(internal(
+                            &self.input,
+                            "detector copy ended before the frames".into(),
+                        ));
+                    }
+                },
+                None => None,
+            };
+            // Frames outside the demuxer's segment (cut by an edit list) are not shown.
+            let Some(frame) = sample_to_frame(&self.input, index, &full)? else {
+                continue;
+            };
+            let main = has_detector && index.is_multiple_of(u64::from(self.every));
+            let zoom = has_detector
+                && !self.zoom_tiles.is_empty()
+                && index.is_multiple_of(u64::from(self.zoom_every));
+            index += 1;
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+            pending.push(Pending {
+                frame,
+                small: if main { small } else { None },
+                zoom,
+            });
+            let mains = pending.iter().filter(|p| p.small.is_some()).count();
+            // Zoom frames are not batched: they flush what is pending.
+            if !has_detector || mains >= self.batch || zoom {
+                let t = Instant::now();
+                let ok = self.flush(std::mem::take(&mut pending))?;
+                detect_time += t.elapsed();
+                if !ok {
+                    return Ok(());
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let t = Instant::now();
+            self.flush(std::mem::take(&mut pending))?;
+            detect_time += t.elapsed();
+        }
+        if let Ok(mut r) = self.results.lock() {
+            r.times.detect = detect_time.as_secs_f64() * 1e3;
+        }
+        Ok(())
+    }
+
+    fn detect_err(&self, source: DetectError) -> PipelineError {
+        PipelineError::Detect {
+            path: self.input.clone(),
+            source,
+        }
+    }
+
+    /// Runs the main pass on the frames that have a detector copy (as one batch) and the zoom
+    /// pass on the frames marked for it, then sends every frame on, in order. Returns false
+    /// when downstream has gone (the run is failing).
+    fn flush(&mut self, batch: Vec<Pending>) -> Result<bool, PipelineError> {
+        let mut main: Vec<Vec<Detection>> = Vec::new();
+        if let Some(det) = self.detector.as_mut() {
+            let samples: Vec<&gst::Sample> =
+                batch.iter().filter_map(|p| p.small.as_ref()).collect();
+            if !samples.is_empty() {
+                let maps = samples
+                    .iter()
+                    .map(|s| map_small(&self.input, s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let images: Vec<DetectorImage<'_>> = maps.iter().map(|m| m.image()).collect();
+                let raw = det
+                    .detect(&images)
+                    .map_err(|source| PipelineError::Detect {
+                        path: self.input.clone(),
+                        source,
+                    })?;
+                let (sx, sy) = (
+                    self.frame_size.0 as f32 / self.det_size.0 as f32,
+                    self.frame_size.1 as f32 / self.det_size.1 as f32,
+                );
+                main = raw
+                    .into_iter()
+                    .map(|dets| self.to_frame(dets, (0.0, 0.0), (sx, sy), self.every))
+                    .collect();
+            }
+        }
+        let mut main = main.into_iter();
+        for p in batch {
+            let mut dets: Option<Vec<Detection>> =
+                if p.small.is_some() { main.next() } else { None };
+            if p.zoom {
+                let z = self.zoom_detect(&p.frame)?;
+                let mut all = dets.take().unwrap_or_default();
+                all.extend(z);
+                dets = Some(merge(all));
+            }
+            if self.out.send((p.frame, dets)).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Detections in frame pixels from detector-input boxes offset by `(ox, oy)` and scaled
+    /// by `(sx, sy)`, clipped to the frame.
+    fn to_frame(
+        &self,
+        dets: Vec<Detection>,
+        (ox, oy): (f32, f32),
+        (sx, sy): (f32, f32),
+        revisit: u32,
+    ) -> Vec<Detection> {
+        let (fw, fh) = (self.frame_size.0 as f32, self.frame_size.1 as f32);
+        dets.into_iter()
+            .map(|d| {
+                let b = d.bbox.scale(sx, sy);
+                Detection {
+                    bbox: crate::geom::BoxF::new(b.x + ox, b.y + oy, b.w, b.h).clip(fw, fh),
+                    score: d.score,
+                    revisit,
+                }
+            })
+            .filter(|d| d.bbox.area() > 0.0)
+            .collect()
+    }
+
+    /// The zoom pass on one frame: every tile rendered from the full-resolution planes, run
+    /// as one batch.
+    fn zoom_detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
+        use gst_video::prelude::*;
+        let Some(det) = self.detector.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let order = det.channel_order();
+        let info = gst_video::VideoInfo::from_caps(&frame.caps)
+            .map_err(|_| internal(&self.input, "frame caps are not raw video".into()))?;
+        let vf = gst_video::VideoFrameRef::from_buffer_ref_readable(frame.buffer.as_ref(), &info)
+            .map_err(|_| {
+            internal(&self.input, "cannot map a frame for the zoom pass".into())
+        })?;
+        let strides = vf.plane_stride();
+        let plane = |i: u32| vf.plane_data(i).unwrap_or(&[]);
+        let planes = crate::detect::zoom::I420 {
+            y: plane(0),
+            u: plane(1),
+            v: plane(2),
+            strides: [
+                strides[0] as usize,
+                strides[1] as usize,
+                strides[2] as usize,
+            ],
+            width: info.width(),
+            height: info.height(),
+        };
+        // Tiles of one size go into one batch; edge tiles may differ by a few pixels.
+        let mut out = Vec::new();
+        let mut groups: Vec<((u32, u32), Vec<Tile>)> = Vec::new();
+        for t in &self.zoom_tiles {
+            match groups.iter_mut().find(|(k, _)| *k == (t.in_w, t.in_h)) {
+                Some((_, v)) => v.push(*t),
+                None => groups.push(((t.in_w, t.in_h), vec![*t])),
+            }
+        }
+        for (_, tiles) in groups {
+            let rendered: Vec<Vec<u8>> = tiles
+                .iter()
+                .map(|t| crate::detect::zoom::render(&planes, t, order))
+                .collect();
+            let images: Vec<DetectorImage<'_>> = tiles
+                .iter()
+                .zip(&rendered)
+                .map(|(t, data)| DetectorImage {
+                    data,
+                    width: t.in_w,
+                    height: t.in_h,
+                    stride: t.in_w as usize * 3,
+                })
+                .collect();
+            let det = self.detector.as_mut().expect("checked above");
+            let raw = det.detect(&images).map_err(|e| self.detect_err(e))?;
+            for (t, dets) in tiles.iter().zip(raw) {
+                let (sx, sy) = t.back_scale();
+                // The zoom pass is for small faces only: magnified large structures give
+                // spurious big boxes, and large faces are the main pass's job.
+                let found =
+                    self.to_frame(dets, (t.x0 as f32, t.y0 as f32), (sx, sy), self.zoom_every);
+                out.extend(
+                    found
+                        .into_iter()
+                        .filter(|d| d.bbox.w.min(d.bbox.h) <= self.zoom_max_face),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Merges detections of several passes or overlapping tiles: greedy NMS at IoU 0.3.
+fn merge(dets: Vec<Detection>) -> Vec<Detection> {
+    let boxes: Vec<crate::geom::BoxF> = dets.iter().map(|d| d.bbox).collect();
+    let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
+    crate::geom::nms(&boxes, &scores, 0.3)
+        .into_iter()
+        .map(|i| dets[i])
+        .collect()
+}
+
+/// A mapped detector copy.
+struct SmallMap {
+    frame: gst_video::VideoFrame<gst_video::video_frame::Readable>,
+}
+
+impl SmallMap {
+    fn image(&self) -> DetectorImage<'_> {
+        use gst_video::prelude::*;
+        DetectorImage {
+            data: self.frame.plane_data(0).unwrap_or(&[]),
+            width: self.frame.width(),
+            height: self.frame.height(),
+            stride: self.frame.plane_stride()[0].max(0) as usize,
+        }
+    }
+}
+
+fn map_small(input: &Path, s: &gst::Sample) -> Result<SmallMap, PipelineError> {
+    let bad = |m: &str| internal(input, format!("detector copy: {m}"));
+    let caps = s.caps().ok_or_else(|| bad("no caps"))?;
+    let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| bad("bad caps"))?;
+    let buffer = s.buffer_owned().ok_or_else(|| bad("no buffer"))?;
+    let frame = gst_video::VideoFrame::from_buffer_readable(buffer, &info)
+        .map_err(|_| bad("cannot map"))?;
+    Ok(SmallMap { frame })
+}
+
+/// The frame of a decoded sample, its timestamp in running time; `None` when the frame lies
+/// outside the stream's segment.
+fn sample_to_frame(
+    input: &Path,
+    index: u64,
+    s: &gst::Sample,
+) -> Result<Option<Frame>, PipelineError> {
+    if s.buffer().is_none() {
+        return Err(internal(input, format!("frame {index} has no buffer")));
+    }
+    let caps = s
+        .caps_owned()
+        .ok_or_else(|| internal(input, format!("frame {index} has no caps")))?;
+    Ok(crate::media::decode::video_buffer(s).map(|buffer| Frame {
+        index,
+        pts: buffer.pts(),
+        duration: buffer.duration(),
+        caps,
+        buffer,
+    }))
+}
+
+pub(super) fn track_stage(
+    rx: Receiver<DetectedFrame>,
+    out: Sender<TrackedFrame>,
+    cfg: crate::detect::tracker::TrackerConfig,
+    results: Arc<Mutex<StageResults>>,
+    error: FirstError,
+) -> Result<(), PipelineError> {
+    let _span = tracing::debug_span!("track").entered();
+    let mut tracker: Tracker<Frame> = Tracker::new(cfg);
+    let mut log = TrackLog::default();
+    let mut busy = Duration::ZERO;
+    let send = |e: crate::detect::tracker::Emitted<Frame>, log: &mut TrackLog| -> bool {
+        log.record(e.index, e.payload.time_s(), &e.boxes);
+        out.send(TrackedFrame {
+            frame: e.payload,
+            boxes: e.boxes,
+        })
+        .is_ok()
+    };
+    for (frame, dets) in rx.iter() {
+        let t = Instant::now();
+        let emitted = tracker.push(frame.index, frame, dets.as_deref());
+        busy += t.elapsed();
+        for e in emitted {
+            if !send(e, &mut log) {
+                return Ok(());
+            }
+        }
+    }
+    if error.is_set() {
+        return Ok(());
+    }
+    for e in tracker.finish() {
+        if !send(e, &mut log) {
+            return Ok(());
+        }
+    }
+    if let Ok(mut r) = results.lock() {
+        r.log = log;
+        r.times.track = busy.as_secs_f64() * 1e3;
+    }
+    Ok(())
+}
+
+pub(super) struct RedactStage {
+    pub(super) input: PathBuf,
+    pub(super) rx: Receiver<TrackedFrame>,
+    pub(super) video_in: Option<crate::media::encode::VideoInput>,
+    pub(super) style: crate::redact::video::Style,
+    pub(super) params: crate::redact::video::StyleParams,
+    pub(super) margin: f32,
+    pub(super) margin_px: f32,
+    pub(super) error: FirstError,
+    pub(super) ticks: Arc<AtomicU64>,
+    pub(super) ctl: Control,
+    pub(super) results: Arc<Mutex<StageResults>>,
+}
+
+impl RedactStage {
+    pub(super) fn run(mut self) -> Result<(), PipelineError> {
+        let _span = tracing::debug_span!("redact").entered();
+        let mut frames = 0u64;
+        let mut video_end = None;
+        let (mut redact_t, mut push_t) = (Duration::ZERO, Duration::ZERO);
+        let mut info: Option<(gst::Caps, gst_video::VideoInfo)> = None;
+        for tf in self.rx.iter() {
+            if self.error.is_set() {
+                // Fail closed: once anything failed, nothing more goes to the encoder.
+                return Ok(());
+            }
+            let TrackedFrame { frame, boxes } = tf;
+            video_end = video_end.max(buffer_end(frame.buffer.as_ref()));
+            let t = Instant::now();
+            let caps = frame.caps.clone();
+            let buffer = if self.style.modifies_pixels() && !boxes.is_empty() {
+                if info.as_ref().is_none_or(|(c, _)| c != &caps) {
+                    let vi = gst_video::VideoInfo::from_caps(&caps).map_err(|_| {
+                        internal(&self.input, "frame caps are not raw video".into())
+                    })?;
+                    info = Some((caps.clone(), vi));
+                }
+                let vi = &info.as_ref().expect("set above").1;
+                let (fw, fh) = (vi.width() as f32, vi.height() as f32);
+                let regions: Vec<crate::geom::BoxF> = boxes
+                    .iter()
+                    .map(|b| {
+                        crate::redact::video::redaction_region(&b.bbox, self.margin, self.margin_px)
+                            .clip(fw, fh)
+                    })
+                    .collect();
+                redact_buffer(
+                    &self.input,
+                    frame.buffer,
+                    vi,
+                    &regions,
+                    self.style,
+                    &self.params,
+                )?
+            } else {
+                frame.buffer
+            };
+            redact_t += t.elapsed();
+            if let Some(v) = self.video_in.as_mut() {
+                let t = Instant::now();
+                if let Err(e) = v.push(&caps, buffer) {
+                    if self.error.is_set() {
+                        return Ok(());
+                    }
+                    return Err(e.into());
+                }
+                push_t += t.elapsed();
+            }
+            frames += 1;
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+            self.ctl.frames_done.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.error.is_set() {
+            return Ok(());
+        }
+        if let Some(v) = &self.video_in {
+            v.end();
+        }
+        if let Ok(mut r) = self.results.lock() {
+            r.frames = frames;
+            r.video_end = video_end;
+            r.times.redact = redact_t.as_secs_f64() * 1e3;
+            r.times.encode_push = push_t.as_secs_f64() * 1e3;
+        }
+        Ok(())
+    }
+}
+
+/// Redacts `regions` in an I420 buffer in place (copying it first only if it is shared).
+fn redact_buffer(
+    input: &Path,
+    mut buffer: gst::Buffer,
+    info: &gst_video::VideoInfo,
+    regions: &[crate::geom::BoxF],
+    style: crate::redact::video::Style,
+    params: &crate::redact::video::StyleParams,
+) -> Result<gst::Buffer, PipelineError> {
+    use gst_video::prelude::*;
+    buffer.make_mut();
+    let mut vf = gst_video::VideoFrame::from_buffer_writable(buffer, info)
+        .map_err(|_| internal(input, "cannot map a frame for writing".into()))?;
+    let strides: Vec<usize> = vf
+        .plane_stride()
+        .iter()
+        .map(|&s| s.max(0) as usize)
+        .collect();
+    let n = vf.n_planes() as usize;
+    if n != 3 {
+        return Err(internal(
+            input,
+            format!("expected 3 planes (I420), got {n}"),
+        ));
+    }
+    let dims: Vec<(usize, usize)> = (0..3u8)
+        .map(|c| (info.comp_width(c) as usize, info.comp_height(c) as usize))
+        .collect();
+    let [y, u, v, _] = vf.planes_data_mut();
+    let mut planes = [
+        PlaneMut {
+            data: y,
+            stride: strides[0],
+            width: dims[0].0,
+            height: dims[0].1,
+            sub: 1,
+            fill_value: 16,
+        },
+        PlaneMut {
+            data: u,
+            stride: strides[1],
+            width: dims[1].0,
+            height: dims[1].1,
+            sub: 2,
+            fill_value: 128,
+        },
+        PlaneMut {
+            data: v,
+            stride: strides[2],
+            width: dims[2].0,
+            height: dims[2].1,
+            sub: 2,
+            fill_value: 128,
+        },
+    ];
+    redact_planes(&mut planes, regions, style, params);
+    Ok(vf.into_buffer())
+}

@@ -51,6 +51,14 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 
+# --- s3s-fs: the S3-compatible server the storage tests start (a real server, not a mock) ----
+if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
+  say "installing s3s-fs 0.14.1 (cargo install; newer versions need rustc 1.96)"
+  cargo install s3s-fs@0.14.1 --features binary --quiet
+else
+  say "s3s-fs present"
+fi
+
 # --- ONNX Runtime (the wheel's library; ort loads it at run time) ----------------------------
 have_ort() {
   [ -f "$DEPS/$ORT_LIB" ] && echo "$ORT_SHA256  $DEPS/$ORT_LIB" | sha256sum -c --status

@@ -47,6 +47,104 @@ pub enum Command {
     /// Time decode-only, transcode-only and the full pipeline on one input, plus the detector
     /// alone (and the leak rate when INPUT.gt.json exists).
     Bench(BenchArgs),
+    /// Redact, classify and store a clip in its device's region with retention metadata.
+    Ingest(IngestArgs),
+    /// Erase clips everywhere (except clips on hold).
+    Erase(SelectArgs),
+    /// Export one account's clips (records and media) into a folder.
+    Export(ExportArgs),
+    /// Set or release a legal hold.
+    Hold(HoldArgs),
+    /// Retention: delete what is past its retention and not on hold.
+    Retention(RetentionArgs),
+    /// The audit log.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    pub input: PathBuf,
+    #[arg(long)]
+    pub device: String,
+    /// When the clip was recorded (RFC 3339); default: now.
+    #[arg(long)]
+    pub recorded_at: Option<String>,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false, id = "selector")]
+pub struct Select {
+    #[arg(long, group = "selector")]
+    pub device: Option<String>,
+    #[arg(long, group = "selector")]
+    pub account: Option<String>,
+    #[arg(long, group = "selector")]
+    pub clip: Option<String>,
+}
+
+impl Select {
+    fn selector(&self) -> crate::route::Selector {
+        use crate::route::Selector;
+        match (&self.device, &self.account, &self.clip) {
+            (Some(d), _, _) => Selector::Device(d.clone()),
+            (_, Some(a), _) => Selector::Account(a.clone()),
+            (_, _, Some(c)) => Selector::Clip(c.clone()),
+            _ => Selector::Clip(String::new()),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SelectArgs {
+    #[command(flatten)]
+    pub select: Select,
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub account: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct HoldArgs {
+    /// set | release
+    #[arg(value_parser = ["set", "release"])]
+    pub action: String,
+    #[command(flatten)]
+    pub select: Select,
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RetentionArgs {
+    /// sweep
+    #[arg(value_parser = ["sweep"])]
+    pub action: String,
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// verify
+    #[arg(value_parser = ["verify"])]
+    pub action: String,
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -277,6 +375,46 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => cmd_validate(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Ingest(a) => cmd_ingest(a),
+        Command::Erase(a) => with_router(&a.config, |r| {
+            r.erase(&a.select.selector())
+                .map(|x| serde_json::to_value(x).unwrap_or_default())
+        }),
+        Command::Export(a) => with_router(&a.config, |r| {
+            r.export(&a.account, &a.out)
+                .map(|x| serde_json::json!({"account": a.account, "clips": x, "out": a.out}))
+        }),
+        Command::Hold(a) => with_router(&a.config, |r| {
+            r.hold(a.action == "set", &a.select.selector(), &a.reason)
+                .map(|x| serde_json::json!({"action": a.action, "clips": x}))
+        }),
+        Command::Retention(a) => with_router(&a.config, |r| {
+            r.sweep(a.dry_run)
+                .map(|x| serde_json::to_value(x).unwrap_or_default())
+        }),
+        Command::Audit(a) => match Config::load(&a.config) {
+            Ok(c) => match crate::route::audit::AuditLog::new(&c.paths.audit).verify() {
+                Ok(n) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"ok": true, "entries": n, "log": c.paths.audit})
+                    );
+                    exit::OK
+                }
+                Err(e) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"ok": false, "error": e.to_string()})
+                    );
+                    fail(&e);
+                    exit::INPUT
+                }
+            },
+            Err(e) => {
+                fail(&e);
+                exit::USAGE
+            }
+        },
     };
     ExitCode::from(code)
 }
@@ -606,6 +744,78 @@ fn cmd_bench(a: BenchArgs) -> u8 {
         Err(e) => {
             fail(&e);
             exit_code_for(&e)
+        }
+    }
+}
+
+fn with_router(
+    config: &std::path::Path,
+    f: impl FnOnce(&crate::route::Router) -> Result<serde_json::Value, crate::route::RouteError>,
+) -> u8 {
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e);
+            return exit::USAGE;
+        }
+    };
+    let router = match crate::route::Router::new(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            fail(&e);
+            return e.exit_code();
+        }
+    };
+    match f(&router) {
+        Ok(v) => {
+            println!("{v}");
+            exit::OK
+        }
+        Err(e) => {
+            fail(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn cmd_ingest(a: IngestArgs) -> u8 {
+    let cfg = match a.processing.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e);
+            return exit::USAGE;
+        }
+    };
+    let recorded = match a
+        .recorded_at
+        .as_deref()
+        .map(chrono::DateTime::parse_from_rfc3339)
+        .transpose()
+    {
+        Ok(t) => t.map(|t| t.with_timezone(&chrono::Utc)),
+        Err(e) => {
+            fail(format!("--recorded-at: {e}"));
+            return exit::USAGE;
+        }
+    };
+    crate::detect::runtime::set_library_path(cfg.runtime.onnxruntime_lib.clone());
+    let router = match crate::route::Router::new(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            fail(&e);
+            return e.exit_code();
+        }
+    };
+    let ctl = Control::default();
+    install_interrupt(&ctl);
+    match router.ingest(&a.input, &a.device, recorded, &ctl) {
+        Ok(r) => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            exit::OK
+        }
+        Err(e) => {
+            fail(format!("{}: {e}", a.input.display()));
+            e.exit_code()
         }
     }
 }

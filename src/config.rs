@@ -50,6 +50,102 @@ pub struct Config {
     pub voice: VoiceSettings,
     pub encode: EncodeSettings,
     pub limits: Limits,
+    /// Storage regions by name (`[a-z0-9-]+`).
+    pub regions: std::collections::BTreeMap<String, RegionConfig>,
+    /// Devices by id: region, account, flags.
+    pub devices: std::collections::BTreeMap<String, DeviceConfig>,
+    /// More devices from a TOML file of the same `[devices]` form, or a CSV
+    /// `device,region,account,minor` (header line allowed).
+    pub devices_file: Option<PathBuf>,
+    pub retention: RetentionConfig,
+    pub paths: PathsConfig,
+}
+
+/// One region's storage (URLs: `file:///abs/dir` or `s3://bucket/prefix?endpoint=…&region=…`;
+/// credentials come from the environment, never from this file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// Redacted media and sidecars.
+    pub store: String,
+    /// Encrypted originals; without it originals are never stored.
+    #[serde(default)]
+    pub vault: Option<String>,
+    /// Per-clip keys of the vault, kept apart from it (default: the store's `keys/` prefix).
+    #[serde(default)]
+    pub keys: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    pub region: String,
+    pub account: String,
+    #[serde(default)]
+    pub minor: bool,
+}
+
+/// Retention per classification, as durations like "30d", "12h", "1y".
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub personal: String,
+    pub non_personal: String,
+    pub originals: String,
+    /// Recorded in each clip's sidecar.
+    pub legal_basis: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            personal: "30d".into(),
+            non_personal: "365d".into(),
+            originals: "7d".into(),
+            legal_basis: "legitimate_interest".into(),
+        }
+    }
+}
+
+/// Local folders of the routing layer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    /// Inputs that could not be processed are copied here with a reason file.
+    pub quarantine: PathBuf,
+    /// The append-only audit log.
+    pub audit: PathBuf,
+    /// Scratch space for redacted outputs before they are uploaded.
+    pub work: PathBuf,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            quarantine: PathBuf::from("/var/lib/obscura/quarantine"),
+            audit: PathBuf::from("/var/lib/obscura/audit.jsonl"),
+            work: std::env::temp_dir().join("obscura-work"),
+        }
+    }
+}
+
+/// Parses "30d", "12h", "90m", "45s", "2w", "1y" (365 days).
+pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("'{s}': expected a number and a unit such as 30d"))?;
+    let d = match unit {
+        "s" => chrono::Duration::try_seconds(n),
+        "m" => chrono::Duration::try_minutes(n),
+        "h" => chrono::Duration::try_hours(n),
+        "d" => chrono::Duration::try_days(n),
+        "w" => chrono::Duration::try_weeks(n),
+        "y" => chrono::Duration::try_days(n.saturating_mul(365)),
+        _ => None,
+    };
+    d.ok_or_else(|| format!("'{s}': unit must be s, m, h, d, w or y"))
 }
 
 /// What happens when voice activity detection cannot run.
@@ -623,6 +719,38 @@ impl Config {
         }
         if !(0.5..=1.0).contains(&v.disguise_alpha) {
             return Err(invalid("voice.disguise_alpha", "must be between 0.5 and 1"));
+        }
+        for (name, r) in &self.regions {
+            crate::route::ids::region(name).map_err(|m| invalid(&format!("regions.{name}"), m))?;
+            for (k, u) in [
+                ("store", Some(&r.store)),
+                ("vault", r.vault.as_ref()),
+                ("keys", r.keys.as_ref()),
+            ] {
+                if let Some(u) = u {
+                    crate::route::store::StoreUrl::parse(u)
+                        .map_err(|m| invalid(&format!("regions.{name}.{k}"), m))?;
+                }
+            }
+        }
+        for (id, d) in &self.devices {
+            crate::route::ids::device(id).map_err(|m| invalid(&format!("devices.{id}"), m))?;
+            crate::route::ids::account(&d.account)
+                .map_err(|m| invalid(&format!("devices.{id}.account"), m))?;
+            if !self.regions.contains_key(&d.region) {
+                return Err(invalid(
+                    &format!("devices.{id}.region"),
+                    format!("unknown region '{}'", d.region),
+                ));
+            }
+        }
+        let r = &self.retention;
+        for (k, v) in [
+            ("personal", &r.personal),
+            ("non_personal", &r.non_personal),
+            ("originals", &r.originals),
+        ] {
+            parse_duration(v).map_err(|m| invalid(&format!("retention.{k}"), m))?;
         }
         if self.runtime.threads == 0 || self.runtime.threads > 256 {
             return Err(invalid("runtime.threads", "must be between 1 and 256"));

@@ -15,4 +15,5 @@ pub mod geom;
 pub mod media;
 pub mod pipeline;
 pub mod redact;
+pub mod route;
 pub mod types;

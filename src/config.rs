@@ -849,6 +849,27 @@ mod tests {
     }
 
     #[test]
+    fn a_device_in_an_unknown_region_is_an_error_not_a_default() {
+        let text = "[regions.eu]\nstore = \"file:///tmp/x\"\n[devices]\n\"cam-1\" = { region = \"mars\", account = \"a\" }\n";
+        let e = Config::parse(text).unwrap_err().to_string();
+        assert!(e.contains("unknown region 'mars'"), "{e}");
+        let bad_region = "[regions.\"EU/../x\"]\nstore = \"file:///tmp/x\"\n";
+        assert!(Config::parse(bad_region).is_err());
+        let bad_store = "[regions.eu]\nstore = \"ftp://x\"\n";
+        assert!(
+            Config::parse(bad_store)
+                .unwrap_err()
+                .to_string()
+                .contains("regions.eu.store")
+        );
+        assert!(
+            parse_duration("30d").is_ok()
+                && parse_duration("1y").is_ok()
+                && parse_duration("3 days").is_err()
+        );
+    }
+
+    #[test]
     fn sparse_zoom_pass_is_bounded_by_held_memory() {
         let c = Config::default();
         assert_eq!(c.zoom_every(1280, 720, 30.0), 60);

@@ -141,6 +141,21 @@ fn files_under(p: &Path) -> Vec<String> {
     v
 }
 
+/// Checks the retention metadata on a stored S3 object.
+fn retention_metadata(store_url: &str, key: &str) -> Vec<(String, String)> {
+    // SAFETY: tests in this file set the same values; no other thread reads them concurrently.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "obscura");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "obscura-secret");
+    }
+    let st = obscura::route::store::Store::open(store_url).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(st.metadata(key)).unwrap()
+}
+
 fn run_scenario(dir: &Path, eu_store: &str, us_store: &str, us_root_for_listing: Option<&Path>) {
     let cfg = write_config(dir, eu_store, us_store);
     let video = common::sample("city_pan.mp4");
@@ -193,6 +208,21 @@ fn run_scenario(dir: &Path, eu_store: &str, us_store: &str, us_root_for_listing:
             .unwrap()
             .starts_with("2027-01-01")
     );
+    if eu_store.starts_with("s3://") {
+        // Retention travels with the object itself, for bucket lifecycle rules.
+        let media = format!("clips/{clip_eu}/media.mp4");
+        let meta = retention_metadata(eu_store, &media);
+        assert!(
+            meta.iter()
+                .any(|(k, v)| k == "obscura-retain-until" && v.starts_with("2026-01-31")),
+            "{meta:?}"
+        );
+        assert!(
+            meta.iter()
+                .any(|(k, v)| k == "obscura-classification" && v == "personal"),
+            "{meta:?}"
+        );
+    }
 
     // Nothing of the eu clip in us, and vice versa (local listing where available).
     if let Some(us_root) = us_root_for_listing {

@@ -175,6 +175,22 @@ impl Store {
         }
     }
 
+    /// User metadata of an object (S3 `x-amz-meta-*`), as the store returns it.
+    pub async fn metadata(&self, key: &str) -> Result<Vec<(String, String)>, String> {
+        let r = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(|e| format!("{}: {e}", self.uri(key)))?;
+        Ok(r.attributes
+            .iter()
+            .filter_map(|(k, v)| match k {
+                Attribute::Metadata(name) => Some((name.to_string(), v.to_string())),
+                _ => None,
+            })
+            .collect())
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), String> {
         match self.inner.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

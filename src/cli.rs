@@ -47,6 +47,8 @@ pub enum Command {
     /// Time decode-only, transcode-only and the full pipeline on one input, plus the detector
     /// alone (and the leak rate when INPUT.gt.json exists).
     Bench(BenchArgs),
+    /// Redact a folder tree or a list of files into a mirrored output tree (resumable).
+    Batch(BatchArgs),
     /// Redact, classify and store a clip in its device's region with retention metadata.
     Ingest(IngestArgs),
     /// Erase clips everywhere (except clips on hold).
@@ -59,6 +61,27 @@ pub enum Command {
     Retention(RetentionArgs),
     /// The audit log.
     Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BatchArgs {
+    /// A folder (walked recursively), a list file (.txt/.list, one path per line), `-` for a
+    /// list on standard input, or one media file.
+    pub input: PathBuf,
+    /// Output folder; the input tree is mirrored under it, with report.json at its top.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Files processed at once (default: half the CPUs, at least 1).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Skip files whose committed output matches the input's sha256 and the current settings.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
 }
 
 #[derive(Args, Debug)]
@@ -375,6 +398,7 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => cmd_validate(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Batch(a) => cmd_batch(a),
         Command::Ingest(a) => cmd_ingest(a),
         Command::Erase(a) => with_router(&a.config, |r| {
             r.erase(&a.select.selector())
@@ -817,5 +841,100 @@ fn cmd_ingest(a: IngestArgs) -> u8 {
             fail(format!("{}: {e}", a.input.display()));
             e.exit_code()
         }
+    }
+}
+
+fn cmd_batch(a: BatchArgs) -> u8 {
+    let cfg = match a.processing.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e);
+            return exit::USAGE;
+        }
+    };
+    crate::detect::runtime::set_library_path(cfg.runtime.onnxruntime_lib.clone());
+    let items = match crate::batch::collect(&a.input, &a.out) {
+        Ok(i) => i,
+        Err(e) => {
+            fail(format!("{}: {e}", a.input.display()));
+            return exit::INPUT;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&a.out) {
+        fail(format!("{}: {e}", a.out.display()));
+        return exit::OUTPUT;
+    }
+    let jobs = a.jobs.unwrap_or_else(|| {
+        (std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            / 2)
+        .max(1)
+    });
+    let ctl = Control::default();
+    install_interrupt(&ctl);
+    let tty = std::io::stderr().is_terminal() && !a.json;
+    let bar = indicatif::ProgressBar::new(items.len() as u64);
+    if tty {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{pos}/{len} files [{bar:30}] {msg} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let frames = std::sync::atomic::AtomicU64::new(0);
+    let started = std::time::Instant::now();
+    let on_done = |r: &crate::batch::FileReport, n: usize| {
+        let f = frames.fetch_add(r.frames, Ordering::Relaxed) + r.frames;
+        if tty {
+            bar.set_position(n as u64);
+            bar.set_message(format!(
+                "{:.0} frames/s",
+                f as f64 / started.elapsed().as_secs_f64().max(1e-3)
+            ));
+        } else if !a.json {
+            eprintln!(
+                "[{n}/{}] {} {} ({} frames, {:.1} s){}",
+                items.len(),
+                r.status,
+                r.input,
+                r.frames,
+                r.wall_s,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    };
+    let report = crate::batch::run(&items, &cfg, jobs, a.resume, &ctl, &on_done);
+    bar.finish_and_clear();
+    let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
+    if let Err(e) = crate::fsutil::write_atomic(&a.out.join("report.json"), &json) {
+        fail(format!("{}: {e}", a.out.join("report.json").display()));
+        return exit::OUTPUT;
+    }
+    if a.json {
+        println!("{}", String::from_utf8_lossy(&json));
+    } else {
+        eprintln!(
+            "{} files: {} ok, {} skipped, {} failed; {} frames in {:.1} s; report {}",
+            report.files.len(),
+            report.ok,
+            report.skipped,
+            report.failed,
+            report.frames,
+            report.wall_s,
+            a.out.join("report.json").display()
+        );
+    }
+    if ctl.cancel.load(Ordering::Relaxed) {
+        exit::INTERRUPTED
+    } else if report.failed > 0 {
+        exit::INPUT
+    } else {
+        exit::OK
     }
 }

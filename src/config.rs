@@ -608,6 +608,19 @@ impl Config {
         want.min(fit.clamp(1, u64::from(u32::MAX)) as u32).max(1)
     }
 
+    /// The sha256 of the settings that shape an output (paths of the runtime, the models and
+    /// the routing layer excluded): recorded in each sidecar, compared by `batch --resume`.
+    pub fn fingerprint(&self) -> String {
+        let mut c = self.clone();
+        c.runtime.onnxruntime_lib = None;
+        c.runtime.models_dir = None;
+        c.regions.clear();
+        c.devices.clear();
+        c.devices_file = None;
+        c.paths = PathsConfig::default();
+        crate::fsutil::sha256_bytes(toml::to_string(&c).unwrap_or_default().as_bytes())
+    }
+
     /// Loads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

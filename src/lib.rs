@@ -5,6 +5,7 @@
 //! `redact` (pixels) → `pipeline` (stages on threads, bounded channels, commit), with
 //! `types` for what crosses stages, `config` for settings and `cli` for the binary.
 
+pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -108,6 +108,9 @@ pub struct Sidecar {
     pub voice: Option<VoiceInfo>,
     pub totals: Totals,
     pub timing: Timing,
+    /// Fingerprint of the settings that produced the output (`batch --resume` compares it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

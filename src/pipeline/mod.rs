@@ -914,5 +914,6 @@ fn build_sidecar(p: SidecarParts<'_>) -> Sidecar {
             },
             vad_ms_per_audio_s,
         },
+        settings_sha256: Some(cfg.fingerprint()),
     }
 }

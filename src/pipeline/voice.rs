@@ -226,37 +226,8 @@ impl VoiceStage {
                 ));
             }
         }
-        // Everything left is decided now.
-        let mask = current_mask(seg.as_ref(), vad_failed, self.pad_s);
-        let ctx = ReleaseCtx {
-            mode: if vad_failed {
-                VoiceMode::Mute
-            } else {
-                self.mode
-            },
-            mask: &mask,
-            decided_until: f64::INFINITY,
-            hold,
-            all: true,
-        };
-        if !release(
-            &ctx,
-            &mut held,
-            &mut disguised,
-            &mut disguised_front,
-            &mut self.out,
-            &mut samples_out,
-            &self.ticks,
-        )? {
-            return if self.error.is_set() {
-                Ok(())
-            } else {
-                Err(internal(
-                    &self.input,
-                    "the audio encoder refused a buffer".into(),
-                ))
-            };
-        }
+        // The last pass of the loop ran with both streams ended (`all`): nothing is held.
+        debug_assert!(held.is_empty());
         if self.error.is_set() {
             return Ok(());
         }

@@ -447,3 +447,62 @@ fn an_unreachable_store_stores_nothing_and_keeps_the_input() {
             .any(|f| f.ends_with(".reason.json"))
     );
 }
+
+/// A region store on a 300 KiB tmpfs: the redacted clip (1.4 MB) does not fit. Nothing may be
+/// visible in the store afterwards, the input stays, and the error says what happened.
+#[test]
+fn a_store_that_fills_up_mid_write_leaves_no_partial_object() {
+    let dir = common::scratch();
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=300k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let cfg = write_config(
+        dir.path(),
+        &format!("file://{}", small.join("eu").display()),
+        &format!("file://{}", dir.path().join("us").display()),
+    );
+    let input = dir.path().join("clip.mp4");
+    std::fs::copy(common::sample("city_pan.mp4"), &input).unwrap();
+    let (code, _, err) = obscura(
+        &cfg,
+        &["ingest", input.to_str().unwrap(), "--device", "cam-eu-1"],
+        None,
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("No space left") || err.to_lowercase().contains("space"),
+        "{err}"
+    );
+    assert!(input.exists(), "the input is kept");
+    let left = files_under(&small);
+    assert!(
+        left.is_empty(),
+        "nothing visible in the full store: {left:?}"
+    );
+    assert!(
+        files_under(&dir.path().join("eu-keys")).is_empty()
+            && files_under(&dir.path().join("eu-vault")).is_empty(),
+        "what was uploaded before the failure was removed"
+    );
+    assert!(
+        files_under(&dir.path().join("quarantine"))
+            .iter()
+            .any(|f| f.ends_with(".reason.json"))
+    );
+}

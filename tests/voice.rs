@@ -419,3 +419,29 @@ fn without_its_model_the_vad_fails_the_clip_or_mutes_everything_when_configured(
     let (b, _) = decode_audio(&out).unwrap();
     assert!(b.iter().all(|&s| s == 0.0), "the whole track is silent");
 }
+
+/// Ten minutes of audio: the output has exactly the input's length and a click placed near
+/// the end comes out on the same sample — no drift, no lost or added samples.
+#[test]
+fn a_long_recording_keeps_every_sample_in_place() {
+    let dir = common::scratch();
+    let rate = 16_000u32;
+    let n = rate as usize * 600;
+    let click = rate as usize * 599 + 1234;
+    let mut x: Vec<f32> = (0..n).map(|i| 0.01 * ((i as f32 * 0.37).sin())).collect();
+    x[click] = 0.9;
+    let input = dir.path().join("long.wav");
+    common::write_wav(&input, &x, rate);
+    let out = redact_to(&input, dir.path(), "long-out.wav", VoiceMode::Mute);
+    let (y, r) = decode_audio(&out.output).unwrap();
+    assert_eq!(r, rate);
+    assert_eq!(y.len(), n, "same number of samples");
+    let peak = y
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .unwrap()
+        .0;
+    assert_eq!(peak, click, "the click moved");
+    assert!(out.sidecar.voice.unwrap().segments.is_empty());
+}

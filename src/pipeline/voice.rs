@@ -318,7 +318,12 @@ fn release(
         let end_s = h.end_s();
         let mut buffer = h.buffer;
         if ctx.mode.modifies_samples() && ctx.mask.touches(h.t0, end_s) {
-            let mut x = f32_samples(buffer.as_ref()).unwrap_or_default();
+            // Fail closed: a buffer that cannot be read or written is never passed on as it is.
+            let unreadable = || PipelineError::Internal {
+                path: PathBuf::new(),
+                message: "an audio buffer could not be mapped for redaction".into(),
+            };
+            let mut x = f32_samples(buffer.as_ref()).ok_or_else(unreadable)?;
             let dis: Option<Vec<f32>> = disguise.then(|| {
                 let mut v = vec![0.0f32; x.len()];
                 for (c, d) in disguised.iter().enumerate() {
@@ -339,11 +344,11 @@ fn release(
                 dis.as_deref(),
             );
             let bm = buffer.make_mut();
-            if let Ok(mut map) = bm.map_writable() {
-                for (dst, v) in map.as_mut_slice().chunks_exact_mut(4).zip(&x) {
-                    dst.copy_from_slice(&v.to_le_bytes());
-                }
+            let mut map = bm.map_writable().map_err(|_| unreadable())?;
+            for (dst, v) in map.as_mut_slice().chunks_exact_mut(4).zip(&x) {
+                dst.copy_from_slice(&v.to_le_bytes());
             }
+            drop(map);
         }
         if disguise {
             // Drop disguised samples up to the end of this buffer.

@@ -443,17 +443,22 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The configuration from the file and flags, or the usage exit status after saying why.
+fn resolve_or_usage(p: &ProcessingArgs) -> Result<Config, u8> {
+    p.resolve().map_err(|e| {
+        fail(&e);
+        exit::USAGE
+    })
+}
+
 fn fail(message: impl std::fmt::Display) {
     eprintln!("obscura: error: {message}");
 }
 
 fn cmd_redact(a: RedactArgs) -> u8 {
-    let cfg = match a.processing.resolve() {
+    let cfg = match resolve_or_usage(&a.processing) {
         Ok(c) => c,
-        Err(e) => {
-            fail(&e);
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     let job = Job {
         input: a.input.clone(),
@@ -698,18 +703,14 @@ fn default_bench_input() -> Option<PathBuf> {
 }
 
 fn cmd_bench(a: BenchArgs) -> u8 {
-    let cfg = match a.processing.resolve() {
+    let cfg = match resolve_or_usage(&a.processing) {
         Ok(c) => c,
-        Err(e) => {
-            fail(&e);
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     let Some(input) = a.input.clone().or_else(default_bench_input) else {
         fail("no INPUT given and the bundled samples/faces_sizes.mp4 was not found");
         return exit::USAGE;
     };
-    crate::detect::runtime::set_library_path(cfg.runtime.onnxruntime_lib.clone());
     match crate::bench::run(&input, &cfg, a.runs, &a.batches) {
         Ok(r) => {
             if a.json {
@@ -803,12 +804,9 @@ fn with_router(
 }
 
 fn cmd_ingest(a: IngestArgs) -> u8 {
-    let cfg = match a.processing.resolve() {
+    let cfg = match resolve_or_usage(&a.processing) {
         Ok(c) => c,
-        Err(e) => {
-            fail(&e);
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     let recorded = match a
         .recorded_at
@@ -822,7 +820,6 @@ fn cmd_ingest(a: IngestArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    crate::detect::runtime::set_library_path(cfg.runtime.onnxruntime_lib.clone());
     let router = match crate::route::Router::new(&cfg) {
         Ok(r) => r,
         Err(e) => {
@@ -845,14 +842,10 @@ fn cmd_ingest(a: IngestArgs) -> u8 {
 }
 
 fn cmd_batch(a: BatchArgs) -> u8 {
-    let cfg = match a.processing.resolve() {
+    let cfg = match resolve_or_usage(&a.processing) {
         Ok(c) => c,
-        Err(e) => {
-            fail(&e);
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
-    crate::detect::runtime::set_library_path(cfg.runtime.onnxruntime_lib.clone());
     let items = match crate::batch::collect(&a.input, &a.out) {
         Ok(i) => i,
         Err(e) => {

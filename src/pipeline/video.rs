@@ -464,48 +464,28 @@ fn redact_buffer(
     buffer.make_mut();
     let mut vf = gst_video::VideoFrame::from_buffer_writable(buffer, info)
         .map_err(|_| internal(input, "cannot map a frame for writing".into()))?;
-    let strides: Vec<usize> = vf
-        .plane_stride()
-        .iter()
-        .map(|&s| s.max(0) as usize)
-        .collect();
-    let n = vf.n_planes() as usize;
-    if n != 3 {
+    if vf.n_planes() != 3 {
         return Err(internal(
             input,
-            format!("expected 3 planes (I420), got {n}"),
+            format!("expected 3 planes (I420), got {}", vf.n_planes()),
         ));
     }
-    let dims: Vec<(usize, usize)> = (0..3u8)
-        .map(|c| (info.comp_width(c) as usize, info.comp_height(c) as usize))
-        .collect();
+    let stride = |i: usize| vf.plane_stride()[i].max(0) as usize;
+    let strides = [stride(0), stride(1), stride(2)];
     let [y, u, v, _] = vf.planes_data_mut();
-    let mut planes = [
-        PlaneMut {
-            data: y,
-            stride: strides[0],
-            width: dims[0].0,
-            height: dims[0].1,
-            sub: 1,
-            fill_value: 16,
-        },
-        PlaneMut {
-            data: u,
-            stride: strides[1],
-            width: dims[1].0,
-            height: dims[1].1,
-            sub: 2,
-            fill_value: 128,
-        },
-        PlaneMut {
-            data: v,
-            stride: strides[2],
-            width: dims[2].0,
-            height: dims[2].1,
-            sub: 2,
-            fill_value: 128,
-        },
-    ];
+    // Luma at full size, chroma subsampled by 2; `fill` paints black (16 / 128 / 128).
+    let mut planes = [(y, 1usize, 16u8), (u, 2, 128), (v, 2, 128)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (data, sub, fill_value))| PlaneMut {
+            data,
+            stride: strides[i],
+            width: info.comp_width(i as u8) as usize,
+            height: info.comp_height(i as u8) as usize,
+            sub,
+            fill_value,
+        })
+        .collect::<Vec<_>>();
     redact_planes(&mut planes, regions, style, params);
     Ok(vf.into_buffer())
 }

@@ -61,6 +61,16 @@ pub enum Command {
     Retention(RetentionArgs),
     /// The audit log.
     Audit(AuditArgs),
+    /// Run beside camera fleets: watch inboxes, record RTSP streams, process every clip as
+    /// `ingest` does; /metrics, /healthz, /readyz; drains on SIGTERM. See README.
+    Daemon(DaemonArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// The configuration ([daemon], [[inbox]], [[stream]], [queue], regions, devices).
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -392,7 +402,12 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    init_logging(cli.log_json, cli.verbose);
+    // The daemon logs what it does by default (info); other commands only warnings.
+    let verbose = match cli.command {
+        Command::Daemon(_) => cli.verbose.max(1),
+        _ => cli.verbose,
+    };
+    init_logging(cli.log_json, verbose);
     let code = match cli.command {
         Command::Redact(a) => cmd_redact(a),
         Command::Validate(a) => cmd_validate(a),
@@ -400,6 +415,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => cmd_bench(a),
         Command::Batch(a) => cmd_batch(a),
         Command::Ingest(a) => cmd_ingest(a),
+        Command::Daemon(a) => cmd_daemon(a),
         Command::Erase(a) => with_router(&a.config, |r| {
             r.erase(&a.select.selector())
                 .map(|x| serde_json::to_value(x).unwrap_or_default())
@@ -837,6 +853,27 @@ fn cmd_ingest(a: IngestArgs) -> u8 {
         Err(e) => {
             fail(format!("{}: {e}", a.input.display()));
             e.exit_code()
+        }
+    }
+}
+
+fn cmd_daemon(a: DaemonArgs) -> u8 {
+    let cfg = match Config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e);
+            return exit::USAGE;
+        }
+    };
+    match crate::daemon::run(cfg) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            fail(&e);
+            match e {
+                crate::daemon::DaemonError::Config(_) => exit::USAGE,
+                crate::daemon::DaemonError::Route(r) => r.exit_code(),
+                _ => exit::ENVIRONMENT,
+            }
         }
     }
 }

@@ -59,6 +59,162 @@ pub struct Config {
     pub devices_file: Option<PathBuf>,
     pub retention: RetentionConfig,
     pub paths: PathsConfig,
+    /// `obscura daemon`: listen address, workers, state folder.
+    pub daemon: DaemonConfig,
+    /// Watched inbox folders (`[[inbox]]`).
+    pub inbox: Vec<InboxConfig>,
+    /// RTSP cameras recorded into clips (`[[stream]]`).
+    pub stream: Vec<StreamConfig>,
+    /// Scale-out over NATS JetStream; without it the daemon works alone on local folders.
+    pub queue: Option<QueueConfig>,
+}
+
+/// The daemon's own settings (`[daemon]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Address of /metrics, /healthz and /readyz (loopback by default).
+    pub listen: String,
+    /// Clips processed at once.
+    pub workers: usize,
+    /// The daemon's own folder: RTSP segments in progress (`spool/`) and finished
+    /// (`streams/<device>/`), waiting for processing like inbox files.
+    pub state_dir: PathBuf,
+    /// An inbox file is taken once its size and mtime have not changed for this long.
+    pub stable_secs: f64,
+    /// How often inboxes are scanned, milliseconds.
+    pub poll_ms: u64,
+    /// /readyz reports not ready when more clips than this wait on disk.
+    pub max_backlog: usize,
+    /// On SIGTERM/SIGINT, clips in flight get this long to finish before they are abandoned
+    /// (left in the inbox, reprocessed after restart).
+    pub drain_secs: u64,
+    /// Longest wait before retrying a clip that failed for a passing reason (store or disk).
+    pub retry_max_secs: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            listen: "127.0.0.1:9750".into(),
+            workers: 2,
+            state_dir: PathBuf::from("/var/lib/obscura/state"),
+            stable_secs: 2.0,
+            poll_ms: 500,
+            max_backlog: 1000,
+            drain_secs: 30,
+            retry_max_secs: 300,
+        }
+    }
+}
+
+/// Where an inbox file's device id comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceFrom {
+    /// `inbox/<device-id>/<file>` (default).
+    #[default]
+    ParentDir,
+    /// Every file belongs to the inbox's `device`.
+    Fixed,
+}
+
+/// One watched folder (`[[inbox]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InboxConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub device_from: DeviceFrom,
+    /// The device of every file, with `device_from = "fixed"`.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+/// One RTSP camera (`[[stream]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    pub device: String,
+    /// `rtsp://` or `rtsps://` URL (credentials in it are never logged).
+    pub url: String,
+    /// Clip length, e.g. "60s" (cuts fall on the next keyframe, no frame is lost).
+    #[serde(default = "default_segment")]
+    pub segment: String,
+    /// Seconds without data before the stream is restarted.
+    #[serde(default = "default_stream_stall")]
+    pub stall_secs: u64,
+    /// Longest wait between reconnection attempts (backoff doubles from 0.5 s up to this).
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_secs: u64,
+    /// RTSP jitter buffer, milliseconds.
+    #[serde(default = "default_latency")]
+    pub latency_ms: u32,
+}
+
+fn default_segment() -> String {
+    "60s".into()
+}
+fn default_stream_stall() -> u64 {
+    10
+}
+fn default_backoff_max() -> u64 {
+    30
+}
+fn default_latency() -> u32 {
+    200
+}
+
+impl StreamConfig {
+    /// The segment length (validated at load).
+    pub fn segment_duration(&self) -> std::time::Duration {
+        parse_duration(&self.segment)
+            .ok()
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or(std::time::Duration::from_secs(60))
+    }
+}
+
+/// NATS JetStream work queue (`[queue]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Server URL(s), comma-separated: `nats://127.0.0.1:4222`.
+    pub nats: String,
+    /// Work-queue stream name (created when missing); subjects `<subject>.<region>`.
+    #[serde(default = "default_stream_name")]
+    pub stream: String,
+    /// Subject prefix of jobs; dead letters go to `<subject>.dead.<region>`.
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    /// Jobs pulled at once by this node (0: this node only publishes).
+    #[serde(default = "default_queue_workers")]
+    pub workers: usize,
+    /// Regions this node may process (data residency); empty: all configured regions.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Seconds without an ack or progress report before a job is redelivered.
+    #[serde(default = "default_ack_wait")]
+    pub ack_wait_secs: u64,
+    /// Deliveries before a job goes to the dead-letter subject and the quarantine.
+    #[serde(default = "default_max_deliver")]
+    pub max_deliver: i64,
+}
+
+fn default_stream_name() -> String {
+    "OBSCURA_CLIPS".into()
+}
+fn default_subject() -> String {
+    "obscura.clips".into()
+}
+fn default_queue_workers() -> usize {
+    1
+}
+fn default_ack_wait() -> u64 {
+    60
+}
+fn default_max_deliver() -> i64 {
+    3
 }
 
 /// One region's storage (URLs: `file:///abs/dir` or `s3://bucket/prefix?endpoint=…&region=…`;
@@ -146,6 +302,34 @@ pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
         _ => None,
     };
     d.ok_or_else(|| format!("'{s}': unit must be s, m, h, d, w or y"))
+}
+
+/// Checks an RTSP URL from the configuration before it reaches GStreamer: scheme, host, no
+/// whitespace or control characters.
+pub fn validate_stream_url(u: &str) -> Result<(), String> {
+    if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace or control characters".into());
+    }
+    let url = url::Url::parse(u).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "rtsp" | "rtsps" | "rtspt") {
+        return Err("must be an rtsp://, rtsps:// or rtspt:// URL".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
+/// The URL without user name and password, for logs and metrics.
+pub fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => "<invalid url>".into(),
+    }
 }
 
 /// What happens when voice activity detection cannot run.
@@ -618,6 +802,10 @@ impl Config {
         c.devices.clear();
         c.devices_file = None;
         c.paths = PathsConfig::default();
+        c.daemon = DaemonConfig::default();
+        c.inbox.clear();
+        c.stream.clear();
+        c.queue = None;
         crate::fsutil::sha256_bytes(toml::to_string(&c).unwrap_or_default().as_bytes())
     }
 
@@ -783,6 +971,119 @@ impl Config {
                 "limits",
                 "stall_secs, probe_secs and queue_frames must be positive (queue_frames at most 256)",
             ));
+        }
+        self.validate_daemon()
+    }
+
+    fn validate_daemon(&self) -> Result<(), ConfigError> {
+        let d = &self.daemon;
+        d.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| invalid("daemon.listen", format!("'{}': {e}", d.listen)))?;
+        if d.workers > 64 {
+            return Err(invalid("daemon.workers", "must be between 0 and 64"));
+        }
+        if !(0.0..=3600.0).contains(&d.stable_secs) {
+            return Err(invalid("daemon.stable_secs", "must be between 0 and 3600"));
+        }
+        if d.poll_ms < 10 || d.poll_ms > 60_000 {
+            return Err(invalid("daemon.poll_ms", "must be between 10 and 60000"));
+        }
+        if d.max_backlog == 0 || d.retry_max_secs == 0 {
+            return Err(invalid(
+                "daemon",
+                "max_backlog and retry_max_secs must be positive",
+            ));
+        }
+        for (i, b) in self.inbox.iter().enumerate() {
+            let key = format!("inbox[{i}]");
+            if !b.path.is_absolute() {
+                return Err(invalid(&format!("{key}.path"), "must be an absolute path"));
+            }
+            match (b.device_from, &b.device) {
+                (DeviceFrom::Fixed, Some(dev)) => {
+                    crate::route::ids::device(dev)
+                        .map_err(|m| invalid(&format!("{key}.device"), m))?;
+                }
+                (DeviceFrom::Fixed, None) => {
+                    return Err(invalid(
+                        &format!("{key}.device"),
+                        "required with device_from = \"fixed\"",
+                    ));
+                }
+                (DeviceFrom::ParentDir, Some(_)) => {
+                    return Err(invalid(
+                        &format!("{key}.device"),
+                        "only with device_from = \"fixed\"",
+                    ));
+                }
+                (DeviceFrom::ParentDir, None) => {}
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, s) in self.stream.iter().enumerate() {
+            let key = format!("stream[{i}]");
+            crate::route::ids::device(&s.device)
+                .map_err(|m| invalid(&format!("{key}.device"), m))?;
+            if !seen.insert(s.device.as_str()) {
+                return Err(invalid(
+                    &format!("{key}.device"),
+                    format!("device '{}' has two streams", s.device),
+                ));
+            }
+            validate_stream_url(&s.url).map_err(|m| invalid(&format!("{key}.url"), m))?;
+            let seg =
+                parse_duration(&s.segment).map_err(|m| invalid(&format!("{key}.segment"), m))?;
+            if seg < chrono::Duration::seconds(1) || seg > chrono::Duration::hours(1) {
+                return Err(invalid(
+                    &format!("{key}.segment"),
+                    "must be between 1s and 1h",
+                ));
+            }
+            if s.stall_secs == 0 || s.backoff_max_secs == 0 || s.latency_ms > 10_000 {
+                return Err(invalid(
+                    &key,
+                    "stall_secs and backoff_max_secs must be positive, latency_ms at most 10000",
+                ));
+            }
+        }
+        if let Some(q) = &self.queue {
+            for u in q.nats.split(',') {
+                let url = url::Url::parse(u.trim())
+                    .map_err(|e| invalid("queue.nats", format!("'{u}': {e}")))?;
+                if !matches!(url.scheme(), "nats" | "tls") {
+                    return Err(invalid(
+                        "queue.nats",
+                        "URLs must start with nats:// or tls://",
+                    ));
+                }
+            }
+            let token_ok = |t: &str| {
+                !t.is_empty()
+                    && t.len() <= 64
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            };
+            if !token_ok(&q.stream) {
+                return Err(invalid("queue.stream", "letters, digits, '_' and '-' only"));
+            }
+            if !q.subject.split('.').all(token_ok) {
+                return Err(invalid(
+                    "queue.subject",
+                    "dot-separated tokens of letters, digits, '_' and '-'",
+                ));
+            }
+            for r in &q.regions {
+                if !self.regions.contains_key(r) {
+                    return Err(invalid("queue.regions", format!("unknown region '{r}'")));
+                }
+            }
+            if q.workers > 64 || q.ack_wait_secs == 0 || q.max_deliver < 1 {
+                return Err(invalid(
+                    "queue",
+                    "workers at most 64, ack_wait_secs and max_deliver positive",
+                ));
+            }
         }
         Ok(())
     }

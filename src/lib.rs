@@ -9,6 +9,7 @@ pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod detect;
 pub mod eval;
 pub mod fsutil;

@@ -69,6 +69,21 @@ impl RouteError {
             _ => 4,
         }
     }
+
+    /// True when the input itself is at fault (corrupt, unsupported, unknown device, minor…):
+    /// retrying cannot help, the input belongs in the quarantine. False for passing causes
+    /// (store unreachable, disk full, cancelled, environment), where the input is kept.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            RouteError::Pipeline(PipelineError::Cancelled { .. }) => false,
+            e => e.exit_code() == 1,
+        }
+    }
+
+    /// True when the run was cancelled (shutdown): not the input's fault, nothing to record.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, RouteError::Pipeline(PipelineError::Cancelled { .. }))
+    }
 }
 
 /// A stored object of a clip.
@@ -188,6 +203,20 @@ pub struct IngestReport {
     pub stored: bool,
     pub objects: Vec<String>,
     pub retain_until: String,
+    /// Frames processed (0 when the clip was already stored).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub frames: u64,
+    /// Face tracks found.
+    pub face_tracks: u64,
+    /// Seconds of speech found.
+    pub speech_s: f64,
+    /// The processing timings of this run (absent when the clip was already stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<crate::types::Timing>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -276,8 +305,9 @@ impl Router {
         recorded_at: Option<DateTime<Utc>>,
         ctl: &Control,
     ) -> Result<IngestReport, RouteError> {
-        match self.ingest_inner(input, device, recorded_at, ctl) {
+        match self.try_ingest(input, device, recorded_at, ctl) {
             Ok(r) => Ok(r),
+            Err(e) if e.is_cancelled() => Err(e),
             Err(e) => {
                 let q = self.quarantine(input, device, &e);
                 if let Err(qe) = q {
@@ -288,7 +318,9 @@ impl Router {
         }
     }
 
-    fn ingest_inner(
+    /// [`Router::ingest`] without the quarantine: the caller decides what a failure means
+    /// (the daemon keeps inputs that failed for a passing reason and retries them).
+    pub fn try_ingest(
         &self,
         input: &Path,
         device_id: &str,
@@ -324,6 +356,9 @@ impl Router {
                     .chain([region.store.uri(&sidecar_key)])
                     .collect(),
                 retain_until: s.clip.retain_until,
+                face_tracks: s.clip.face_tracks,
+                speech_s: s.clip.speech_s,
+                ..Default::default()
             });
         }
         // Redact into the work folder.
@@ -520,11 +555,95 @@ impl Router {
             stored: true,
             objects: uris,
             retain_until: rfc3339(retain_until),
+            frames: out.sidecar.totals.frames,
+            face_tracks: faces,
+            speech_s: speech,
+            timing: Some(out.sidecar.timing.clone()),
         })
     }
 
+    /// Stages a raw clip for a queue worker in `region`: encrypted with a fresh key (the key in
+    /// the region's key store, written first), the ciphertext in the region's vault or, without
+    /// one, its store, under `staging/`. Raw media never sits unencrypted in a store. Returns
+    /// the staged object's URI.
+    pub fn staging_put(
+        &self,
+        region: &str,
+        name: &str,
+        plain: &[u8],
+    ) -> Result<String, RouteError> {
+        ids::clip(name).map_err(RouteError::InvalidId)?;
+        let r = self.region(region)?;
+        let key = vault::new_key();
+        let enc = vault::encrypt(&key, plain)?;
+        let meta = vec![("obscura-kind", "staging".to_string())];
+        let (kkey, okey) = (
+            format!("keys/staging/{name}.key"),
+            format!("staging/{name}.enc"),
+        );
+        let target = r.vault.as_ref().unwrap_or(&r.store);
+        self.rt
+            .block_on(r.keys.put(&kkey, Bytes::copy_from_slice(&key), &meta))
+            .map_err(RouteError::Store)?;
+        if let Err(e) = self.rt.block_on(target.put(&okey, Bytes::from(enc), &meta)) {
+            let _ = self.rt.block_on(r.keys.delete(&kkey));
+            return Err(RouteError::Store(e));
+        }
+        Ok(target.uri(&okey))
+    }
+
+    /// The staged clip `name`, decrypted; `None` when it is gone.
+    pub fn staging_get(&self, region: &str, name: &str) -> Result<Option<Vec<u8>>, RouteError> {
+        ids::clip(name).map_err(RouteError::InvalidId)?;
+        let r = self.region(region)?;
+        let target = r.vault.as_ref().unwrap_or(&r.store);
+        let Some(key) = self
+            .rt
+            .block_on(r.keys.get(&format!("keys/staging/{name}.key")))
+            .map_err(RouteError::Store)?
+        else {
+            return Ok(None);
+        };
+        let Some(enc) = self
+            .rt
+            .block_on(target.get(&format!("staging/{name}.enc")))
+            .map_err(RouteError::Store)?
+        else {
+            return Ok(None);
+        };
+        let key: [u8; 32] = key
+            .as_ref()
+            .try_into()
+            .map_err(|_| RouteError::Store(format!("keys/staging/{name}.key: not a key")))?;
+        Ok(Some(vault::decrypt(&key, &enc)?))
+    }
+
+    /// Removes a staged clip: its key first (what is left can no longer be read).
+    pub fn staging_delete(&self, region: &str, name: &str) -> Result<(), RouteError> {
+        ids::clip(name).map_err(RouteError::InvalidId)?;
+        let r = self.region(region)?;
+        let target = r.vault.as_ref().unwrap_or(&r.store);
+        self.rt
+            .block_on(r.keys.delete(&format!("keys/staging/{name}.key")))
+            .map_err(RouteError::Store)?;
+        self.rt
+            .block_on(target.delete(&format!("staging/{name}.enc")))
+            .map_err(RouteError::Store)
+    }
+
+    /// Whether the clip is committed in `region` (its sidecar exists).
+    pub fn clip_stored(&self, region: &str, clip: &str) -> Result<bool, RouteError> {
+        ids::clip(clip).map_err(RouteError::InvalidId)?;
+        let r = self.region(region)?;
+        Ok(self
+            .rt
+            .block_on(r.store.get(&format!("clips/{clip}/sidecar.json")))
+            .map_err(RouteError::Store)?
+            .is_some())
+    }
+
     /// Copies the input to the quarantine folder with a reason file (the input itself stays).
-    fn quarantine(
+    pub fn quarantine(
         &self,
         input: &Path,
         device: &str,

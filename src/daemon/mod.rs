@@ -1,0 +1,479 @@
+//! `obscura daemon`: runs beside camera fleets. Watches inbox folders and records RTSP
+//! streams into clips, processes each clip exactly as `obscura ingest` does, and serves
+//! Prometheus metrics, /healthz and /readyz. With `[queue]` it shares the work with other
+//! nodes over NATS JetStream (see `queue`).
+//!
+//! Owns: the daemon's threads (scanner loop, workers, recorders, HTTP), shutdown and
+//! readiness. Must not touch: processing (it calls `route::Router`), storage layout.
+//!
+//! Durability: the inbox is the journal. A file stays in its inbox until its outputs are
+//! committed in the store (sidecar last) or it has been copied to the quarantine; only then is
+//! it removed (and the folder fsynced). kill -9 at any moment therefore loses nothing, and the
+//! file found again after a restart is either processed or recognised as already stored (clip
+//! ids derive from content). Failures for a passing reason (store unreachable, disk full,
+//! model missing) keep the file and retry it with backoff.
+
+pub mod http;
+pub mod inbox;
+pub mod metrics;
+pub mod queue;
+pub mod rtsp;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::config::{Config, DeviceFrom};
+use crate::detect::ModelKind;
+use crate::pipeline::Control;
+use crate::route::{IngestReport, RouteError, Router};
+use inbox::{Outcome, Scanner, Watched, Work};
+use metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("daemon configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("queue: {0}")]
+    Queue(String),
+}
+
+/// Signals received (SIGTERM/SIGINT). The first drains, the second abandons clips in flight.
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+fn install_signals() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        SIGNALS.fetch_add(1, Ordering::SeqCst);
+    }
+    // SAFETY: the handler only touches an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// State shared by the daemon's threads.
+pub struct Shared {
+    pub cfg: Config,
+    pub metrics: Arc<Metrics>,
+    /// Set on the first signal: take no new work.
+    pub stopping: Arc<AtomicBool>,
+    /// Set when clips in flight must stop (drain timeout or second signal).
+    pub abandon: Arc<AtomicBool>,
+    /// The last failure to write (store or disk), cleared by the next success.
+    pub last_write_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn control(&self) -> Control {
+        Control {
+            cancel: self.abandon.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Records a committed clip in the metrics.
+    pub fn record_success(&self, r: &IngestReport, wall: Duration) {
+        let m = &self.metrics;
+        if r.stored {
+            m.clips_processed.fetch_add(1, Ordering::Relaxed);
+            m.frames.fetch_add(r.frames, Ordering::Relaxed);
+            m.faces.fetch_add(r.face_tracks, Ordering::Relaxed);
+            m.speech_ms
+                .fetch_add((r.speech_s * 1000.0).round() as u64, Ordering::Relaxed);
+            if let Some(t) = &r.timing {
+                let f = r.frames as f64 / 1000.0;
+                let s = &t.stage_ms_per_frame;
+                m.observe_stage("detect", s.detect * f);
+                m.observe_stage("track", s.track * f);
+                m.observe_stage("redact", s.redact * f);
+                m.observe_stage("encode", s.encode_push * f);
+                m.observe_stage("pipeline", t.wall_s);
+            }
+            m.observe_stage("ingest", wall.as_secs_f64());
+        } else {
+            m.clips_duplicate.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut e) = self.last_write_error.lock() {
+            *e = None;
+        }
+    }
+
+    /// Records a failure kept for retry.
+    pub fn record_passing_failure(&self, what: &str) {
+        self.metrics.clips_failed.fetch_add(1, Ordering::Relaxed);
+        if is_no_space(what) {
+            self.metrics.no_space.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut e) = self.last_write_error.lock() {
+            *e = Some(what.to_string());
+        }
+    }
+
+    /// Why the daemon is not ready, if it is not.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Some("draining (shutting down)".into());
+        }
+        if let Ok(m) = self.metrics.models.lock()
+            && let Some((name, _)) = m.iter().find(|(_, ok)| !**ok)
+        {
+            return Some(format!("model {name} missing or its sha256 does not match"));
+        }
+        let depth = self.metrics.queue_depth.load(Ordering::Relaxed).max(0) as usize;
+        if depth > self.cfg.daemon.max_backlog {
+            return Some(format!(
+                "backlog: {depth} clips waiting (limit {})",
+                self.cfg.daemon.max_backlog
+            ));
+        }
+        if let Ok(e) = self.last_write_error.lock()
+            && let Some(e) = e.as_ref()
+        {
+            return Some(format!("last write failed: {e}"));
+        }
+        None
+    }
+}
+
+/// True when an error message says a disk or store was full.
+pub fn is_no_space(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("no space left") || m.contains("storage full") || m.contains("quota exceeded")
+}
+
+/// Removes a processed input and makes the removal durable.
+pub fn remove_input(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent() {
+        crate::fsutil::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Checks the models the configuration needs (present, sha256) into the metrics.
+fn check_models(cfg: &Config, metrics: &Metrics) {
+    let mut kinds = vec![cfg.detect.model];
+    if cfg.voice.mode != crate::redact::audio::VoiceMode::Keep {
+        kinds.push(ModelKind::SileroVad);
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for k in kinds {
+        let ok = crate::detect::models::ModelFile::locate(k, cfg.runtime.models_dir.as_deref())
+            .and_then(|m| m.verify())
+            .is_ok();
+        out.insert(k.name().to_string(), ok);
+    }
+    if let Ok(mut m) = metrics.models.lock() {
+        *m = out;
+    }
+}
+
+/// Processes one local file with `ingest`: commit then remove; quarantine then remove when
+/// the input is at fault; keep it otherwise.
+fn process_local(router: &Router, w: &Work, shared: &Shared) -> Outcome {
+    let t0 = Instant::now();
+    let ctl = shared.control();
+    let span = tracing::info_span!("clip", path = %w.path.display(), device = %w.device);
+    let _g = span.enter();
+    match router.try_ingest(&w.path, &w.device, w.recorded_at, &ctl) {
+        Ok(r) => {
+            shared.record_success(&r, t0.elapsed());
+            tracing::info!(
+                clip = %r.clip,
+                region = %r.region,
+                classification = %r.classification,
+                stored = r.stored,
+                seconds = t0.elapsed().as_secs_f64(),
+                "committed"
+            );
+            finish_removal(&w.path)
+        }
+        Err(e) => handle_failure(router, w, &e, shared),
+    }
+}
+
+fn finish_removal(path: &Path) -> Outcome {
+    match remove_input(path) {
+        Ok(()) => Outcome::Removed,
+        Err(e) => {
+            tracing::error!(error = %e, "committed, but the input could not be removed; retrying");
+            Outcome::Retry
+        }
+    }
+}
+
+/// What a failed clip means: cancelled → abandoned; the input's fault → quarantine and
+/// remove; otherwise kept and retried.
+fn handle_failure(router: &Router, w: &Work, e: &RouteError, shared: &Shared) -> Outcome {
+    if e.is_cancelled() {
+        tracing::warn!("abandoned on shutdown; it stays in the inbox");
+        return Outcome::Abandoned;
+    }
+    if e.is_permanent() {
+        return match router.quarantine(&w.path, &w.device, e) {
+            Ok(q) => {
+                shared
+                    .metrics
+                    .clips_quarantined
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, quarantine = %q.display(), "quarantined");
+                finish_removal(&w.path)
+            }
+            Err(qe) => {
+                tracing::error!(error = %e, quarantine_error = %qe, "could not quarantine; kept");
+                shared.record_passing_failure(&qe.to_string());
+                Outcome::Retry
+            }
+        };
+    }
+    tracing::warn!(error = %e, "failed for a passing reason; kept and retried");
+    shared.record_passing_failure(&e.to_string());
+    Outcome::Retry
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns after a clean drain.
+pub fn run(mut cfg: Config) -> Result<(), DaemonError> {
+    let d = cfg.daemon.clone();
+    // The daemon's scratch space is its own (a stale one from a killed run is cleared below).
+    cfg.paths.work = d.state_dir.join("work");
+    let queue_workers = cfg.queue.as_ref().map_or(0, |q| q.workers);
+    if cfg.queue.is_none() && d.workers == 0 {
+        return Err(DaemonError::Config(
+            "daemon.workers is 0 and there is no [queue]: nothing would process clips".into(),
+        ));
+    }
+    if cfg.inbox.is_empty() && cfg.stream.is_empty() && queue_workers == 0 {
+        return Err(DaemonError::Config(
+            "no [[inbox]], no [[stream]] and no queue workers: nothing to do".into(),
+        ));
+    }
+    // Fail fast on a configuration the router refuses (unknown regions, stores).
+    let probe_router = Router::new(&cfg)?;
+    for s in &cfg.stream {
+        probe_router.device(&s.device)?;
+    }
+    for b in &cfg.inbox {
+        if let Some(dev) = &b.device {
+            probe_router.device(dev)?;
+        }
+    }
+    drop(probe_router);
+    let spool = d.state_dir.join("spool");
+    let streams_dir = d.state_dir.join("streams");
+    for dir in [&d.state_dir, &spool, &streams_dir]
+        .into_iter()
+        .chain(cfg.inbox.iter().map(|b| &b.path))
+    {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    clean_stale_temps(&cfg.paths.work);
+    let listener =
+        std::net::TcpListener::bind(&d.listen).map_err(|source| DaemonError::Listen {
+            addr: d.listen.clone(),
+            source,
+        })?;
+    if let Some(lib) = &cfg.runtime.onnxruntime_lib {
+        crate::detect::runtime::set_library_path(Some(lib.clone()));
+    }
+    let metrics = Arc::new(Metrics::default());
+    check_models(&cfg, &metrics);
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        metrics: metrics.clone(),
+        stopping: Arc::new(AtomicBool::new(false)),
+        abandon: Arc::new(AtomicBool::new(false)),
+        last_write_error: Mutex::new(None),
+    });
+    install_signals();
+
+    let http_stop = Arc::new(AtomicBool::new(false));
+    let http = {
+        let (m, s2, stop) = (metrics.clone(), shared.clone(), http_stop.clone());
+        let readiness: http::Readiness = Arc::new(move || s2.not_ready());
+        std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || http::serve(listener, m, readiness, stop))
+            .map_err(|e| DaemonError::Config(format!("thread: {e}")))?
+    };
+    tracing::info!(listen = %d.listen, workers = d.workers, inboxes = cfg.inbox.len(), streams = cfg.stream.len(), "obscura daemon started");
+
+    // RTSP recorders: finished segments land in state/streams/<device>/.
+    let recorder_stop = Arc::new(AtomicBool::new(false));
+    let mut recorders = Vec::new();
+    for s in &cfg.stream {
+        recorders.push(rtsp::spawn(
+            s.clone(),
+            spool.clone(),
+            streams_dir.clone(),
+            metrics.clone(),
+            recorder_stop.clone(),
+        )?);
+    }
+
+    // Queue workers (JetStream pull), when configured.
+    let queue_ctx = match &cfg.queue {
+        Some(q) => Some(queue::Context::connect(q, &cfg)?),
+        None => None,
+    };
+    let mut pullers = Vec::new();
+    if let Some(ctx) = &queue_ctx {
+        for i in 0..queue_workers {
+            pullers.push(queue::spawn_worker(i, ctx.clone(), shared.clone())?);
+        }
+    }
+
+    // Local workers: process (or, with a queue, publish) what the scanner hands out.
+    let (work_tx, work_rx): (Sender<Work>, Receiver<Work>) =
+        crossbeam_channel::bounded(d.workers.max(1));
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(PathBuf, Outcome)>();
+    let mut workers = Vec::new();
+    let local_workers = if cfg.inbox.is_empty() && cfg.stream.is_empty() {
+        0
+    } else {
+        d.workers.max(1)
+    };
+    for i in 0..local_workers {
+        let (rx, tx, sh) = (work_rx.clone(), done_tx.clone(), shared.clone());
+        let router = Router::new(&cfg)?;
+        let publisher = queue_ctx.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    for w in rx.iter() {
+                        sh.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+                        let outcome = match &publisher {
+                            Some(p) => p.publish_local(&router, &w, &sh),
+                            None => process_local(&router, &w, &sh),
+                        };
+                        sh.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        let _ = tx.send((w.path.clone(), outcome));
+                    }
+                })
+                .map_err(|e| DaemonError::Config(format!("thread: {e}")))?,
+        );
+    }
+    drop(work_rx);
+    drop(done_tx);
+
+    let mut watched: Vec<Watched> = cfg
+        .inbox
+        .iter()
+        .map(|b| Watched {
+            root: b.path.clone(),
+            device_from: b.device_from,
+            device: b.device.clone(),
+        })
+        .collect();
+    if !cfg.stream.is_empty() {
+        watched.push(Watched {
+            root: streams_dir.clone(),
+            device_from: DeviceFrom::ParentDir,
+            device: None,
+        });
+    }
+    let mut scanner = Scanner::new(
+        watched,
+        Duration::from_secs_f64(d.stable_secs),
+        Duration::from_secs(d.retry_max_secs),
+    );
+    let poll = Duration::from_millis(d.poll_ms);
+    let mut last_model_check = Instant::now();
+    // The scanner loop.
+    while SIGNALS.load(Ordering::SeqCst) == 0 {
+        while let Ok((p, o)) = done_rx.try_recv() {
+            scanner.finished(&p, o);
+        }
+        if local_workers > 0 {
+            let ready = scanner.ready();
+            let mut waiting = ready.len();
+            for w in ready {
+                let path = w.path.clone();
+                match work_tx.try_send(w) {
+                    Ok(()) => {
+                        scanner.claim(&path);
+                        waiting -= 1;
+                    }
+                    Err(TrySendError::Full(_)) => break,
+                    Err(TrySendError::Disconnected(_)) => break,
+                }
+            }
+            metrics.queue_depth.store(waiting as i64, Ordering::Relaxed);
+        }
+        if last_model_check.elapsed() > Duration::from_secs(10) {
+            check_models(&cfg, &metrics);
+            last_model_check = Instant::now();
+        }
+        // Wake early when a worker finishes.
+        if let Ok((p, o)) = done_rx.recv_timeout(poll) {
+            scanner.finished(&p, o);
+        }
+    }
+
+    // Drain: take nothing new, close the segments being recorded, give clips in flight
+    // `drain_secs`, then abandon them (they stay in the inbox for the next start).
+    tracing::info!("signal received: draining");
+    shared.stopping.store(true, Ordering::SeqCst);
+    drop(work_tx);
+    recorder_stop.store(true, Ordering::SeqCst);
+    if let Some(ctx) = &queue_ctx {
+        ctx.stop();
+    }
+    let deadline = Instant::now() + Duration::from_secs(d.drain_secs);
+    let all_done = |ws: &Vec<std::thread::JoinHandle<()>>| ws.iter().all(|w| w.is_finished());
+    while !(all_done(&workers) && all_done(&pullers) && all_done(&recorders)) {
+        if Instant::now() > deadline || SIGNALS.load(Ordering::SeqCst) > 1 {
+            tracing::warn!("drain time is up: abandoning clips in flight");
+            shared.abandon.store(true, Ordering::SeqCst);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for h in workers.into_iter().chain(pullers).chain(recorders) {
+        let _ = h.join();
+    }
+    http_stop.store(true, Ordering::SeqCst);
+    let _ = http.join();
+    tracing::info!("obscura daemon stopped");
+    Ok(())
+}
+
+/// Empties the daemon's own work folder: anything there was left by a killed run.
+fn clean_stale_temps(work: &Path) {
+    let Ok(rd) = std::fs::read_dir(work) else {
+        return;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().to_string();
+        let path = e.path();
+        let _ = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        tracing::info!(path = %path.display(), name, "removed a stale temporary from a previous run");
+    }
+}

@@ -1,0 +1,371 @@
+//! RTSP recorders: one thread per camera cuts its stream into clips of `segment` length and
+//! hands each finished clip to the daemon's own inbox (`state/streams/<device>/`).
+//!
+//! `rtspsrc ! rtph26Xdepay ! h26Xparse ! splitmuxsink(mp4mux)`: no re-encoding, cuts on
+//! keyframes so that every frame lands in exactly one clip. A segment is written under
+//! `state/spool/<device>/` and moved (fsync, rename, fsync) into the inbox only when
+//! splitmuxsink reports it closed, so the inbox only ever holds complete, playable clips. A
+//! segment cut short by a crash (no index yet) is handed on at the next start rather than
+//! deleted: processing finds it truncated and it lands in the quarantine with that reason.
+//! (Fragmented MP4 would keep such a segment playable, but splitmuxsink then mis-sizes
+//! segments and declares durations counted from the stream's start; measured, not used.)
+//!
+//! Lost connections and streams that deliver nothing for `stall_secs` are closed (the open
+//! segment is finished first) and reconnected with exponential backoff (0.5 s doubling up to
+//! `backoff_max_secs`). Only video is recorded: audio tracks of cameras are dropped (never
+//! stored unredacted; see README).
+//!
+//! Owns: the recording pipelines and the spool. Must not touch: processing, stores.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use super::DaemonError;
+use super::metrics::Metrics;
+use crate::config::{StreamConfig, redact_url};
+
+/// Starts the recorder thread of one stream.
+pub fn spawn(
+    s: StreamConfig,
+    spool: PathBuf,
+    ready: PathBuf,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, DaemonError> {
+    crate::media::init().map_err(|e| DaemonError::Config(e.to_string()))?;
+    // The device id was validated with the configuration; it names two folders.
+    let spool = spool.join(&s.device);
+    let ready = ready.join(&s.device);
+    for d in [&spool, &ready] {
+        std::fs::create_dir_all(d).map_err(|source| DaemonError::Io {
+            path: d.clone(),
+            source,
+        })?;
+    }
+    recover_spool(&spool, &ready);
+    metrics.stream(&s.device, |st| st.up = false);
+    std::thread::Builder::new()
+        .name(format!("rtsp-{}", s.device))
+        .spawn(move || record_loop(&s, &spool, &ready, &metrics, &stop))
+        .map_err(|e| DaemonError::Config(format!("thread: {e}")))
+}
+
+/// Segments left in the spool by a crash are handed on like finished ones (processing decides;
+/// an unreadable one goes to the quarantine with its reason). Empty files are removed.
+fn recover_spool(spool: &Path, ready: &Path) {
+    let Ok(rd) = std::fs::read_dir(spool) else {
+        return;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let p = e.path();
+        if e.metadata().is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&p);
+            continue;
+        }
+        match commit_segment(&p, ready) {
+            Ok(to) => tracing::warn!(
+                from = %p.display(),
+                to = %to.display(),
+                "segment left by an earlier run handed on for processing"
+            ),
+            Err(err) => {
+                tracing::error!(path = %p.display(), error = %err, "cannot hand on segment")
+            }
+        }
+    }
+}
+
+/// Moves a closed segment into the ready folder durably.
+fn commit_segment(path: &Path, ready: &Path) -> std::io::Result<PathBuf> {
+    std::fs::File::open(path)?.sync_all()?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("segment without a name"))?;
+    let to = ready.join(name);
+    std::fs::rename(path, &to)?;
+    crate::fsutil::sync_dir(ready)?;
+    if let Some(p) = path.parent() {
+        crate::fsutil::sync_dir(p)?;
+    }
+    Ok(to)
+}
+
+fn record_loop(s: &StreamConfig, spool: &Path, ready: &Path, metrics: &Metrics, stop: &AtomicBool) {
+    let start_backoff = Duration::from_millis(500);
+    let cap = Duration::from_secs(s.backoff_max_secs);
+    let mut backoff = start_backoff;
+    let mut first = true;
+    while !stop.load(Ordering::SeqCst) {
+        if !first {
+            metrics.stream(&s.device, |st| st.reconnects += 1);
+        }
+        first = false;
+        let delivered = match record_once(s, spool, ready, metrics, stop) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(device = %s.device, error = %e, "stream could not start");
+                false
+            }
+        };
+        metrics.stream(&s.device, |st| st.up = false);
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if delivered {
+            backoff = start_backoff;
+        }
+        tracing::info!(device = %s.device, wait_ms = backoff.as_millis() as u64, "stream down; reconnecting");
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        backoff = (backoff * 2).min(cap);
+    }
+}
+
+/// Milliseconds since `origin`, for the stall watchdog.
+fn ms_since(origin: Instant) -> u64 {
+    origin.elapsed().as_millis() as u64
+}
+
+/// One connection: records until the stream ends, fails, stalls or `stop` is set. Returns
+/// whether any video arrived.
+fn record_once(
+    s: &StreamConfig,
+    spool: &Path,
+    ready: &Path,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) -> Result<bool, String> {
+    let device = s.device.clone();
+    let pipeline = gst::Pipeline::with_name(&format!("rtsp-{device}"));
+    let src = gst::ElementFactory::make("rtspsrc")
+        .property("location", &s.url)
+        .property("latency", s.latency_ms)
+        .build()
+        .map_err(|e| format!("rtspsrc: {e}"))?;
+    if !s.url.starts_with("rtsps") {
+        src.set_property_from_str("protocols", "tcp");
+    }
+    let mux = gst::ElementFactory::make("mp4mux")
+        .build()
+        .map_err(|e| format!("mp4mux: {e}"))?;
+    let split = gst::ElementFactory::make("splitmuxsink")
+        .property(
+            "max-size-time",
+            s.segment_duration().as_nanos().min(u128::from(u64::MAX)) as u64,
+        )
+        .property("muxer", &mux)
+        .build()
+        .map_err(|e| format!("splitmuxsink: {e}"))?;
+    {
+        let spool = spool.to_path_buf();
+        split.connect("format-location", false, move |args| {
+            let id = args.get(1).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+            let p = spool.join(format!("{stamp}-{id:05}.mp4"));
+            Some(p.to_string_lossy().to_string().to_value())
+        });
+    }
+    pipeline
+        .add_many([&src, &split])
+        .map_err(|e| format!("pipeline: {e}"))?;
+
+    let origin = Instant::now();
+    let last_data = Arc::new(AtomicU64::new(0));
+    let got_video = Arc::new(AtomicBool::new(false));
+    {
+        let (pipe, split) = (pipeline.downgrade(), split.downgrade());
+        let (last_data, got_video, device) = (last_data.clone(), got_video.clone(), device.clone());
+        src.connect_pad_added(move |_, pad| {
+            let (Some(pipe), Some(split)) = (pipe.upgrade(), split.upgrade()) else {
+                return;
+            };
+            if let Err(e) = link_pad(&pipe, &split, pad, &last_data, &got_video, origin) {
+                tracing::warn!(device = %device, error = %e, "stream pad not recorded");
+            }
+        });
+    }
+    let bus = pipeline.bus().ok_or("pipeline without a bus")?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| format!("cannot start: {e}"))?;
+    tracing::info!(device = %device, url = %redact_url(&s.url), "stream connecting");
+    let stall = Duration::from_secs(s.stall_secs);
+    let mut open_fragment = false;
+    let mut ended = false;
+    let mut finalize_reason: Option<String> = None;
+    while !ended {
+        if stop.load(Ordering::SeqCst) {
+            finalize_reason = Some("shutdown".into());
+            break;
+        }
+        let last = last_data.load(Ordering::Relaxed);
+        let quiet = Duration::from_millis(ms_since(origin).saturating_sub(last));
+        if quiet > stall && origin.elapsed() > stall {
+            metrics.stream(&device, |st| st.stalls += 1);
+            finalize_reason = Some(format!("no data for {} s", stall.as_secs()));
+            break;
+        }
+        if got_video.load(Ordering::Relaxed) && quiet < Duration::from_secs(2) {
+            metrics.stream(&device, |st| st.up = true);
+        }
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Element(e) => {
+                if let Some(st) = e.structure() {
+                    match st.name().as_str() {
+                        "splitmuxsink-fragment-opened" => open_fragment = true,
+                        "splitmuxsink-fragment-closed" => {
+                            open_fragment = false;
+                            on_closed(st, ready, metrics, &device);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            gst::MessageView::Eos(_) => {
+                tracing::info!(device = %device, "stream ended (EOS)");
+                ended = true;
+            }
+            gst::MessageView::Error(err) => {
+                finalize_reason = Some(format!(
+                    "{}: {}",
+                    err.src()
+                        .map(|s| s.path_string().to_string())
+                        .unwrap_or_default(),
+                    err.error()
+                ));
+                break;
+            }
+            _ => {}
+        }
+    }
+    if let Some(why) = finalize_reason {
+        tracing::warn!(device = %device, reason = %why, "closing the stream");
+        if open_fragment {
+            // Finish the open segment: EOS into the muxer's inputs, then wait for it to close.
+            for pad in split.sink_pads() {
+                let _ = pad.send_event(gst::event::Eos::new());
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+                    continue;
+                };
+                if let gst::MessageView::Element(e) = msg.view()
+                    && let Some(st) = e.structure()
+                    && st.name() == "splitmuxsink-fragment-closed"
+                {
+                    on_closed(st, ready, metrics, &device);
+                    break;
+                }
+            }
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    // A segment the muxer could not close stays in the spool; the next start hands it on.
+    Ok(got_video.load(Ordering::Relaxed))
+}
+
+fn on_closed(st: &gst::StructureRef, ready: &Path, metrics: &Metrics, device: &str) {
+    let Ok(loc) = st.get::<String>("location") else {
+        return;
+    };
+    let path = PathBuf::from(loc);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(&path);
+        return;
+    }
+    match commit_segment(&path, ready) {
+        Ok(to) => {
+            metrics.stream(device, |s| s.segments += 1);
+            tracing::info!(device = %device, clip = %to.display(), "segment recorded");
+        }
+        Err(e) => {
+            tracing::error!(device = %device, path = %path.display(), error = %e, "cannot hand on segment")
+        }
+    }
+}
+
+/// Links a new rtspsrc pad: video (H.264/H.265) into splitmuxsink, anything else into a
+/// fakesink (dropped).
+fn link_pad(
+    pipe: &gst::Pipeline,
+    split: &gst::Element,
+    pad: &gst::Pad,
+    last_data: &Arc<AtomicU64>,
+    got_video: &Arc<AtomicBool>,
+    origin: Instant,
+) -> Result<(), String> {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let st = caps.structure(0).ok_or("pad without caps")?;
+    let media = st.get::<&str>("media").unwrap_or("");
+    let enc = st
+        .get::<&str>("encoding-name")
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    let chain: Option<(&str, &str)> = match (media, enc.as_str()) {
+        ("video", "H264") => Some(("rtph264depay", "h264parse")),
+        ("video", "H265") => Some(("rtph265depay", "h265parse")),
+        _ => None,
+    };
+    let Some((depay_name, parse_name)) = chain else {
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .map_err(|e| e.to_string())?;
+        pipe.add(&sink).map_err(|e| e.to_string())?;
+        sink.sync_state_with_parent().map_err(|e| e.to_string())?;
+        pad.link(&sink.static_pad("sink").ok_or("fakesink pad")?)
+            .map_err(|e| format!("{e:?}"))?;
+        return Err(format!("{media} stream '{enc}' is not recorded (dropped)"));
+    };
+    if got_video.load(Ordering::Relaxed) {
+        return Err("a second video stream is not recorded".into());
+    }
+    let depay = gst::ElementFactory::make(depay_name)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let parse = gst::ElementFactory::make(parse_name)
+        .property("config-interval", -1i32)
+        .build()
+        .map_err(|e| e.to_string())?;
+    pipe.add_many([&depay, &parse]).map_err(|e| e.to_string())?;
+    depay.link(&parse).map_err(|e| e.to_string())?;
+    let sinkpad = split
+        .request_pad_simple("video")
+        .ok_or("splitmuxsink refused a video pad")?;
+    let srcpad = parse.static_pad("src").ok_or("parser pad")?;
+    // Drop what comes before the first keyframe (undecodable), and feed the stall watchdog.
+    let seen_key = AtomicBool::new(false);
+    let (last_data, got) = (last_data.clone(), got_video.clone());
+    srcpad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        last_data.store(ms_since(origin), Ordering::Relaxed);
+        if let Some(buf) = info.buffer()
+            && !seen_key.load(Ordering::Relaxed)
+        {
+            if buf.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                return gst::PadProbeReturn::Drop;
+            }
+            seen_key.store(true, Ordering::Relaxed);
+            got.store(true, Ordering::Relaxed);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    srcpad.link(&sinkpad).map_err(|e| format!("{e:?}"))?;
+    for e in [&depay, &parse] {
+        e.sync_state_with_parent().map_err(|e| e.to_string())?;
+    }
+    pad.link(&depay.static_pad("sink").ok_or("depayloader pad")?)
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}

@@ -87,7 +87,10 @@ impl Context {
             })
             .map_err(|_| DaemonError::Queue(format!("{}: no answer within 10 s", q.nats)))?
             .map_err(|e| DaemonError::Queue(format!("{}: {e}", q.nats)))?;
-        let js = jetstream::new(client.clone());
+        let js = {
+            let _in_runtime = rt.enter();
+            jetstream::new(client.clone())
+        };
         let regions: Vec<String> = if q.regions.is_empty() {
             cfg.regions.keys().cloned().collect()
         } else {

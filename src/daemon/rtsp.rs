@@ -197,7 +197,8 @@ fn record_once(
         .map_err(|e| format!("cannot start: {e}"))?;
     tracing::info!(device = %device, url = %redact_url(&s.url), "stream connecting");
     let stall = Duration::from_secs(s.stall_secs);
-    let mut open_fragment = false;
+    // Fragments opened minus closed (messages of a cut may arrive in either order).
+    let mut open_fragments: i64 = 0;
     let mut ended = false;
     let mut finalize_reason: Option<String> = None;
     while !ended {
@@ -222,9 +223,9 @@ fn record_once(
             gst::MessageView::Element(e) => {
                 if let Some(st) = e.structure() {
                     match st.name().as_str() {
-                        "splitmuxsink-fragment-opened" => open_fragment = true,
+                        "splitmuxsink-fragment-opened" => open_fragments += 1,
                         "splitmuxsink-fragment-closed" => {
-                            open_fragment = false;
+                            open_fragments -= 1;
                             on_closed(st, ready, metrics, &device);
                         }
                         _ => {}
@@ -250,28 +251,42 @@ fn record_once(
     }
     if let Some(why) = finalize_reason {
         tracing::warn!(device = %device, reason = %why, "closing the stream");
-        if open_fragment {
-            // Finish the open segment: EOS into the muxer's inputs, then wait for it to close.
+        if open_fragments > 0 {
+            // Finish the open segment: EOS into the muxer's inputs, then wait until every
+            // opened fragment has been reported closed.
             for pad in split.sink_pads() {
                 let _ = pad.send_event(gst::event::Eos::new());
             }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+            // The muxer may flush what it buffered into one more fragment after the EOS:
+            // wait until all are closed and the bus has been quiet for a moment.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut quiet_since = Instant::now();
+            while Instant::now() < deadline
+                && (open_fragments > 0 || quiet_since.elapsed() < Duration::from_millis(300))
+            {
+                let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(50)) else {
                     continue;
                 };
+                quiet_since = Instant::now();
                 if let gst::MessageView::Element(e) = msg.view()
                     && let Some(st) = e.structure()
-                    && st.name() == "splitmuxsink-fragment-closed"
                 {
-                    on_closed(st, ready, metrics, &device);
-                    break;
+                    match st.name().as_str() {
+                        "splitmuxsink-fragment-opened" => open_fragments += 1,
+                        "splitmuxsink-fragment-closed" => {
+                            open_fragments -= 1;
+                            on_closed(st, ready, metrics, &device);
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
     }
     let _ = pipeline.set_state(gst::State::Null);
-    // A segment the muxer could not close stays in the spool; the next start hands it on.
+    // The recorder is stopped: whatever is still in the spool (a fragment the muxer could not
+    // close) is handed on now; processing keeps it or quarantines it as truncated.
+    recover_spool(spool, ready);
     Ok(got_video.load(Ordering::Relaxed))
 }
 

@@ -1,0 +1,554 @@
+//! `obscura daemon` as operators run it: the real binary, a real RTSP server (the
+//! `rtsp_test_server` example, built by `cargo test`), a real `nats-server -js` (Debian
+//! package), real stores on local folders. Loopback only; every wait is bounded.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A free loopback TCP port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let status = body.split_whitespace().nth(1)?.parse().ok()?;
+    let text = body.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, text))
+}
+
+/// The value of one metric sample (`name{labels}` exactly as rendered), 0 when absent.
+fn metric(port: u16, sample: &str) -> f64 {
+    http_get(port, "/metrics")
+        .and_then(|(_, t)| {
+            t.lines().find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits until `cond` holds, polling every 100 ms; panics with `what` after `limit`.
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes a daemon config in `dir` (store, quarantine, audit, state all under it).
+fn daemon_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let d = dir.display();
+    let text = format!(
+        r#"[daemon]
+listen = "127.0.0.1:{port}"
+workers = 2
+state_dir = "{d}/state"
+stable_secs = 0.3
+poll_ms = 100
+drain_secs = 30
+{extra}
+[regions.eu]
+store = "file://{d}/store"
+[devices.cam-1]
+region = "eu"
+account = "acct-1"
+[devices.cam-2]
+region = "eu"
+account = "acct-1"
+[paths]
+quarantine = "{d}/quarantine"
+audit = "{d}/audit.jsonl"
+"#
+    );
+    let p = dir.join("obscura.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn start_daemon(config: &Path, port: u16, log: &Path) -> Proc {
+    let log = std::fs::File::create(log).unwrap();
+    let child = bin()
+        .args(["daemon", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("obscura daemon starts");
+    let p = Proc(child);
+    wait_for(Duration::from_secs(30), "/healthz", || {
+        http_get(port, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
+    p
+}
+
+/// Committed clips in a local store: clip id → sidecar JSON.
+fn stored_clips(store: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut v: Vec<_> = std::fs::read_dir(store.join("clips"))
+        .map(|r| {
+            r.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let s = std::fs::read(e.path().join("sidecar.json")).ok()?;
+                    Some((
+                        e.file_name().to_string_lossy().to_string(),
+                        serde_json::from_slice(&s).ok()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// A copy of the bundled clip made unique by appended bytes (a distinct sha256, the same
+/// media: MP4 readers ignore trailing bytes).
+fn unique_clip(to: &Path, tag: &str) {
+    let mut data = std::fs::read(sample("city_pan.mp4")).unwrap();
+    data.extend_from_slice(tag.as_bytes());
+    let tmp = to.with_extension("part");
+    std::fs::write(&tmp, data).unwrap();
+    std::fs::rename(tmp, to).unwrap();
+}
+
+fn sigterm(p: &Proc) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(p.0.id() as i32, libc::SIGTERM);
+    }
+}
+
+fn wait_exit(p: &mut Proc, limit: Duration) -> Option<i32> {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(st)) = p.0.try_wait() {
+            return st.code();
+        }
+        if t0.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn example(name: &str) -> PathBuf {
+    // cargo test builds the examples next to the test binaries' profile folder.
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).unwrap();
+    let p = profile.join("examples").join(name);
+    assert!(
+        p.is_file(),
+        "{} missing (cargo test builds examples)",
+        p.display()
+    );
+    p
+}
+
+fn start_rtsp(port: u16, args: &[&str], out: &Path) -> Proc {
+    let child = Command::new(example("rtsp_test_server"))
+        .args(["--port", &port.to_string(), "--file"])
+        .arg(sample("city_pan.mp4"))
+        .args(args)
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rtsp test server starts");
+    let p = Proc(child);
+    wait_for(Duration::from_secs(20), "the RTSP server to listen", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    p
+}
+
+#[test]
+fn inbox_files_are_routed_removed_only_after_commit_and_counted() {
+    let dir = scratch();
+    let port = free_port();
+    let inbox = dir.path().join("inbox");
+    let extra = format!("[[inbox]]\npath = \"{}\"\n", inbox.display());
+    let cfg = daemon_config(dir.path(), port, &extra);
+    let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
+    assert_eq!(
+        http_get(port, "/readyz").unwrap().0,
+        200,
+        "ready with models present"
+    );
+    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
+    std::fs::create_dir_all(inbox.join("cam-9")).unwrap();
+    let good = inbox.join("cam-1/20261129T101500Z-a.mp4");
+    unique_clip(&good, "a");
+    std::fs::write(inbox.join("cam-1/bad.mp4"), b"not a video at all").unwrap();
+    unique_clip(&inbox.join("cam-9/x.mp4"), "unknown device");
+    // While it works: whenever the good input is gone, its clip must already be committed.
+    let store = dir.path().join("store");
+    wait_for(Duration::from_secs(120), "the inbox to empty", || {
+        if !good.exists() {
+            assert_eq!(
+                stored_clips(&store).len(),
+                1,
+                "input removed before its clip was committed"
+            );
+        }
+        listing(&inbox.join("cam-1")).is_empty() && listing(&inbox.join("cam-9")).is_empty()
+    });
+    let clips = stored_clips(&store);
+    assert_eq!(clips.len(), 1);
+    let sc = &clips[0].1;
+    assert_eq!(sc["clip"]["device"], "cam-1");
+    assert_eq!(sc["clip"]["region"], "eu");
+    assert_eq!(sc["clip"]["classification"], "personal");
+    assert_eq!(
+        sc["clip"]["recorded_at"], "2026-11-29T10:15:00Z",
+        "recorded time from the file name"
+    );
+    assert!(sc["totals"]["tracks"].as_u64().unwrap() > 0);
+    // Two inputs quarantined with a reason each.
+    let q = listing(&dir.path().join("quarantine"));
+    assert_eq!(
+        q.iter().filter(|n| n.ends_with(".reason.json")).count(),
+        2,
+        "{q:?}"
+    );
+    // Metrics say what happened.
+    assert_eq!(
+        metric(port, "obscura_clips_total{result=\"processed\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(port, "obscura_clips_total{result=\"quarantined\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric(port, "obscura_frames_total"),
+        sc["totals"]["frames"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metric(port, "obscura_faces_total"),
+        sc["totals"]["tracks"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metric(port, "obscura_stage_seconds_count{stage=\"detect\"}"),
+        1.0
+    );
+    assert_eq!(metric(port, "obscura_model_loaded{model=\"yunet\"}"), 1.0);
+    assert_eq!(metric(port, "obscura_queue_depth"), 0.0);
+    // The same bytes again: recognised as stored, nothing new written.
+    unique_clip(&inbox.join("cam-1/again.mp4"), "a");
+    wait_for(Duration::from_secs(60), "the duplicate to be taken", || {
+        listing(&inbox.join("cam-1")).is_empty()
+    });
+    assert_eq!(stored_clips(&store).len(), 1);
+    assert_eq!(
+        metric(port, "obscura_clips_total{result=\"duplicate\"}"),
+        1.0
+    );
+    // SIGTERM: drains and exits 0.
+    sigterm(&d);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(40)), Some(0));
+}
+
+#[test]
+fn kill_9_mid_clip_loses_nothing_and_sigterm_abandons_cleanly() {
+    let dir = scratch();
+    let port = free_port();
+    let inbox = dir.path().join("inbox");
+    let extra = format!("[[inbox]]\npath = \"{}\"\n", inbox.display());
+    let cfg = daemon_config(dir.path(), port, &extra);
+    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
+    for i in 0..3 {
+        unique_clip(&inbox.join(format!("cam-1/c{i}.mp4")), &format!("k{i}"));
+    }
+    let log = dir.path().join("daemon.log");
+    let d = start_daemon(&cfg, port, &log);
+    wait_for(Duration::from_secs(60), "a clip in flight", || {
+        metric(port, "obscura_clips_in_flight") >= 1.0
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    drop(d); // SIGKILL mid-clip
+    let left = listing(&inbox.join("cam-1")).len();
+    assert!(left >= 1, "something was still in flight");
+    // The work folder has the killed run's temporaries; the restart clears them.
+    let mut d = start_daemon(&cfg, port, &dir.path().join("daemon2.log"));
+    let store = dir.path().join("store");
+    wait_for(Duration::from_secs(180), "every clip committed", || {
+        listing(&inbox.join("cam-1")).is_empty()
+    });
+    let clips = stored_clips(&store);
+    assert_eq!(clips.len(), 3, "each input exactly once");
+    for (id, sc) in &clips {
+        let media = store.join("clips").join(id).join("media.mp4");
+        let bytes = std::fs::read(&media).unwrap();
+        let obj = &sc["clip"]["objects"][0];
+        assert_eq!(obj["kind"], "media");
+        assert_eq!(
+            obscura::fsutil::sha256_bytes(&bytes),
+            obj["sha256"].as_str().unwrap(),
+            "committed media matches its sidecar"
+        );
+    }
+    assert!(
+        listing(&dir.path().join("quarantine")).is_empty(),
+        "nothing quarantined"
+    );
+    assert!(listing(&dir.path().join("state/work")).is_empty());
+    // SIGTERM with a clip in flight and no time to drain: the clip is abandoned, stays in the
+    // inbox, nothing partial is stored, exit 0.
+    unique_clip(&inbox.join("cam-1/late.mp4"), "late");
+    wait_for(Duration::from_secs(60), "the late clip in flight", || {
+        metric(port, "obscura_clips_in_flight") >= 1.0
+    });
+    sigterm(&d);
+    std::thread::sleep(Duration::from_millis(100));
+    sigterm(&d); // a second signal abandons at once
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(30)), Some(0));
+    let late_committed = stored_clips(&store).len() == 4;
+    assert!(
+        late_committed || inbox.join("cam-1/late.mp4").exists(),
+        "the abandoned clip stays in the inbox"
+    );
+}
+
+#[test]
+fn rtsp_stream_is_cut_into_clips_holding_every_served_frame() {
+    let dir = scratch();
+    let port = free_port();
+    let rport = free_port();
+    // The server plays the 14.08 s clip (169 frames) once, then ends the stream; later
+    // connections get an empty stream.
+    let served = dir.path().join("served.txt");
+    let _server = start_rtsp(rport, &["--loops", "1", "--once"], &served);
+    let extra = format!(
+        "[[stream]]\ndevice = \"cam-2\"\nurl = \"rtsp://127.0.0.1:{rport}/cam\"\nsegment = \"4s\"\nbackoff_max_secs = 2\n"
+    );
+    let cfg = daemon_config(dir.path(), port, &extra);
+    let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
+    wait_for(Duration::from_secs(90), "the served stream to end", || {
+        std::fs::read_to_string(&served).is_ok_and(|s| s.contains("served 14"))
+    });
+    let store = dir.path().join("store");
+    wait_for(Duration::from_secs(120), "all segments processed", || {
+        let clips = stored_clips(&store);
+        let frames: u64 = clips
+            .iter()
+            .map(|(_, s)| s["totals"]["frames"].as_u64().unwrap())
+            .sum();
+        frames >= 169 && listing(&dir.path().join("state/streams/cam-2")).is_empty()
+    });
+    let clips = stored_clips(&store);
+    let frames: u64 = clips
+        .iter()
+        .map(|(_, s)| s["totals"]["frames"].as_u64().unwrap())
+        .sum();
+    let secs: f64 = clips
+        .iter()
+        .map(|(_, s)| s["input"]["duration_s"].as_f64().unwrap())
+        .sum();
+    assert_eq!(frames, 169, "every served frame in exactly one clip");
+    assert!((secs - 14.083).abs() < 0.1, "total duration {secs}");
+    assert!(clips.len() >= 3, "cut into 4 s clips: {}", clips.len());
+    for (_, s) in &clips {
+        assert_eq!(s["clip"]["device"], "cam-2");
+        assert!(s["input"]["duration_s"].as_f64().unwrap() < 4.6);
+    }
+    assert!(metric(port, "obscura_stream_segments_total{device=\"cam-2\"}") >= 3.0);
+    sigterm(&d);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(40)), Some(0));
+}
+
+#[test]
+fn rtsp_camera_killed_and_restarted_is_recorded_again() {
+    let dir = scratch();
+    let port = free_port();
+    let rport = free_port();
+    let out = dir.path().join("server.txt");
+    let server = start_rtsp(rport, &[], &out);
+    let extra = format!(
+        "[[stream]]\ndevice = \"cam-2\"\nurl = \"rtsp://127.0.0.1:{rport}/cam\"\nsegment = \"2s\"\nbackoff_max_secs = 1\nstall_secs = 3\n"
+    );
+    let cfg = daemon_config(dir.path(), port, &extra);
+    let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
+    let up = "obscura_stream_up{device=\"cam-2\"}";
+    let segs = "obscura_stream_segments_total{device=\"cam-2\"}";
+    wait_for(
+        Duration::from_secs(60),
+        "the stream up and a segment",
+        || metric(port, up) == 1.0 && metric(port, segs) >= 1.0,
+    );
+    drop(server); // the camera dies (SIGKILL)
+    wait_for(Duration::from_secs(30), "the stream reported down", || {
+        metric(port, up) == 0.0
+    });
+    let before = metric(port, segs);
+    std::thread::sleep(Duration::from_secs(2));
+    let _server = start_rtsp(rport, &[], &out);
+    wait_for(Duration::from_secs(60), "the stream up again", || {
+        metric(port, up) == 1.0
+    });
+    wait_for(
+        Duration::from_secs(60),
+        "new segments after the restart",
+        || metric(port, segs) >= before + 2.0,
+    );
+    assert!(metric(port, "obscura_stream_reconnects_total{device=\"cam-2\"}") >= 1.0);
+    // The segment open when the camera died was closed and kept, not lost: clips cover
+    // both sides of the outage.
+    wait_for(Duration::from_secs(120), "segments processed", || {
+        stored_clips(&dir.path().join("store")).len() >= before as usize + 1
+    });
+    sigterm(&d);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(40)), Some(0));
+    // The segment in progress at shutdown was finished and handed on, not left in the spool.
+    assert!(listing(&dir.path().join("state/spool/cam-2")).is_empty());
+}
+
+fn nats_server() -> PathBuf {
+    [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .expect("nats-server is installed by scripts/setup.sh (Debian package nats-server)")
+}
+
+#[test]
+fn jetstream_two_workers_one_killed_mid_clip_every_clip_stored_once() {
+    let dir = scratch();
+    let nport = free_port();
+    let nats = Proc(
+        Command::new(nats_server())
+            .args(["-js", "-a", "127.0.0.1", "-p", &nport.to_string(), "-sd"])
+            .arg(dir.path().join("js"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts"),
+    );
+    wait_for(Duration::from_secs(20), "nats-server", || {
+        TcpStream::connect(("127.0.0.1", nport)).is_ok()
+    });
+    let queue = |workers: usize| {
+        format!(
+            "[queue]\nnats = \"nats://127.0.0.1:{nport}\"\nworkers = {workers}\nack_wait_secs = 4\nmax_deliver = 5\n"
+        )
+    };
+    // Three nodes sharing one store: a producer with the inbox, two workers.
+    let shared_dirs = |node: &Path, port: u16, extra: &str| {
+        let p = daemon_config(node, port, extra);
+        let t = std::fs::read_to_string(&p).unwrap().replace(
+            &format!("{}/store", node.display()),
+            &format!("{}/store", dir.path().display()),
+        );
+        std::fs::write(&p, t).unwrap();
+        p
+    };
+    let inbox = dir.path().join("inbox");
+    let (pp, p1, p2) = (free_port(), free_port(), free_port());
+    for n in ["prod", "w1", "w2"] {
+        std::fs::create_dir_all(dir.path().join(n)).unwrap();
+    }
+    let prod_cfg = shared_dirs(
+        &dir.path().join("prod"),
+        pp,
+        &format!("[[inbox]]\npath = \"{}\"\n{}", inbox.display(), queue(0)),
+    );
+    let w1_cfg = shared_dirs(&dir.path().join("w1"), p1, &queue(1));
+    let w2_cfg = shared_dirs(&dir.path().join("w2"), p2, &queue(1));
+    let _prod = start_daemon(&prod_cfg, pp, &dir.path().join("prod.log"));
+    let w1 = start_daemon(&w1_cfg, p1, &dir.path().join("w1.log"));
+    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
+    let n = 4;
+    for i in 0..n {
+        unique_clip(&inbox.join(format!("cam-1/j{i}.mp4")), &format!("j{i}"));
+    }
+    wait_for(Duration::from_secs(60), "all jobs published", || {
+        metric(pp, "obscura_jobs_published_total") == n as f64
+    });
+    assert!(
+        listing(&inbox.join("cam-1")).is_empty(),
+        "inputs removed after the publish ack"
+    );
+    // Worker 1 takes a job; kill it mid-clip, then start worker 2.
+    wait_for(Duration::from_secs(60), "worker 1 busy", || {
+        metric(p1, "obscura_clips_in_flight") >= 1.0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    drop(w1);
+    let mut w2 = start_daemon(&w2_cfg, p2, &dir.path().join("w2.log"));
+    let store = dir.path().join("store");
+    wait_for(Duration::from_secs(240), "every clip stored", || {
+        stored_clips(&store).len() >= n
+    });
+    // Worker 2 saw the killed worker's job again and no job is left.
+    wait_for(Duration::from_secs(30), "the staging area empty", || {
+        listing(&store.join("staging")).is_empty()
+    });
+    let clips = stored_clips(&store);
+    assert_eq!(clips.len(), n, "each clip exactly once");
+    let devices: Vec<_> = clips
+        .iter()
+        .map(|(_, s)| s["clip"]["device"].clone())
+        .collect();
+    assert!(devices.iter().all(|d| d == "cam-1"));
+    assert!(metric(p2, "obscura_jobs_redelivered_total") >= 1.0);
+    assert_eq!(metric(p2, "obscura_jobs_dead_total"), 0.0);
+    // Raw media never lay unencrypted in the store: only clips/ (and empty staging/ keys/).
+    for e in walk(&store) {
+        let rel = e
+            .strip_prefix(&store)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        assert!(rel.starts_with("clips/"), "unexpected object {rel}");
+    }
+    sigterm(&w2);
+    assert_eq!(wait_exit(&mut w2, Duration::from_secs(40)), Some(0));
+    drop(nats);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Obscura needs on Debian 12 and builds it (idempotent; safe to re-run):
 #   - GStreamer 1.22 and its plugins (apt)
+#   - nats-server (apt; the JetStream broker the daemon tests start)
 #   - the ONNX Runtime shared library, from the `onnxruntime` PyPI wheel, into .deps/
 #   - the release build (cargo build --release --locked)
 # Usage: scripts/setup.sh [--no-build]
@@ -18,6 +19,7 @@ APT_PACKAGES=(
   libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp
+  nats-server
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

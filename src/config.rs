@@ -1197,4 +1197,73 @@ mod tests {
         let t = TrackerSettings::default().tracker_config(5, 12, None);
         assert!(t.max_gap >= 17 && t.lookback >= 5);
     }
+
+    const REGION: &str = "[regions.eu]\nstore = \"file:///tmp/obscura-eu\"\n";
+
+    #[test]
+    fn daemon_sections_parse_with_documented_defaults() {
+        let c = Config::parse(&format!(
+            "{REGION}[[inbox]]\npath = \"/srv/inbox\"\n[[stream]]\ndevice = \"cam-1\"\nurl = \"rtsp://user:pw@10.0.0.5:554/s1\"\n[queue]\nnats = \"nats://127.0.0.1:4222\"\nregions = [\"eu\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.daemon.listen, "127.0.0.1:9750");
+        assert_eq!(c.inbox[0].device_from, DeviceFrom::ParentDir);
+        assert_eq!(
+            c.stream[0].segment_duration(),
+            std::time::Duration::from_secs(60)
+        );
+        let q = c.queue.unwrap();
+        assert_eq!((q.stream.as_str(), q.max_deliver), ("OBSCURA_CLIPS", 3));
+        assert_eq!(
+            redact_url("rtsp://user:pw@10.0.0.5:554/s1"),
+            "rtsp://10.0.0.5:554/s1"
+        );
+    }
+
+    #[test]
+    fn untrusted_daemon_settings_are_refused() {
+        for (bad, key) in [
+            (
+                "[[stream]]\ndevice = \"cam-1\"\nurl = \"file:///etc/passwd\"\n",
+                "stream[0].url",
+            ),
+            (
+                "[[stream]]\ndevice = \"cam-1\"\nurl = \"rtsp://h/a b\"\n",
+                "stream[0].url",
+            ),
+            (
+                "[[stream]]\ndevice = \"../x\"\nurl = \"rtsp://h/a\"\n",
+                "stream[0].device",
+            ),
+            (
+                "[[stream]]\ndevice = \"c\"\nurl = \"rtsp://h/a\"\n[[stream]]\ndevice = \"c\"\nurl = \"rtsp://h/b\"\n",
+                "stream[1].device",
+            ),
+            (
+                "[[stream]]\ndevice = \"c\"\nurl = \"rtsp://h/a\"\nsegment = \"0s\"\n",
+                "stream[0].segment",
+            ),
+            ("[[inbox]]\npath = \"relative/inbox\"\n", "inbox[0].path"),
+            (
+                "[[inbox]]\npath = \"/i\"\ndevice_from = \"fixed\"\n",
+                "inbox[0].device",
+            ),
+            (
+                "[queue]\nnats = \"nats://h:4222\"\nregions = [\"us\"]\n",
+                "queue.regions",
+            ),
+            ("[queue]\nnats = \"http://h:4222\"\n", "queue.nats"),
+            (
+                "[queue]\nnats = \"nats://h:4222\"\nsubject = \"a.>\"\n",
+                "queue.subject",
+            ),
+            ("[daemon]\nlisten = \"localhost\"\n", "daemon.listen"),
+        ] {
+            match Config::parse(&format!("{REGION}{bad}")) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: expected an error for {key}, got {other:?}"),
+            }
+        }
+        assert!(Config::parse("[[inbox]]\npath = \"/i\"\nwatch = true\n").is_err());
+    }
 }

@@ -552,3 +552,115 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Unmounts a test tmpfs when the test ends.
+struct Unmount(PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_store_keeps_the_input_reports_not_ready_and_recovers_when_space_returns() {
+    let dir = scratch();
+    let small = dir.path().join("store");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=300k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _guard = Unmount(small.clone());
+    let port = free_port();
+    let inbox = dir.path().join("inbox");
+    let extra = format!(
+        "retry_max_secs = 2\n[[inbox]]\npath = \"{}\"\n",
+        inbox.display()
+    );
+    let cfg = daemon_config(dir.path(), port, &extra);
+    let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
+    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
+    let input = inbox.join("cam-1/full.mp4");
+    unique_clip(&input, "full");
+    wait_for(Duration::from_secs(90), "a no-space failure", || {
+        metric(port, "obscura_no_space_total") >= 1.0
+    });
+    let (status, why) = http_get(port, "/readyz").unwrap();
+    assert_eq!(status, 503);
+    assert!(why.to_lowercase().contains("space"), "{why}");
+    assert!(input.exists(), "the input is kept");
+    assert!(stored_clips(&small).is_empty());
+    assert!(
+        walk(&small).is_empty(),
+        "no partial object: {:?}",
+        walk(&small)
+    );
+    assert!(listing(&dir.path().join("quarantine")).is_empty(), "not the input's fault");
+    assert_eq!(metric(port, "obscura_ready"), 0.0);
+    // Space returns: the daemon retries by itself.
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(grown, "remount");
+    wait_for(Duration::from_secs(120), "the clip committed after the retry", || {
+        stored_clips(&small).len() == 1 && !input.exists()
+    });
+    wait_for(Duration::from_secs(10), "ready again", || {
+        http_get(port, "/readyz").is_some_and(|(s, _)| s == 200)
+    });
+    assert_eq!(metric(port, "obscura_clips_total{result=\"processed\"}"), 1.0);
+    assert!(metric(port, "obscura_clips_total{result=\"failed\"}") >= 1.0);
+    sigterm(&d);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(40)), Some(0));
+}
+
+#[test]
+fn missing_model_fails_closed_keeps_the_input_and_recovers_when_restored() {
+    let dir = scratch();
+    let port = free_port();
+    let inbox = dir.path().join("inbox");
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let extra = format!(
+        "retry_max_secs = 2\n[[inbox]]\npath = \"{}\"\n[runtime]\nmodels_dir = \"{}\"\n",
+        inbox.display(),
+        models.display()
+    );
+    let cfg = daemon_config(dir.path(), port, &extra);
+    let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
+    let (status, why) = http_get(port, "/readyz").unwrap();
+    assert_eq!(status, 503);
+    assert!(why.contains("model"), "{why}");
+    assert_eq!(metric(port, "obscura_model_loaded{model=\"yunet\"}"), 0.0);
+    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
+    let input = inbox.join("cam-1/m.mp4");
+    unique_clip(&input, "model");
+    wait_for(Duration::from_secs(60), "a failed attempt", || {
+        metric(port, "obscura_clips_total{result=\"failed\"}") >= 1.0
+    });
+    assert!(input.exists(), "kept for a retry");
+    let store = dir.path().join("store");
+    assert!(!store.join("clips").exists(), "nothing stored without the model");
+    assert!(listing(&dir.path().join("quarantine")).is_empty());
+    // The models come back: ready again and the clip goes through.
+    for e in std::fs::read_dir(common::models()).unwrap().filter_map(Result::ok) {
+        if e.path().extension().is_some_and(|x| x == "onnx") {
+            std::fs::copy(e.path(), models.join(e.file_name())).unwrap();
+        }
+    }
+    wait_for(Duration::from_secs(120), "the clip committed", || {
+        stored_clips(&store).len() == 1 && !input.exists()
+    });
+    wait_for(Duration::from_secs(20), "ready again", || {
+        http_get(port, "/readyz").is_some_and(|(s, _)| s == 200)
+    });
+    sigterm(&d);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(40)), Some(0));
+}

@@ -600,7 +600,10 @@ fn full_store_keeps_the_input_reports_not_ready_and_recovers_when_space_returns(
         "no partial object: {:?}",
         walk(&small)
     );
-    assert!(listing(&dir.path().join("quarantine")).is_empty(), "not the input's fault");
+    assert!(
+        listing(&dir.path().join("quarantine")).is_empty(),
+        "not the input's fault"
+    );
     assert_eq!(metric(port, "obscura_ready"), 0.0);
     // Space returns: the daemon retries by itself.
     let grown = Command::new("mount")
@@ -609,13 +612,18 @@ fn full_store_keeps_the_input_reports_not_ready_and_recovers_when_space_returns(
         .status()
         .is_ok_and(|s| s.success());
     assert!(grown, "remount");
-    wait_for(Duration::from_secs(120), "the clip committed after the retry", || {
-        stored_clips(&small).len() == 1 && !input.exists()
-    });
+    wait_for(
+        Duration::from_secs(120),
+        "the clip committed after the retry",
+        || stored_clips(&small).len() == 1 && !input.exists(),
+    );
     wait_for(Duration::from_secs(10), "ready again", || {
         http_get(port, "/readyz").is_some_and(|(s, _)| s == 200)
     });
-    assert_eq!(metric(port, "obscura_clips_total{result=\"processed\"}"), 1.0);
+    assert_eq!(
+        metric(port, "obscura_clips_total{result=\"processed\"}"),
+        1.0
+    );
     assert!(metric(port, "obscura_clips_total{result=\"failed\"}") >= 1.0);
     sigterm(&d);
     assert_eq!(wait_exit(&mut d, Duration::from_secs(40)), Some(0));
@@ -647,10 +655,16 @@ fn missing_model_fails_closed_keeps_the_input_and_recovers_when_restored() {
     });
     assert!(input.exists(), "kept for a retry");
     let store = dir.path().join("store");
-    assert!(!store.join("clips").exists(), "nothing stored without the model");
+    assert!(
+        !store.join("clips").exists(),
+        "nothing stored without the model"
+    );
     assert!(listing(&dir.path().join("quarantine")).is_empty());
     // The models come back: ready again and the clip goes through.
-    for e in std::fs::read_dir(common::models()).unwrap().filter_map(Result::ok) {
+    for e in std::fs::read_dir(common::models())
+        .unwrap()
+        .filter_map(Result::ok)
+    {
         if e.path().extension().is_some_and(|x| x == "onnx") {
             std::fs::copy(e.path(), models.join(e.file_name())).unwrap();
         }
@@ -703,12 +717,16 @@ fn camera_restarts_reconnect_within_the_backoff_cap_with_flat_fds_and_threads() 
     let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
     let pid = d.0.id();
     let up = "obscura_stream_up{device=\"cam-2\"}";
-    wait_for(Duration::from_secs(60), "the stream up", || metric(port, up) == 1.0);
+    wait_for(Duration::from_secs(60), "the stream up", || {
+        metric(port, up) == 1.0
+    });
     let mut baseline = None;
     let mut worst_reconnect = Duration::ZERO;
     for i in 0..restarts {
         drop(server.take());
-        wait_for(Duration::from_secs(30), "the stream down", || metric(port, up) == 0.0);
+        wait_for(Duration::from_secs(30), "the stream down", || {
+            metric(port, up) == 0.0
+        });
         server = Some(start_rtsp(rport, &[], &out));
         let t0 = Instant::now();
         wait_for(Duration::from_secs(60), "the stream up again", || {

@@ -309,10 +309,19 @@ pub fn run(mut cfg: Config) -> Result<(), DaemonError> {
     });
     install_signals();
 
+    // The queue first: a broker that cannot be reached at start is a start-up error.
+    let queue_ctx = match &cfg.queue {
+        Some(q) => Some(queue::Context::connect(q, &cfg)?),
+        None => None,
+    };
     let http_stop = Arc::new(AtomicBool::new(false));
     let http = {
         let (m, s2, stop) = (metrics.clone(), shared.clone(), http_stop.clone());
-        let readiness: http::Readiness = Arc::new(move || s2.not_ready());
+        let q2 = queue_ctx.clone();
+        let readiness: http::Readiness = Arc::new(move || {
+            s2.not_ready()
+                .or_else(|| q2.as_ref().and_then(queue::Context::not_ready))
+        });
         std::thread::Builder::new()
             .name("http".into())
             .spawn(move || http::serve(listener, m, readiness, stop))
@@ -334,10 +343,6 @@ pub fn run(mut cfg: Config) -> Result<(), DaemonError> {
     }
 
     // Queue workers (JetStream pull), when configured.
-    let queue_ctx = match &cfg.queue {
-        Some(q) => Some(queue::Context::connect(q, &cfg)?),
-        None => None,
-    };
     let mut pullers = Vec::new();
     if let Some(ctx) = &queue_ctx {
         for i in 0..queue_workers {

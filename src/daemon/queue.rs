@@ -157,6 +157,14 @@ impl Context {
             .map_err(|e| DaemonError::Queue(format!("consumer {name}: {e}")))
     }
 
+    /// Why the queue makes the node not ready (the broker connection is down).
+    pub fn not_ready(&self) -> Option<String> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => None,
+            state => Some(format!("NATS {}: {state:?}", self.q.nats)),
+        }
+    }
+
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
@@ -531,5 +539,4 @@ fn dead_letter(ctx: &Context, region: &str, payload: &[u8], reason: &str, shared
     if let Err(e) = r {
         tracing::error!(error = %e, subject, "dead letter not published");
     }
-    let _ = &ctx.client;
 }

@@ -859,6 +859,7 @@ fn cmd_ingest(a: IngestArgs) -> u8 {
 }
 
 fn cmd_daemon(a: DaemonArgs) -> u8 {
+    limit_malloc_arenas();
     let cfg = match Config::load(&a.config) {
         Ok(c) => c,
         Err(e) => {
@@ -875,6 +876,20 @@ fn cmd_daemon(a: DaemonArgs) -> u8 {
                 crate::daemon::DaemonError::Route(r) => r.exit_code(),
                 _ => exit::ENVIRONMENT,
             }
+        }
+    }
+}
+
+/// Long-running processes: glibc's default of up to 8 malloc arenas per core lets the
+/// daemon's many short-lived pipeline threads fragment memory (measured: RSS 180 MB → 410 MB
+/// over 20 clips; 140–300 MB, no upward trend, with 2 arenas). `MALLOC_ARENA_MAX` in
+/// the environment wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only adjusts allocator tuning; called before worker threads start.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }

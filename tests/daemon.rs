@@ -493,8 +493,14 @@ fn jetstream_two_workers_one_killed_mid_clip_every_clip_stored_once() {
     for i in 0..n {
         unique_clip(&inbox.join(format!("cam-1/j{i}.mp4")), &format!("j{i}"));
     }
+    // And one broken file: the producer does not look inside; a worker finds it bad.
+    std::fs::write(
+        inbox.join("cam-1/broken.mp4"),
+        b"\x00\x00\x00\x18ftypmp42 not really",
+    )
+    .unwrap();
     wait_for(Duration::from_secs(60), "all jobs published", || {
-        metric(pp, "obscura_jobs_published_total") == n as f64
+        metric(pp, "obscura_jobs_published_total") == (n + 1) as f64
     });
     assert!(
         listing(&inbox.join("cam-1")).is_empty(),
@@ -523,7 +529,23 @@ fn jetstream_two_workers_one_killed_mid_clip_every_clip_stored_once() {
         .collect();
     assert!(devices.iter().all(|d| d == "cam-1"));
     assert!(metric(p2, "obscura_jobs_redelivered_total") >= 1.0);
-    assert_eq!(metric(p2, "obscura_jobs_dead_total"), 0.0);
+    // The broken clip: quarantined by whichever worker took it, and dead-lettered.
+    wait_for(
+        Duration::from_secs(60),
+        "the broken clip quarantined",
+        || {
+            ["w1", "w2"]
+                .iter()
+                .map(|w| {
+                    listing(&dir.path().join(w).join("quarantine"))
+                        .iter()
+                        .filter(|n| n.ends_with(".reason.json"))
+                        .count()
+                })
+                .sum::<usize>()
+                == 1
+        },
+    );
     // Raw media never lay unencrypted in the store: only clips/ (and empty staging/ keys/).
     for e in walk(&store) {
         let rel = e

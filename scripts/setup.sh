@@ -3,6 +3,7 @@
 #   - GStreamer 1.22 and its plugins (apt)
 #   - nats-server (apt; the JetStream broker the daemon tests start)
 #   - the ONNX Runtime shared library, from the `onnxruntime` PyPI wheel, into .deps/
+#   - s3s-fs and cargo-fuzz (cargo install) for the storage tests and the fuzz targets
 #   - the release build (cargo build --release --locked)
 # Usage: scripts/setup.sh [--no-build]
 set -euo pipefail
@@ -14,7 +15,7 @@ ORT_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 DEPS=.deps/onnxruntime
 
 APT_PACKAGES=(
-  pkg-config ca-certificates python3 python3-pip
+  pkg-config ca-certificates python3 python3-pip g++
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
@@ -59,6 +60,14 @@ if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; th
   cargo install s3s-fs@0.14.1 --features binary --quiet
 else
   say "s3s-fs present"
+fi
+
+# --- cargo-fuzz: drives the fuzz targets of scripts/fuzz.sh (RELIABILITY.md) on stable Rust -----
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  say "installing cargo-fuzz 0.13.2 (cargo install --locked)"
+  cargo install cargo-fuzz@0.13.2 --locked --quiet
+else
+  say "cargo-fuzz present"
 fi
 
 # --- ONNX Runtime (the wheel's library; ort loads it at run time) ----------------------------

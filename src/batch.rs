@@ -206,6 +206,13 @@ pub fn run(
     let started = chrono::Utc::now();
     let t0 = std::time::Instant::now();
     let settings = cfg.fingerprint();
+    // What a killed earlier run left in the output folders (temporary outputs, sidecars,
+    // the report) goes first, also where every file is then skipped.
+    let folders: std::collections::BTreeSet<&std::path::Path> =
+        items.iter().filter_map(|it| it.output.parent()).collect();
+    for d in folders {
+        crate::fsutil::sweep_stale(d, None);
+    }
     let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<FileReport>>> = Mutex::new(vec![None; items.len()]);

@@ -115,6 +115,59 @@ fn parent_dir(p: &Path) -> &Path {
     }
 }
 
+/// Whether process `pid` is alive (or exists under another user).
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    exists || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The pid in a name `PREFIX<pid>-…`, when the name has that form.
+fn pid_after(name: &str, prefix: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?.split('-').next()?.parse().ok()
+}
+
+/// Removes what a killed process (SIGKILL, power loss) left in `dir`: temporary files
+/// ([`TEMP_PREFIX`]`<pid>-…`) and, when `work_prefix` is given, work folders
+/// (`<work_prefix><pid>-…`) of processes that no longer run. Files of live processes
+/// (concurrent runs) are kept. Returns how many entries were removed.
+pub fn sweep_stale(dir: &Path, work_prefix: Option<&str>) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let (pid, is_dir) = if let Some(pid) = pid_after(&name, TEMP_PREFIX) {
+            (pid, false)
+        } else if let Some(pid) = work_prefix.and_then(|p| pid_after(&name, p)) {
+            (pid, true)
+        } else {
+            continue;
+        };
+        if pid == std::process::id() || pid_alive(pid) {
+            continue;
+        }
+        let path = e.path();
+        let r = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match r {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed what an interrupted run left");
+                removed += 1;
+            }
+            Err(err) => tracing::debug!(path = %path.display(), %err, "could not remove"),
+        }
+    }
+    removed
+}
+
 /// fsyncs a folder so that a rename inside it is durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
@@ -168,5 +221,29 @@ mod tests {
         let p = d.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
         assert_eq!(sha256_file(&p).unwrap(), sha256_bytes(b"abc"));
+    }
+
+    /// A run killed with SIGKILL left its temporary output (and ingest its work folder)
+    /// behind for good: nothing ever removed them. They are swept when the next run writes
+    /// into the same folder, unless their process still runs.
+    #[test]
+    fn regression_temp_files_of_killed_runs_were_never_removed() {
+        let d = tempfile::tempdir().unwrap();
+        // A pid that cannot exist (above the kernel's pid_max limit of 2^22).
+        let dead = 4_194_304 + 17;
+        let live = std::process::id();
+        let stale = d.path().join(format!("{TEMP_PREFIX}{dead}-0-out.mp4"));
+        let mine = d.path().join(format!("{TEMP_PREFIX}{live}-0-out.mp4"));
+        let work = d.path().join(format!("ingest-{dead}-abc"));
+        let other = d.path().join("keep.mp4");
+        for f in [&stale, &mine, &other] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        std::fs::create_dir_all(work.join("sub")).unwrap();
+        std::fs::write(work.join("sub/media.mp4"), b"x").unwrap();
+        assert_eq!(sweep_stale(d.path(), None), 1);
+        assert!(!stale.exists() && mine.exists() && other.exists() && work.exists());
+        assert_eq!(sweep_stale(d.path(), Some("ingest-")), 1);
+        assert!(!work.exists() && mine.exists() && other.exists());
     }
 }

@@ -6,71 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-struct S3 {
-    child: Child,
-    port: u16,
-    _root: tempfile::TempDir,
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn s3s_fs() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    [
-        home.join(".cargo/bin/s3s-fs"),
-        PathBuf::from("/usr/local/bin/s3s-fs"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-}
-
-fn start_s3(buckets: &[&str]) -> S3 {
-    let bin = s3s_fs().expect("s3s-fs is installed by scripts/setup.sh (cargo install s3s-fs)");
-    let root = common::scratch();
-    for b in buckets {
-        std::fs::create_dir_all(root.path().join(b)).unwrap();
-    }
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = Command::new(bin)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--access-key",
-            "obscura",
-            "--secret-key",
-            "obscura-secret",
-        ])
-        .arg(root.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    S3 {
-        child,
-        port,
-        _root: root,
-    }
-}
+use std::process::Command;
 
 fn write_config(dir: &Path, eu_store: &str, us_store: &str) -> PathBuf {
     let text = format!(
@@ -396,7 +332,7 @@ fn two_regions_on_local_folders() {
 
 #[test]
 fn two_regions_on_a_real_s3_server() {
-    let s3 = start_s3(&["obscura-eu", "obscura-us"]);
+    let s3 = common::start_s3(&["obscura-eu", "obscura-us"]);
     let dir = common::scratch();
     let eu = format!(
         "s3://obscura-eu/clips?endpoint=http://127.0.0.1:{}&region=us-east-1",

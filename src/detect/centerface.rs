@@ -26,7 +26,7 @@ impl CenterFace {
         threshold: f32,
         opts: &super::SessionOptions,
     ) -> Result<Self, DetectError> {
-        let (session, provider) = super::runtime::build_session(&model.path, opts)?;
+        let (session, provider) = super::runtime::build_session(&model, opts)?;
         Ok(CenterFace {
             session,
             model,

@@ -98,8 +98,8 @@ pub fn load_face_detector(
     threshold: f32,
     opts: &SessionOptions,
 ) -> Result<Box<dyn FaceDetector>, DetectError> {
+    // Verified by `build_session`, on the very bytes it loads.
     let model = models::ModelFile::locate(kind, models_dir)?;
-    model.verify()?;
     Ok(match kind {
         ModelKind::Yunet => Box::new(yunet::Yunet::new(model, threshold, opts)?),
         ModelKind::Centerface => Box::new(centerface::CenterFace::new(model, threshold, opts)?),

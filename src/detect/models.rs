@@ -116,6 +116,25 @@ impl ModelFile {
         })
     }
 
+    /// Reads the file once and checks those bytes' sha256 against the pinned value: what is
+    /// loaded is exactly what was verified, even if the file is replaced or corrupted in
+    /// between (the session is built from these bytes, never from the path again).
+    pub fn read_verified(&self) -> Result<Vec<u8>, DetectError> {
+        let bytes = std::fs::read(&self.path).map_err(|_| DetectError::ModelMissing {
+            name: self.kind.name().to_string(),
+            path: self.path.clone(),
+        })?;
+        let actual = crate::fsutil::sha256_bytes(&bytes);
+        if actual != self.sha256 {
+            return Err(DetectError::ModelChecksum {
+                path: self.path.clone(),
+                expected: self.sha256.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Checks the file's sha256 against the pinned value.
     pub fn verify(&self) -> Result<(), DetectError> {
         let actual =
@@ -131,5 +150,42 @@ impl ModelFile {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The model was verified by path and then loaded again by path: a file swapped or
+    /// corrupted in between (mid-batch, say) was loaded unverified. Sessions are now built
+    /// from the verified bytes only.
+    #[test]
+    fn regression_model_corrupted_after_its_check_was_loaded_unverified() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let name = ModelKind::Yunet.file_name();
+        std::fs::copy(repo.join(name), d.path().join(name)).unwrap();
+        let m = ModelFile::locate(ModelKind::Yunet, Some(d.path())).unwrap();
+        m.verify().unwrap();
+        assert_eq!(m.read_verified().unwrap().len() as u64, {
+            std::fs::metadata(d.path().join(name)).unwrap().len()
+        });
+        // Corrupted after the check, before the load.
+        let mut bytes = std::fs::read(d.path().join(name)).unwrap();
+        bytes[1000] ^= 0x40;
+        std::fs::write(d.path().join(name), &bytes).unwrap();
+        let opts = crate::detect::SessionOptions::default();
+        match crate::detect::runtime::build_session(&m, &opts) {
+            Err(DetectError::ModelChecksum { .. }) => {}
+            Err(e) => panic!("expected a checksum refusal, got {e}"),
+            Ok(_) => panic!("a corrupted model was loaded"),
+        }
+        // Removed: refused as missing.
+        std::fs::remove_file(d.path().join(name)).unwrap();
+        assert!(matches!(
+            crate::detect::runtime::build_session(&m, &opts),
+            Err(DetectError::ModelMissing { .. })
+        ));
     }
 }

@@ -14,6 +14,7 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
 use super::DetectError;
+use super::models::ModelFile;
 
 /// Which hardware runs inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
@@ -207,10 +208,16 @@ impl ActiveProvider {
 /// Builds a session for the model file with the requested provider. CUDA is registered with
 /// `error_on_failure` so that a failure is seen here; with [`Device::Auto`] it falls back to
 /// CPU and logs why; with [`Device::Cuda`] the failure is an error.
+///
+/// The session is built from the bytes whose sha256 was just checked
+/// ([`ModelFile::read_verified`]), not from the path: a model file swapped or corrupted after
+/// an earlier check is refused, never loaded.
 pub fn build_session(
-    model: &Path,
+    model_file: &ModelFile,
     opts: &SessionOptions,
 ) -> Result<(Session, ActiveProvider), DetectError> {
+    let model_bytes = model_file.read_verified()?;
+    let model: &Path = &model_file.path;
     let loaded = environment()?;
     let want_cuda = matches!(opts.device, Device::Cuda | Device::Auto);
     if want_cuda {
@@ -224,7 +231,7 @@ pub fn build_session(
                 b.with_execution_providers([ep::CUDA::default().build().error_on_failure()])
                     .map_err(map_builder_err("registering the CUDA execution provider"))
             }) {
-                Ok(mut b) => match b.commit_from_file(model) {
+                Ok(mut b) => match b.commit_from_memory(&model_bytes) {
                     Ok(s) => return Ok((s, ActiveProvider::Cuda)),
                     Err(e) => Some(format!("CUDA session failed: {e}")),
                 },
@@ -240,7 +247,7 @@ pub fn build_session(
     }
     let mut b = base_builder(loaded, opts)?;
     let s = b
-        .commit_from_file(model)
+        .commit_from_memory(&model_bytes)
         .map_err(|e| DetectError::ModelLoad {
             path: model.to_path_buf(),
             reason: e.to_string(),

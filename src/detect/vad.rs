@@ -37,7 +37,7 @@ impl Vad {
             inter_threads: 1,
             ..opts.clone()
         };
-        let (session, _) = super::runtime::build_session(&model.path, &opts)?;
+        let (session, _) = super::runtime::build_session(&model, &opts)?;
         Ok(Vad {
             session,
             model,

@@ -28,7 +28,7 @@ impl Yunet {
         threshold: f32,
         opts: &super::SessionOptions,
     ) -> Result<Self, DetectError> {
-        let (session, provider) = super::runtime::build_session(&model.path, opts)?;
+        let (session, provider) = super::runtime::build_session(&model, opts)?;
         Ok(Yunet {
             session,
             model,

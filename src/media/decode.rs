@@ -326,7 +326,8 @@ impl Decoder {
             if let Some(sinkpad) = target.static_pad("sink")
                 && let Err(e) = pad.link(&sinkpad)
             {
-                tracing::warn!(error = ?e, media, "could not link decoded stream");
+                // The run fails (or that stream is missing) with its own error line.
+                tracing::debug!(error = ?e, media, "could not link decoded stream");
             }
         });
         // Once decodebin has exposed all its pads, a branch still waiting for a stream will

@@ -482,7 +482,13 @@ impl Encoder {
                 gst::MessageView::Eos(_) => Ok(()),
                 gst::MessageView::Error(e) => Err(MediaError::Encode {
                     path: self.path.clone(),
-                    detail: format!("{} ({})", e.error(), e.debug().unwrap_or_default()),
+                    // One line: GStreamer's debug text spans several.
+                    detail: match e.debug() {
+                        Some(d) if !d.trim().is_empty() => {
+                            format!("{} ({})", e.error(), d.lines().last().unwrap_or("").trim())
+                        }
+                        _ => e.error().to_string(),
+                    },
                 }),
                 _ => Err(MediaError::Gst("unexpected bus message".into())),
             },
@@ -539,6 +545,18 @@ impl VideoInput {
                 path: self.path.clone(),
                 detail: format!("video encoder refused a frame: {flow:?}"),
             })
+    }
+
+    /// Fault injection only (`OBSCURA_FAULT=encode-error@frame=N`, see `pipeline/fault.rs`):
+    /// posts an error from the video source, as a failing encoder element does.
+    pub fn inject_error(&self) {
+        if let Some(src) = &self.src {
+            gst::element_error!(
+                src,
+                gst::StreamError::Encode,
+                ["injected encoder fault (OBSCURA_FAULT)"]
+            );
+        }
     }
 
     /// Ends the video track.

@@ -52,9 +52,23 @@ static INIT: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// Initialises GStreamer once per process.
 pub fn init() -> Result<(), MediaError> {
-    INIT.get_or_init(|| gst::init().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(MediaError::Gst)
+    INIT.get_or_init(|| {
+        // GLib/GStreamer print their warnings and assertion failures (common on corrupt
+        // input, e.g. "Got data flow before segment event") straight to stderr, which breaks
+        // the one-error-line contract: route them to the log (visible with -vv / RUST_LOG).
+        glib::log_set_default_handler(|domain, level, message| {
+            let domain = domain.unwrap_or("glib");
+            match level {
+                glib::LogLevel::Error | glib::LogLevel::Critical | glib::LogLevel::Warning => {
+                    tracing::debug!(target: "glib", domain, ?level, "{message}")
+                }
+                _ => tracing::trace!(target: "glib", domain, ?level, "{message}"),
+            }
+        });
+        gst::init().map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(MediaError::Gst)
 }
 
 /// Elements the redact pipeline needs, with the Debian package that provides each.

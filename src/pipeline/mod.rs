@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 use gstreamer as gst;
 
+mod fault;
 mod video;
 mod voice;
 
@@ -249,6 +250,16 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         .as_ref()
         .map(|d| (d.provider().name().to_string(), d.model().sha256.clone()));
 
+    if mode != Mode::DecodeOnly {
+        // What a killed run left beside this output (its temporary file) goes now.
+        crate::fsutil::sweep_stale(
+            job.output
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+            None,
+        );
+    }
     let temp = TempFile::beside(&job.output).map_err(|source| PipelineError::Io {
         path: job.output.clone(),
         what: "preparing the output",
@@ -345,7 +356,8 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         }));
     }
     if let Some(enc) = encoder {
-        enc.finish(Duration::from_secs(cfg.limits.stall_secs))?;
+        enc.finish(Duration::from_secs(cfg.limits.stall_secs))
+            .map_err(|e| name_input(&input, e))?;
     }
     let input_sha = hash_thread
         .join()
@@ -424,6 +436,49 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         sidecar,
     })
 }
+
+/// The encoder's errors name its temporary file, which no longer exists when the error is
+/// shown: name the input, as every other error does.
+fn name_input(input: &Path, e: MediaError) -> PipelineError {
+    PipelineError::Media(match e {
+        MediaError::Encode { detail, .. } => MediaError::Encode {
+            path: input.to_path_buf(),
+            detail,
+        },
+        MediaError::Stalled { what, secs, .. } => MediaError::Stalled {
+            path: input.to_path_buf(),
+            what,
+            secs,
+        },
+        MediaError::Unsupported { detail, .. } => MediaError::Unsupported {
+            path: input.to_path_buf(),
+            detail,
+        },
+        other => other,
+    })
+}
+
+/// Stage threads catch their panics and report them as the run's error (naming the input);
+/// the default hook would also print the panic to stderr, breaking the one-line contract.
+/// Installed once; panics on any other thread still go to the previous hook.
+fn quiet_stage_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let stage = std::thread::current()
+                .name()
+                .is_some_and(|n| STAGE_NAMES.contains(&n));
+            if stage {
+                tracing::debug!(%info, "stage panicked (reported as the run's error)");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+const STAGE_NAMES: [&str; 4] = ["detect", "track", "redact", "voice"];
 
 fn internal(path: &Path, message: String) -> PipelineError {
     PipelineError::Internal {
@@ -544,6 +599,7 @@ impl FirstError {
 }
 
 struct Stages {
+    input: PathBuf,
     handles: Vec<(&'static str, JoinHandle<()>)>,
     error: FirstError,
     /// Advances whenever any stage makes progress (frames or audio).
@@ -555,6 +611,7 @@ type DetectedFrame = (Frame, Option<Vec<Detection>>);
 
 impl Stages {
     fn spawn(s: StageSetup<'_>) -> Result<Stages, PipelineError> {
+        quiet_stage_panics();
         let error = FirstError::default();
         let ticks = Arc::new(AtomicU64::new(0));
         let results = Arc::new(Mutex::new(StageResults::default()));
@@ -565,6 +622,7 @@ impl Stages {
         let spawn = |name: &'static str,
                      f: Box<dyn FnOnce() -> Result<(), PipelineError> + Send>| {
             let error = error.clone();
+            let input = s.input.clone();
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || {
@@ -576,12 +634,16 @@ impl Stages {
                                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                                 .unwrap_or_default();
                             Err(PipelineError::Internal {
-                                path: PathBuf::new(),
+                                path: input.clone(),
                                 message: format!("stage {name} panicked: {msg}"),
                             })
                         });
                     if let Err(e) = r {
-                        error.set(e);
+                        // Errors from the encoder's inputs name its temporary file.
+                        error.set(match e {
+                            PipelineError::Media(m) => name_input(&input, m),
+                            other => other,
+                        });
                     }
                 })
                 .map(|h| (name, h))
@@ -669,6 +731,7 @@ impl Stages {
             );
         }
         Ok(Stages {
+            input: s.input.clone(),
             handles,
             error,
             ticks,
@@ -684,7 +747,7 @@ impl Stages {
         for (name, h) in self.handles {
             if h.join().is_err() {
                 self.error.set(PipelineError::Internal {
-                    path: PathBuf::new(),
+                    path: self.input.clone(),
                     message: format!("stage {name} panicked"),
                 });
             }
@@ -693,7 +756,7 @@ impl Stages {
             return Err(e);
         }
         let mut r = self.results.lock().map_err(|_| PipelineError::Internal {
-            path: PathBuf::new(),
+            path: self.input.clone(),
             message: "results lock poisoned".into(),
         })?;
         Ok(std::mem::take(&mut *r))

@@ -79,6 +79,22 @@ impl DetectStage {
             let Some(frame) = sample_to_frame(&self.input, index, &full)? else {
                 continue;
             };
+            match super::fault::get() {
+                Some(super::fault::Fault::DetectError(n)) if n == index => {
+                    return Err(self.detect_err(DetectError::Inference {
+                        model: "fault injection".into(),
+                        reason: format!("OBSCURA_FAULT detect-error at frame {n}"),
+                    }));
+                }
+                Some(super::fault::Fault::DetectStall(n)) if n == index => {
+                    // Hold everything until the watchdog (or anything else) fails the run.
+                    while !self.error.is_set() {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
             let main = has_detector && index.is_multiple_of(u64::from(self.every));
             let zoom = has_detector
                 && !self.zoom_tiles.is_empty()
@@ -389,6 +405,10 @@ impl RedactStage {
                 // Fail closed: once anything failed, nothing more goes to the encoder.
                 return Ok(());
             }
+            let fault = super::fault::get();
+            if fault == Some(super::fault::Fault::RedactPanic(frames)) {
+                panic!("OBSCURA_FAULT redact-panic at frame {frames}");
+            }
             let TrackedFrame { frame, boxes } = tf;
             video_end = video_end.max(buffer_end(frame.buffer.as_ref()));
             let t = Instant::now();
@@ -422,6 +442,9 @@ impl RedactStage {
             };
             redact_t += t.elapsed();
             if let Some(v) = self.video_in.as_mut() {
+                if fault == Some(super::fault::Fault::EncodeError(frames)) {
+                    v.inject_error();
+                }
                 let t = Instant::now();
                 if let Err(e) = v.push(&caps, buffer) {
                     if self.error.is_set() {

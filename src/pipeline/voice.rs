@@ -198,6 +198,7 @@ impl VoiceStage {
                     .unwrap_or(f64::NEG_INFINITY)
             };
             let ctx = ReleaseCtx {
+                input: &self.input,
                 mode: if vad_failed {
                     VoiceMode::Mute
                 } else {
@@ -285,6 +286,7 @@ fn current_mask(seg: Option<&Segmenter>, vad_failed: bool, pad: f64) -> SpeechMa
 }
 
 struct ReleaseCtx<'a> {
+    input: &'a std::path::Path,
     mode: VoiceMode,
     mask: &'a SpeechMask,
     decided_until: f64,
@@ -320,7 +322,7 @@ fn release(
         if ctx.mode.modifies_samples() && ctx.mask.touches(h.t0, end_s) {
             // Fail closed: a buffer that cannot be read or written is never passed on as it is.
             let unreadable = || PipelineError::Internal {
-                path: PathBuf::new(),
+                path: ctx.input.to_path_buf(),
                 message: "an audio buffer could not be mapped for redaction".into(),
             };
             let mut x = f32_samples(buffer.as_ref()).ok_or_else(unreadable)?;

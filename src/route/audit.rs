@@ -110,8 +110,9 @@ impl AuditLog {
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(self.io(std::io::Error::last_os_error()));
         }
-        let (seq, prev) = match last_entry(&self.path).map_err(|e| self.io(e))? {
-            Some(e) => (e.seq + 1, e.hash),
+        let last = last_entry(&self.path).map_err(|e| self.io(e))?;
+        let (seq, prev) = match last.entry {
+            Some(e) => (e.seq.saturating_add(1), e.hash),
             None => (1, GENESIS.to_string()),
         };
         let mut e = Entry {
@@ -128,11 +129,40 @@ impl AuditLog {
             hash: String::new(),
         };
         e.hash = entry_hash(&e);
-        let mut line = serde_json::to_vec(&e).map_err(|x| self.io(std::io::Error::other(x)))?;
+        let mut line = Vec::new();
+        if !last.ends_with_newline {
+            // A last line without its newline would glue onto the new entry.
+            line.push(b'\n');
+        }
+        line.extend(serde_json::to_vec(&e).map_err(|x| self.io(std::io::Error::other(x)))?);
         line.push(b'\n');
-        f.write_all(&line).map_err(|x| self.io(x))?;
-        f.sync_all().map_err(|x| self.io(x))?;
+        if let Err(x) = f.write_all(&line).and_then(|_| f.sync_all()) {
+            // A partial line (disk full) would break the chain for good: cut it off again
+            // (the lock is still held, so nobody appended after it).
+            let _ = f.set_len(last.len);
+            let _ = f.sync_all();
+            return Err(self.io(x));
+        }
         Ok(e)
+    }
+
+    /// Whether an entry with `action` for `clip` exists.
+    pub fn has(&self, action: &str, clip: &str) -> Result<bool, AuditError> {
+        let f = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.io(e)),
+        };
+        for line in BufReader::new(f).lines() {
+            let line = line.map_err(|e| self.io(e))?;
+            if let Ok(e) = serde_json::from_str::<Entry>(&line)
+                && e.action == action
+                && e.clip.as_deref() == Some(clip)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Checks the whole chain; returns the number of entries, or the first broken one.
@@ -173,17 +203,45 @@ impl AuditLog {
     }
 }
 
-fn last_entry(path: &Path) -> std::io::Result<Option<Entry>> {
-    let text = match std::fs::read_to_string(path) {
+struct Last {
+    entry: Option<Entry>,
+    /// The file's length before the append.
+    len: u64,
+    ends_with_newline: bool,
+}
+
+/// The log's last entry. A last line that is not an entry is an error: starting a new chain
+/// after it (as if the log were empty) would silently break the chain for every later entry.
+fn last_entry(path: &Path) -> std::io::Result<Last> {
+    let text = match std::fs::read(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    Ok(text
-        .lines()
+    let len = text.len() as u64;
+    let ends_with_newline = text.is_empty() || text.ends_with(b"\n");
+    let Some(line) = text
+        .split(|b| *b == b'\n')
         .rev()
-        .find(|l| !l.trim().is_empty())
-        .and_then(|l| serde_json::from_str(l).ok()))
+        .find(|l| !l.trim_ascii().is_empty())
+    else {
+        return Ok(Last {
+            entry: None,
+            len,
+            ends_with_newline,
+        });
+    };
+    let entry = serde_json::from_slice(line).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the last entry is broken ({e}); run `obscura audit verify`"),
+        )
+    })?;
+    Ok(Last {
+        entry: Some(entry),
+        len,
+        ends_with_newline,
+    })
 }
 
 #[cfg(test)]
@@ -220,5 +278,35 @@ mod tests {
             log.verify(),
             Err(AuditError::Broken { line: 2, .. })
         ));
+    }
+
+    /// A torn last line (a write cut short, e.g. by a full disk) made the next append start
+    /// a new chain at seq 1 in the middle of the file: the log could never verify again.
+    #[test]
+    fn regression_torn_last_line_restarted_the_chain() {
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(&d.path().join("audit.jsonl"));
+        log.append(ev("ingest")).unwrap();
+        let good = std::fs::read(log.path()).unwrap();
+        let mut torn = good.clone();
+        torn.extend_from_slice(b"{\"seq\":2,\"time\":\"20");
+        std::fs::write(log.path(), &torn).unwrap();
+        let err = log.append(ev("erase")).unwrap_err();
+        assert!(err.to_string().contains("last entry is broken"), "{err}");
+        assert_eq!(std::fs::read(log.path()).unwrap(), torn, "nothing appended");
+    }
+
+    /// A valid last entry without its final newline had the next entry glued onto it.
+    #[test]
+    fn regression_missing_final_newline_glued_two_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(&d.path().join("audit.jsonl"));
+        log.append(ev("ingest")).unwrap();
+        let mut text = std::fs::read(log.path()).unwrap();
+        assert_eq!(text.pop(), Some(b'\n'));
+        std::fs::write(log.path(), &text).unwrap();
+        assert_eq!(log.verify().unwrap(), 1);
+        log.append(ev("erase")).unwrap();
+        assert_eq!(log.verify().unwrap(), 2);
     }
 }

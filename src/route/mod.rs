@@ -343,6 +343,22 @@ impl Router {
         {
             let s: StoredSidecar = serde_json::from_slice(&existing)
                 .map_err(|e| RouteError::Store(format!("{sidecar_key}: {e}")))?;
+            // A run killed after the sidecar was stored but before its audit entry: the
+            // entry is written now (once), so that every stored clip is in the audit log.
+            if !self.audit.has("ingest", &clip_id)? {
+                self.audit.append(Event {
+                    action: "ingest".into(),
+                    clip: Some(clip_id.clone()),
+                    device: Some(device_id.to_string()),
+                    account: Some(dev.account.clone()),
+                    region: Some(dev.region.clone()),
+                    objects: s.clip.objects.iter().map(|o| o.uri.clone()).collect(),
+                    detail: Some(format!(
+                        "{}; retain until {}; recorded on re-ingest (the first run was interrupted)",
+                        s.clip.classification, s.clip.retain_until
+                    )),
+                })?;
+            }
             return Ok(IngestReport {
                 clip: clip_id,
                 region: dev.region.clone(),
@@ -366,8 +382,10 @@ impl Router {
             path: self.cfg.paths.work.clone(),
             source,
         })?;
+        // Work folders carry the pid: those of killed runs are swept here.
+        crate::fsutil::sweep_stale(&self.cfg.paths.work, Some("ingest-"));
         let work = tempfile::Builder::new()
-            .prefix("ingest-")
+            .prefix(&format!("ingest-{}-", std::process::id()))
             .tempdir_in(&self.cfg.paths.work)
             .map_err(|source| RouteError::Io {
                 path: self.cfg.paths.work.clone(),
@@ -654,6 +672,7 @@ impl Router {
             path: dir.clone(),
             source,
         })?;
+        crate::fsutil::sweep_stale(dir, None);
         let name: String = input
             .file_name()
             .map(|n| {

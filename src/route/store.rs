@@ -79,6 +79,8 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: String,
     tags: bool,
+    /// For a folder store: its root, with symbolic links resolved once at open.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -92,6 +94,10 @@ impl Store {
         match StoreUrl::parse(url)? {
             StoreUrl::File { root } => {
                 std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+                // A root that is itself a link (an operator's choice) is resolved here once;
+                // links below it are refused (see `confined`).
+                let root =
+                    std::fs::canonicalize(&root).map_err(|e| format!("{}: {e}", root.display()))?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
                     .map_err(|e| e.to_string())?;
                 Ok(Store {
@@ -99,6 +105,7 @@ impl Store {
                     inner: Arc::new(fs),
                     prefix: String::new(),
                     tags: false,
+                    local_root: Some(root),
                 })
             }
             StoreUrl::S3 {
@@ -123,6 +130,7 @@ impl Store {
                     inner: Arc::new(s3),
                     prefix,
                     tags: true,
+                    local_root: None,
                 })
             }
         }
@@ -148,7 +156,33 @@ impl Store {
         )
     }
 
+    /// For a folder store: refuses a key whose path below the root passes through a symbolic
+    /// link. One planted inside the store (say `clips` → elsewhere) would otherwise let a clip
+    /// be written, read or deleted outside it.
+    fn confined(&self, key: &str) -> Result<(), String> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let mut p = root.clone();
+        for part in self.path(key).parts() {
+            p.push(part.as_ref());
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(format!(
+                        "{}: {} is a symbolic link inside the store; refusing to follow it",
+                        self.uri(key),
+                        p.display()
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => break, // not there (yet): nothing below it can be a link
+            }
+        }
+        Ok(())
+    }
+
     pub async fn put(&self, key: &str, data: Bytes, meta: &[(&str, String)]) -> Result<(), String> {
+        self.confined(key)?;
         let mut opts = PutOptions::default();
         if self.tags {
             let mut t = TagSet::default();
@@ -168,6 +202,7 @@ impl Store {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, String> {
+        self.confined(key)?;
         match self.inner.get(&self.path(key)).await {
             Ok(r) => r.bytes().await.map(Some).map_err(|e| e.to_string()),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -177,6 +212,7 @@ impl Store {
 
     /// User metadata of an object (S3 `x-amz-meta-*`), as the store returns it.
     pub async fn metadata(&self, key: &str) -> Result<Vec<(String, String)>, String> {
+        self.confined(key)?;
         let r = self
             .inner
             .get(&self.path(key))
@@ -192,6 +228,7 @@ impl Store {
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), String> {
+        self.confined(key)?;
         match self.inner.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(format!("{}: {e}", self.uri(key))),
@@ -200,6 +237,7 @@ impl Store {
 
     /// Keys (relative to the store) under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+        self.confined(prefix)?;
         let p = self.path(prefix);
         let metas: Vec<_> = self
             .inner

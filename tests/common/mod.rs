@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -80,4 +80,137 @@ pub fn write_wav(path: &Path, samples: &[f32], rate: u32) {
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out.extend_from_slice(&data);
     std::fs::write(path, out).unwrap();
+}
+
+/// A real S3-compatible server (s3s-fs, installed by scripts/setup.sh) on a free loopback
+/// port, serving the folder `_root`; stopped when dropped.
+pub struct S3 {
+    pub child: Child,
+    pub port: u16,
+    pub _root: tempfile::TempDir,
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn s3s_fs() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    [
+        home.join(".cargo/bin/s3s-fs"),
+        PathBuf::from("/usr/local/bin/s3s-fs"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+pub fn start_s3(buckets: &[&str]) -> S3 {
+    let bin = s3s_fs().expect("s3s-fs is installed by scripts/setup.sh (cargo install s3s-fs)");
+    let root = scratch();
+    for b in buckets {
+        std::fs::create_dir_all(root.path().join(b)).unwrap();
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = Command::new(bin)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            "obscura",
+            "--secret-key",
+            "obscura-secret",
+        ])
+        .arg(root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    S3 {
+        child,
+        port,
+        _root: root,
+    }
+}
+
+/// SplitMix64: a small, stable generator for the suites' random choices (seeded, so a
+/// failure reproduces).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// A number from the environment, or `default`.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Every file under `p` (relative paths), sorted.
+pub fn files_under(p: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                v.push(e.path().strip_prefix(p).unwrap().display().to_string());
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Spawns `cmd` (stdout and stderr discarded) and SIGKILLs it once `at` has passed since
+/// `start`. Returns `Some(exit status)` when it ended by itself, `None` when it was killed.
+pub fn run_until(
+    cmd: &mut Command,
+    start: std::time::Instant,
+    at: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("obscura runs");
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if start.elapsed() >= at {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }

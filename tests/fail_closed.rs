@@ -1,0 +1,287 @@
+//! Suite 3 of RELIABILITY.md: fail closed under faults. Real pipelines and real models; the
+//! faults are injected with the documented hook `OBSCURA_FAULT` (src/pipeline/fault.rs) or by
+//! really corrupting / removing the model file while a batch runs. In every case the clip
+//! fails, nothing exists at its output (no unredacted frame or speech can reach anyone), the
+//! error is one line naming the input, and through `ingest` nothing is stored and the input is
+//! quarantined with the reason.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+fn seed(name: &str) -> PathBuf {
+    common::repo().join("tests/corpus/seeds").join(name)
+}
+
+fn redact_with_fault(input: &Path, fault: &str, extra_config: &str) -> (Output, tempfile::TempDir) {
+    let dir = common::scratch();
+    let cfg = dir.path().join("obscura.toml");
+    std::fs::write(&cfg, extra_config).unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let o = common::bin()
+        .env("OBSCURA_FAULT", fault)
+        .env("RUST_LOG", "error")
+        .args(["redact", "--json", "--config"])
+        .arg(&cfg)
+        .arg(input)
+        .arg("-o")
+        .arg(out_dir.join("out.mp4"))
+        .output()
+        .unwrap();
+    (o, dir)
+}
+
+/// The failure contract: status 1, the expected class, one stderr line naming the input, no
+/// panic text, and an empty output folder (no output, no sidecar, no temporary file).
+fn assert_failed_closed(o: &Output, dir: &Path, input: &Path, class: &str) {
+    let err = common::stderr(o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(v["status"], "error", "{v}");
+    assert_eq!(v["class"], class, "{v}");
+    assert_eq!(
+        common::listing(&dir.join("out")),
+        Vec::<String>::new(),
+        "nothing may be written"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {err}");
+    assert!(
+        lines[0].starts_with(&format!("obscura: error: {}: ", input.display())),
+        "the line names the input: {}",
+        lines[0]
+    );
+    assert!(!err.contains("panicked at"), "{err}");
+}
+
+#[test]
+fn a_detector_error_mid_clip_fails_it_and_writes_nothing() {
+    let input = seed("clip.mp4");
+    for frame in [0, 12, 23] {
+        let (o, dir) = redact_with_fault(&input, &format!("detect-error@frame={frame}"), "");
+        assert_failed_closed(&o, dir.path(), &input, "detector_failed");
+    }
+}
+
+#[test]
+fn a_stage_that_falls_behind_trips_the_watchdog_and_writes_nothing() {
+    let input = seed("clip.mp4");
+    let t = Instant::now();
+    let (o, dir) = redact_with_fault(&input, "detect-stall@frame=6", "[limits]\nstall_secs = 2\n");
+    assert_failed_closed(&o, dir.path(), &input, "stalled");
+    // Hang detection only (the watchdog fires after 2 s of no progress).
+    assert!(t.elapsed() < Duration::from_secs(60));
+}
+
+/// The encoder's error named its temporary file (already deleted) and spread over two
+/// lines of stderr (GStreamer's debug text): it now names the input, on one line.
+#[test]
+fn regression_encoder_error_named_the_temp_file_over_two_lines() {
+    let input = seed("clip.mp4");
+    for frame in [0, 10] {
+        let (o, dir) = redact_with_fault(&input, &format!("encode-error@frame={frame}"), "");
+        assert_failed_closed(&o, dir.path(), &input, "encode_failed");
+        assert!(!common::stderr(&o).contains(".obscura-tmp-"));
+    }
+}
+
+/// A panicking stage printed Rust's panic message and backtrace on stderr, and its error
+/// named an empty path (": internal error: ..."): now one line naming the input.
+#[test]
+fn regression_stage_panic_printed_a_backtrace_and_no_file_name() {
+    let input = seed("clip.mp4");
+    let dir = common::scratch();
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let o = common::bin()
+        .env("OBSCURA_FAULT", "redact-panic@frame=3")
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LOG", "error")
+        .args(["redact", "--json"])
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("out/out.mp4"))
+        .output()
+        .unwrap();
+    assert_failed_closed(&o, dir.path(), &input, "internal");
+    assert!(common::stderr(&o).contains("stage redact panicked"));
+}
+
+/// The model file corrupted (then removed) while a batch runs: every clip that started after
+/// it fails with a model error and has no output; every clip that has an output was redacted
+/// by the verified model (its sidecar says so).
+#[test]
+fn a_model_corrupted_or_removed_mid_batch_stops_every_later_clip() {
+    for removal in [false, true] {
+        let dir = common::scratch();
+        let models = dir.path().join("models");
+        std::fs::create_dir_all(&models).unwrap();
+        for m in ["yunet_n_dynamic.onnx", "silero_vad.onnx"] {
+            std::fs::copy(common::models().join(m), models.join(m)).unwrap();
+        }
+        let input = dir.path().join("in");
+        std::fs::create_dir_all(&input).unwrap();
+        let n = 6;
+        for i in 0..n {
+            std::fs::copy(seed("clip.mp4"), input.join(format!("c{i}.mp4"))).unwrap();
+        }
+        let out = dir.path().join("out");
+        // An explicit models folder: no fallback to another folder of the search path.
+        let cfg = dir.path().join("obscura.toml");
+        std::fs::write(
+            &cfg,
+            format!("[runtime]\nmodels_dir = \"{}\"\n", models.display()),
+        )
+        .unwrap();
+        let child = common::bin()
+            .env("OBSCURA_MODELS", &models)
+            .args(["batch", "--jobs", "1", "--json", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out)
+            .arg(&input)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Once the first clip is committed, break the face model.
+        let t = Instant::now();
+        while !out.join("c0.mp4.json").exists() && !out.join("c0.mp4").exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "first clip never came"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let model = models.join("yunet_n_dynamic.onnx");
+        if removal {
+            std::fs::remove_file(&model).unwrap();
+        } else {
+            let mut b = std::fs::read(&model).unwrap();
+            let at = b.len() / 2;
+            b[at] ^= 0xFF;
+            std::fs::write(&model, b).unwrap();
+        }
+        let o = child.wait_with_output().unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(o.status.code(), Some(1), "the batch reports failures: {r}");
+        let files = r["files"].as_array().unwrap();
+        assert_eq!(files.len(), n);
+        let mut failed = 0;
+        for f in files {
+            let name = Path::new(f["input"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let o = out.join(&name);
+            if f["status"] == "ok" {
+                let sc: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(format!("{}.json", o.display())).unwrap(),
+                )
+                .unwrap();
+                assert_eq!(
+                    sc["detector"]["model_sha256"],
+                    obscura::detect::ModelKind::Yunet.sha256(),
+                    "{name} was redacted by the verified model"
+                );
+            } else {
+                failed += 1;
+                let class = f["class"].as_str().unwrap_or_default();
+                let want = if removal {
+                    "model_missing"
+                } else {
+                    "model_checksum"
+                };
+                assert_eq!(class, want, "{f}");
+                assert!(!o.exists(), "no output for {name}");
+                assert!(!Path::new(&format!("{}.json", o.display())).exists());
+            }
+        }
+        assert!(failed >= 1, "the clips after the corruption failed: {r}");
+        assert!(
+            common::listing(&out)
+                .iter()
+                .all(|n| !n.contains(".obscura-tmp-")),
+            "no temporary file left"
+        );
+    }
+}
+
+fn ingest_config(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"
+[regions.eu]
+store = "file://{store}"
+
+[devices]
+"cam-1" = {{ region = "eu", account = "acct-1", minor = false }}
+
+[retention]
+personal = "30d"
+non_personal = "365d"
+
+[paths]
+quarantine = "{q}"
+audit = "{a}"
+work = "{w}"
+"#,
+        store = dir.join("store").display(),
+        q = dir.join("quarantine").display(),
+        a = dir.join("audit.jsonl").display(),
+        w = dir.join("work").display(),
+    );
+    let p = dir.join("obscura.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Through `ingest`: each fault stores nothing and quarantines the input with its reason.
+#[test]
+fn ingest_under_faults_stores_nothing_and_quarantines_with_the_reason() {
+    for (fault, needle) in [
+        ("detect-error@frame=5", "inference failed"),
+        ("encode-error@frame=5", "encoding failed"),
+        ("redact-panic@frame=5", "panicked"),
+    ] {
+        let dir = common::scratch();
+        let cfg = ingest_config(dir.path());
+        let input = dir.path().join("door.mp4");
+        std::fs::copy(seed("clip.mp4"), &input).unwrap();
+        let o = common::bin()
+            .env("OBSCURA_FAULT", fault)
+            .env("RUST_LOG", "error")
+            .args(["ingest", "--device", "cam-1", "--config"])
+            .arg(&cfg)
+            .arg(&input)
+            .output()
+            .unwrap();
+        assert_ne!(o.status.code(), Some(0), "{fault}: {}", common::stderr(&o));
+        assert!(
+            common::files_under(&dir.path().join("store")).is_empty(),
+            "{fault}: nothing stored: {:?}",
+            common::files_under(&dir.path().join("store"))
+        );
+        assert!(input.is_file(), "the input is kept");
+        let q = common::files_under(&dir.path().join("quarantine"));
+        let reason = q
+            .iter()
+            .find(|n| n.ends_with(".reason.json"))
+            .unwrap_or_else(|| panic!("{fault}: no reason file in {q:?}"));
+        let r: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("quarantine").join(reason)).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            r["error"].as_str().unwrap_or_default().contains(needle),
+            "{fault}: {r}"
+        );
+        assert_eq!(q.len(), 2, "input copy + reason: {q:?}");
+        let work = common::files_under(&dir.path().join("work"));
+        assert!(work.is_empty(), "{fault}: work folder left {work:?}");
+        let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+        assert!(audit.contains("\"quarantine\""), "{audit}");
+    }
+}

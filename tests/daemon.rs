@@ -798,7 +798,7 @@ fn daemon_kill_loop(store_url: &str, store_dir: &Path, dir: &Path, env: &[(&str,
     std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
     // Keep work in the inbox so that every kill lands on a busy daemon.
     let mut n = 0;
-    let mut top_up = |n: &mut usize| {
+    let top_up = |n: &mut usize| {
         while listing(&inbox.join("cam-1")).len() < 3 {
             unique_clip(&inbox.join(format!("cam-1/k{n}.mp4")), &format!("kill{n}"));
             *n += 1;

@@ -461,17 +461,22 @@ fn jetstream_two_workers_one_killed_mid_clip_every_clip_stored_once() {
     });
     let queue = |workers: usize| {
         format!(
-            "[queue]\nnats = \"nats://127.0.0.1:{nport}\"\nworkers = {workers}\nack_wait_secs = 4\nmax_deliver = 5\n"
+            "[queue]\nnats = \"nats://127.0.0.1:{nport}\"\nworkers = {workers}\nack_wait_secs = 4\nmax_deliver = 5\nregions = [\"eu\"]\n"
         )
     };
-    // Three nodes sharing one store: a producer with the inbox, two workers.
+    // A second region whose clips no node here may process (data residency).
+    let us = format!(
+        "[regions.us]\nstore = \"file://{}/store-us\"\n[devices.cam-us]\nregion = \"us\"\naccount = \"acct-2\"\n",
+        dir.path().display()
+    );
+    // Three nodes sharing one store: a producer with the inbox, two workers pinned to "eu".
     let shared_dirs = |node: &Path, port: u16, extra: &str| {
         let p = daemon_config(node, port, extra);
         let t = std::fs::read_to_string(&p).unwrap().replace(
             &format!("{}/store", node.display()),
             &format!("{}/store", dir.path().display()),
         );
-        std::fs::write(&p, t).unwrap();
+        std::fs::write(&p, format!("{t}{us}")).unwrap();
         p
     };
     let inbox = dir.path().join("inbox");
@@ -493,6 +498,9 @@ fn jetstream_two_workers_one_killed_mid_clip_every_clip_stored_once() {
     for i in 0..n {
         unique_clip(&inbox.join(format!("cam-1/j{i}.mp4")), &format!("j{i}"));
     }
+    // One clip of a US device: published to obscura.clips.us, never taken by the EU workers.
+    std::fs::create_dir_all(inbox.join("cam-us")).unwrap();
+    unique_clip(&inbox.join("cam-us/us.mp4"), "us");
     // And one broken file: the producer does not look inside; a worker finds it bad.
     std::fs::write(
         inbox.join("cam-1/broken.mp4"),
@@ -500,7 +508,7 @@ fn jetstream_two_workers_one_killed_mid_clip_every_clip_stored_once() {
     )
     .unwrap();
     wait_for(Duration::from_secs(60), "all jobs published", || {
-        metric(pp, "obscura_jobs_published_total") == (n + 1) as f64
+        metric(pp, "obscura_jobs_published_total") == (n + 2) as f64
     });
     assert!(
         listing(&inbox.join("cam-1")).is_empty(),
@@ -555,6 +563,13 @@ fn jetstream_two_workers_one_killed_mid_clip_every_clip_stored_once() {
             .to_string();
         assert!(rel.starts_with("clips/"), "unexpected object {rel}");
     }
+    // Region pinning: the US job waits, staged (encrypted) in the US store, unprocessed.
+    let us_store = dir.path().join("store-us");
+    assert!(
+        stored_clips(&us_store).is_empty(),
+        "an EU worker processed a US clip"
+    );
+    assert_eq!(listing(&us_store.join("staging")).len(), 1);
     sigterm(&w2);
     assert_eq!(wait_exit(&mut w2, Duration::from_secs(40)), Some(0));
     drop(nats);

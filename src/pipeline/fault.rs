@@ -5,7 +5,7 @@
 //! | `OBSCURA_FAULT`            | what happens at video frame N (0-based)                          |
 //! |----------------------------|------------------------------------------------------------------|
 //! | `detect-error@frame=N`     | the detector returns an inference error for the batch holding N  |
-//! | `detect-stall@frame=N`     | the detect stage stops making progress (the watchdog must fire)  |
+//! | `detect-stall@frame=N`     | the detect stage hangs for good (the watchdog must fail the run) |
 //! | `redact-panic@frame=N`     | the redact stage panics before redacting frame N                 |
 //! | `encode-error@frame=N`     | the video encoder's source posts an error, as a failing encoder does |
 //!

@@ -332,7 +332,10 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         ctl: ctl.clone(),
     })?;
     let result = supervise(&input, &stages, &decoder, encoder.as_ref(), ctl, cfg);
-    let stage_results = stages.join();
+    // A failed run waits a bounded time for its stages: one stuck for good (a hung inference)
+    // would otherwise hold the run forever after the watchdog fired.
+    let failing = result.is_err() || stages.error.is_set();
+    let stage_results = stages.join(failing.then_some(ABANDON_STUCK_STAGES_AFTER));
     let frames = match (result, stage_results) {
         (Err(e), _) | (Ok(()), Err(e)) => {
             decoder.abort();
@@ -479,6 +482,9 @@ fn quiet_stage_panics() {
 }
 
 const STAGE_NAMES: [&str; 4] = ["detect", "track", "redact", "voice"];
+
+/// How long a failing run waits for its stages to stop before abandoning them.
+const ABANDON_STUCK_STAGES_AFTER: Duration = Duration::from_secs(5);
 
 fn internal(path: &Path, message: String) -> PipelineError {
     PipelineError::Internal {
@@ -743,7 +749,35 @@ impl Stages {
         self.handles.iter().all(|(_, h)| h.is_finished())
     }
 
-    fn join(self) -> Result<StageResults, PipelineError> {
+    /// Joins every stage. With `give_up_after` (the run is failing), stages still running
+    /// after that long are abandoned (detached; they own everything they use) and the run's
+    /// error is returned.
+    fn join(self, give_up_after: Option<Duration>) -> Result<StageResults, PipelineError> {
+        if let Some(limit) = give_up_after {
+            let t = Instant::now();
+            while !self.all_finished() && t.elapsed() < limit {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !self.all_finished() {
+                let stuck: Vec<&str> = self
+                    .handles
+                    .iter()
+                    .filter(|(_, h)| !h.is_finished())
+                    .map(|(n, _)| *n)
+                    .collect();
+                tracing::info!(
+                    ?stuck,
+                    "stages did not stop after the run failed; abandoned"
+                );
+                return Err(self
+                    .error
+                    .take()
+                    .unwrap_or_else(|| PipelineError::Internal {
+                        path: self.input.clone(),
+                        message: format!("stages {stuck:?} did not stop"),
+                    }));
+            }
+        }
         for (name, h) in self.handles {
             if h.join().is_err() {
                 self.error.set(PipelineError::Internal {

@@ -87,11 +87,11 @@ impl DetectStage {
                     }));
                 }
                 Some(super::fault::Fault::DetectStall(n)) if n == index => {
-                    // Hold everything until the watchdog (or anything else) fails the run.
-                    while !self.error.is_set() {
-                        std::thread::sleep(Duration::from_millis(20));
+                    // Stuck for good, as a hung inference would be: the watchdog must fail
+                    // the run, and the run must end without this stage.
+                    loop {
+                        std::thread::sleep(Duration::from_secs(1));
                     }
-                    return Ok(());
                 }
                 _ => {}
             }

@@ -102,8 +102,8 @@ done
 
 # Versions
 {
-    [[ -x $DEFACE_VENV/bin/pip ]] && "$DEFACE_VENV/bin/pip" freeze | sed 's/^/deface-venv: /'
-    [[ -x $DEFACE_ORT_VENV/bin/pip ]] && "$DEFACE_ORT_VENV/bin/pip" freeze | sed 's/^/deface-ort-venv: /'
+    [[ -x $DEFACE_VENV/bin/pip ]] && "$DEFACE_VENV/bin/pip" freeze | sed "s|^|deface ($DEFACE_VENV): |"
+    [[ -x $DEFACE_ORT_VENV/bin/pip ]] && "$DEFACE_ORT_VENV/bin/pip" freeze | sed "s|^|deface-ort ($DEFACE_ORT_VENV): |"
     "$OBSCURA" --version | sed 's/^/obscura: /'
 } >"$WORK/versions.txt" 2>/dev/null || true
 

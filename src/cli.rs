@@ -468,8 +468,11 @@ fn resolve_or_usage(p: &ProcessingArgs) -> Result<Config, u8> {
     })
 }
 
+/// The one stderr line of a failure (newlines inside a message are flattened, so the
+/// one-line contract holds whatever a lower layer returns).
 fn fail(message: impl std::fmt::Display) {
-    eprintln!("obscura: error: {message}");
+    let line = message.to_string().replace(['\n', '\r'], " ");
+    eprintln!("obscura: error: {line}");
 }
 
 fn cmd_redact(a: RedactArgs) -> u8 {

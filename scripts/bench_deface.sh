@@ -6,8 +6,8 @@
 # the OpenCV DNN backend), `obscura redact` with its defaults, and deface with its defaults but
 # with the optional onnxruntime backend installed (`pip install deface onnx onnxruntime`, which
 # deface's "auto" backend then prefers). Each command runs under `/usr/bin/time` and
-# `nice -n $NICE`. Afterwards it runs `obscura eval` on one output of each tool (outputs are
-# deterministic). deface writes 640x368 for a 640x360 input (imageio-ffmpeg's macro_block_size=16
+# `nice -n $NICE`. Afterwards it runs `obscura eval` on the run-1 output of each tool (deface's
+# outputs are deterministic; obscura's leak count varied by a few boxes between runs). deface writes 640x368 for a 640x360 input (imageio-ffmpeg's macro_block_size=16
 # resize); such an output is scaled back to the input size with ffmpeg (libx264 -crf 0) before
 # `obscura eval`, which refuses outputs of another size.
 #

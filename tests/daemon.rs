@@ -86,6 +86,10 @@ account = "acct-1"
 [devices.cam-2]
 region = "eu"
 account = "acct-1"
+[devices.cam-kid]
+region = "eu"
+account = "acct-3"
+minor = true
 [paths]
 quarantine = "{d}/quarantine"
 audit = "{d}/audit.jsonl"
@@ -209,6 +213,9 @@ fn inbox_files_are_routed_removed_only_after_commit_and_counted() {
     unique_clip(&good, "a");
     std::fs::write(inbox.join("cam-1/bad.mp4"), b"not a video at all").unwrap();
     unique_clip(&inbox.join("cam-9/x.mp4"), "unknown device");
+    // A minor's device: faces found → refused, deleted, not kept anywhere.
+    std::fs::create_dir_all(inbox.join("cam-kid")).unwrap();
+    unique_clip(&inbox.join("cam-kid/kid.mp4"), "kid");
     // While it works: whenever the good input is gone, its clip must already be committed.
     let store = dir.path().join("store");
     wait_for(Duration::from_secs(120), "the inbox to empty", || {
@@ -219,7 +226,9 @@ fn inbox_files_are_routed_removed_only_after_commit_and_counted() {
                 "input removed before its clip was committed"
             );
         }
-        listing(&inbox.join("cam-1")).is_empty() && listing(&inbox.join("cam-9")).is_empty()
+        listing(&inbox.join("cam-1")).is_empty()
+            && listing(&inbox.join("cam-9")).is_empty()
+            && listing(&inbox.join("cam-kid")).is_empty()
     });
     let clips = stored_clips(&store);
     assert_eq!(clips.len(), 1);
@@ -248,6 +257,12 @@ fn inbox_files_are_routed_removed_only_after_commit_and_counted() {
         metric(port, "obscura_clips_total{result=\"quarantined\"}"),
         2.0
     );
+    assert_eq!(
+        metric(port, "obscura_clips_total{result=\"refused_minor\"}"),
+        1.0
+    );
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"refuse-minor\""));
     assert_eq!(
         metric(port, "obscura_frames_total"),
         sc["totals"]["frames"].as_f64().unwrap()

@@ -193,7 +193,9 @@ fn run_scenario(dir: &Path, eu_store: &str, us_store: &str, us_root_for_listing:
     assert_eq!(again["stored"], false);
     assert_eq!(again["clip"], clip_eu.as_str());
 
-    // A minor's personal clip is not stored; the input is quarantined with a reason.
+    // A minor's personal clip is not stored and no copy is kept (not even in the
+    // quarantine); only an audit entry records the refusal.
+    let q_before = files_under(&dir.join("quarantine"));
     let (code, _, err) = obscura(
         &cfg,
         &["ingest", video.to_str().unwrap(), "--device", "cam-kid"],
@@ -201,6 +203,13 @@ fn run_scenario(dir: &Path, eu_store: &str, us_store: &str, us_root_for_listing:
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("minor"), "{err}");
+    assert_eq!(
+        files_under(&dir.join("quarantine")),
+        q_before,
+        "no copy of a minor's clip"
+    );
+    let audit = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"refuse-minor\""), "{audit}");
     // Unknown device and traversal ids: errors, nothing stored.
     // (NUL cannot reach argv; the id unit tests cover it.)
     for bad in [

@@ -49,6 +49,8 @@ pub struct Metrics {
     /// Failed for a passing reason; the input is kept and retried.
     pub clips_failed: AtomicU64,
     pub clips_quarantined: AtomicU64,
+    /// A minor's clip with personal data: refused and deleted (nothing kept).
+    pub clips_refused: AtomicU64,
     /// Already stored (re-delivered or re-dropped input): nothing written.
     pub clips_duplicate: AtomicU64,
     pub frames: AtomicU64,
@@ -93,6 +95,7 @@ impl Metrics {
             ("processed", g(&self.clips_processed)),
             ("failed", g(&self.clips_failed)),
             ("quarantined", g(&self.clips_quarantined)),
+            ("refused_minor", g(&self.clips_refused)),
             ("duplicate", g(&self.clips_duplicate)),
         ] {
             let _ = writeln!(o, "obscura_clips_total{{result=\"{result}\"}} {v}");

@@ -229,6 +229,13 @@ fn handle_failure(router: &Router, w: &Work, e: &RouteError, shared: &Shared) ->
         tracing::warn!("abandoned on shutdown; it stays in the inbox");
         return Outcome::Abandoned;
     }
+    if let RouteError::Minor { device } = e {
+        // The promise: minors' data is deleted. Not stored, not quarantined, removed.
+        router.refuse_minor(&w.path, device);
+        shared.metrics.clips_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("a minor's clip with personal data: refused and deleted");
+        return finish_removal(&w.path);
+    }
     if e.is_permanent() {
         return match router.quarantine(&w.path, &w.device, e) {
             Ok(q) => {

@@ -430,7 +430,10 @@ fn run_job(router: &Router, job: &Job, shared: &Shared) -> JobResult {
             JobResult::Committed
         }
         Err(e) => {
-            if e.is_permanent() {
+            if let RouteError::Minor { device } = &e {
+                router.refuse_minor(&input, device);
+                shared.metrics.clips_refused.fetch_add(1, Ordering::Relaxed);
+            } else if e.is_permanent() {
                 // Quarantine a copy under the original name while the temporary file exists.
                 let named = dir.path().join(sanitize_name(&job.name));
                 let _ = std::fs::rename(&input, &named);

@@ -308,6 +308,11 @@ impl Router {
         match self.try_ingest(input, device, recorded_at, ctl) {
             Ok(r) => Ok(r),
             Err(e) if e.is_cancelled() => Err(e),
+            Err(RouteError::Minor { device }) => {
+                // A minor's personal data is not kept anywhere, the quarantine included.
+                self.refuse_minor(input, &device);
+                Err(RouteError::Minor { device })
+            }
             Err(e) => {
                 let q = self.quarantine(input, device, &e);
                 if let Err(qe) = q {
@@ -578,6 +583,31 @@ impl Router {
             speech_s: speech,
             timing: Some(out.sidecar.timing.clone()),
         })
+    }
+
+    /// Records that a minor's clip with personal data was refused: no media, no copy, only
+    /// an audit entry naming the device and the input.
+    pub fn refuse_minor(&self, input: &Path, device: &str) {
+        let account = self.devices.get(device).map(|d| d.account.clone());
+        let region = self.devices.get(device).map(|d| d.region.clone());
+        let r = self.audit.append(Event {
+            action: "refuse-minor".into(),
+            clip: None,
+            device: Some(device.to_string()),
+            account,
+            region,
+            objects: Vec::new(),
+            detail: Some(format!(
+                "{}: personal data from a minor's device; not stored, not quarantined",
+                input
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default()
+            )),
+        });
+        if let Err(e) = r {
+            tracing::error!(error = %e, "audit entry for a refused minor's clip not written");
+        }
     }
 
     /// Stages a raw clip for a queue worker in `region`: encrypted with a fresh key (the key in

@@ -439,9 +439,12 @@ pub fn run(mut cfg: Config) -> Result<(), DaemonError> {
             check_models(&cfg, &metrics);
             last_model_check = Instant::now();
         }
-        // Wake early when a worker finishes.
-        if let Ok((p, o)) = done_rx.recv_timeout(poll) {
-            scanner.finished(&p, o);
+        // Wake early when a worker finishes. (A node without local workers has no sender:
+        // the channel is disconnected and would return at once, so sleep instead.)
+        match done_rx.recv_timeout(poll) {
+            Ok((p, o)) => scanner.finished(&p, o),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => std::thread::sleep(poll),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
     }
 

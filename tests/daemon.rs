@@ -746,6 +746,27 @@ fn proc_counts(pid: u32) -> (usize, usize) {
     (fds, threads)
 }
 
+/// File descriptors and threads of the daemon with no clip in flight: the smallest counts
+/// seen over 20 idle samples (GStreamer's thread pools and a reconnecting source come and go;
+/// a leak raises the floor).
+fn idle_counts(port: u16, pid: u32) -> (usize, usize) {
+    let t0 = Instant::now();
+    let (mut fds, mut threads, mut n) = (usize::MAX, usize::MAX, 0);
+    while n < 20 {
+        if metric(port, "obscura_clips_in_flight") == 0.0 {
+            let (f, t) = proc_counts(pid);
+            if metric(port, "obscura_clips_in_flight") == 0.0 {
+                fds = fds.min(f);
+                threads = threads.min(t);
+                n += 1;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "never idle");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (fds, threads)
+}
+
 /// Camera restarts: the RTSP server is killed and restarted `OBSCURA_RESTARTS` times (5 in
 /// CI; `OBSCURA_RESTARTS=100 cargo test --release --test daemon camera_restarts` on demand).
 /// Every reconnect comes within the backoff cap, and the daemon's file descriptors and
@@ -786,13 +807,13 @@ fn camera_restarts_reconnect_within_the_backoff_cap_with_flat_fds_and_threads() 
         });
         worst_reconnect = worst_reconnect.max(t0.elapsed());
         if i == 0 {
-            baseline = Some(proc_counts(pid));
+            baseline = Some(idle_counts(port, pid));
         }
     }
-    // Let segments of the last connection settle, then compare with the first restart.
-    std::thread::sleep(Duration::from_secs(1));
+    // Compare with the first restart, both counted while no clip is being processed (a clip
+    // in flight has its own pipeline threads and files).
     let (fds0, th0) = baseline.unwrap();
-    let (fds1, th1) = proc_counts(pid);
+    let (fds1, th1) = idle_counts(port, pid);
     eprintln!(
         "restarts {restarts}: worst reconnect {worst_reconnect:?}; fds {fds0} -> {fds1}; threads {th0} -> {th1}"
     );

@@ -192,9 +192,10 @@ fn record_once(
         });
     }
     let bus = pipeline.bus().ok_or("pipeline without a bus")?;
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|e| format!("cannot start: {e}"))?;
+    if let Err(e) = pipeline.set_state(gst::State::Playing) {
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(format!("cannot start: {e}"));
+    }
     tracing::info!(device = %device, url = %redact_url(&s.url), "stream connecting");
     let stall = Duration::from_secs(s.stall_secs);
     // Fragments opened minus closed (messages of a cut may arrive in either order).

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn seed(name: &str) -> PathBuf {
     common::repo().join("tests/corpus/seeds").join(name)
@@ -21,7 +21,7 @@ fn redact_with_fault(input: &Path, fault: &str, extra_config: &str) -> (Output, 
     std::fs::write(&cfg, extra_config).unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let o = common::bin()
+    let mut child = common::bin()
         .env("OBSCURA_FAULT", fault)
         .env("RUST_LOG", "error")
         .args(["redact", "--json", "--config"])
@@ -29,9 +29,21 @@ fn redact_with_fault(input: &Path, fault: &str, extra_config: &str) -> (Output, 
         .arg(input)
         .arg("-o")
         .arg(out_dir.join("out.mp4"))
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    (o, dir)
+    // Hang guard, not a speed check: a run that never ends is killed and fails the test.
+    let mut polls = 0;
+    while child.try_wait().unwrap().is_none() {
+        polls += 1;
+        if polls > 3000 {
+            let _ = child.kill();
+            panic!("obscura redact with fault {fault} never ended");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (child.wait_with_output().unwrap(), dir)
 }
 
 /// The failure contract: status 1, the expected class, one stderr line naming the input, no
@@ -72,11 +84,9 @@ fn a_detector_error_mid_clip_fails_it_and_writes_nothing() {
 #[test]
 fn regression_a_stage_stuck_for_good_held_the_run_forever_after_the_watchdog() {
     let input = seed("clip.mp4");
-    let t = Instant::now();
+    // redact_with_fault kills and fails a run that never ends (the defect this guards).
     let (o, dir) = redact_with_fault(&input, "detect-stall@frame=6", "[limits]\nstall_secs = 2\n");
     assert_failed_closed(&o, dir.path(), &input, "stalled");
-    // Hang detection only (the watchdog fires after 2 s of no progress).
-    assert!(t.elapsed() < Duration::from_secs(60));
 }
 
 /// The encoder's error named its temporary file (already deleted) and spread over two
@@ -150,12 +160,10 @@ fn a_model_corrupted_or_removed_mid_batch_stops_every_later_clip() {
             .spawn()
             .unwrap();
         // Once the first clip is committed, break the face model.
-        let t = Instant::now();
+        let mut polls = 0;
         while !out.join("c0.mp4.json").exists() && !out.join("c0.mp4").exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(120),
-                "first clip never came"
-            );
+            polls += 1;
+            assert!(polls < 24_000, "first clip never came (hang guard)");
             std::thread::sleep(Duration::from_millis(5));
         }
         let model = models.join("yunet_n_dynamic.onnx");

@@ -222,16 +222,7 @@ fn record_once(
         };
         match msg.view() {
             gst::MessageView::Element(e) => {
-                if let Some(st) = e.structure() {
-                    match st.name().as_str() {
-                        "splitmuxsink-fragment-opened" => open_fragments += 1,
-                        "splitmuxsink-fragment-closed" => {
-                            open_fragments -= 1;
-                            on_closed(st, ready, metrics, &device);
-                        }
-                        _ => {}
-                    }
-                }
+                on_fragment_message(e, &mut open_fragments, ready, metrics, &device);
             }
             gst::MessageView::Eos(_) => {
                 tracing::info!(device = %device, "stream ended (EOS)");
@@ -269,17 +260,8 @@ fn record_once(
                     continue;
                 };
                 quiet_since = Instant::now();
-                if let gst::MessageView::Element(e) = msg.view()
-                    && let Some(st) = e.structure()
-                {
-                    match st.name().as_str() {
-                        "splitmuxsink-fragment-opened" => open_fragments += 1,
-                        "splitmuxsink-fragment-closed" => {
-                            open_fragments -= 1;
-                            on_closed(st, ready, metrics, &device);
-                        }
-                        _ => {}
-                    }
+                if let gst::MessageView::Element(e) = msg.view() {
+                    on_fragment_message(e, &mut open_fragments, ready, metrics, &device);
                 }
             }
         }
@@ -289,6 +271,26 @@ fn record_once(
     // close) is handed on now; processing keeps it or quarantines it as truncated.
     recover_spool(spool, ready);
     Ok(got_video.load(Ordering::Relaxed))
+}
+
+/// Counts splitmuxsink's fragment-opened/closed messages (they may arrive in either order
+/// around a cut) and hands each closed fragment on.
+fn on_fragment_message(
+    e: &gst::message::Element,
+    open_fragments: &mut i64,
+    ready: &Path,
+    metrics: &Metrics,
+    device: &str,
+) {
+    let Some(st) = e.structure() else { return };
+    match st.name().as_str() {
+        "splitmuxsink-fragment-opened" => *open_fragments += 1,
+        "splitmuxsink-fragment-closed" => {
+            *open_fragments -= 1;
+            on_closed(st, ready, metrics, device);
+        }
+        _ => {}
+    }
 }
 
 fn on_closed(st: &gst::StructureRef, ready: &Path, metrics: &Metrics, device: &str) {

@@ -610,6 +610,14 @@ impl Router {
         }
     }
 
+    /// The region and the store staged clips live in (its vault, else its store), after
+    /// checking the staging name (a clip id).
+    fn staging(&self, region: &str, name: &str) -> Result<(&Region, &Store), RouteError> {
+        ids::clip(name).map_err(RouteError::InvalidId)?;
+        let r = self.region(region)?;
+        Ok((r, r.vault.as_ref().unwrap_or(&r.store)))
+    }
+
     /// Stages a raw clip for a queue worker in `region`: encrypted with a fresh key (the key in
     /// the region's key store, written first), the ciphertext in the region's vault or, without
     /// one, its store, under `staging/`. Raw media never sits unencrypted in a store. Returns
@@ -620,8 +628,7 @@ impl Router {
         name: &str,
         plain: &[u8],
     ) -> Result<String, RouteError> {
-        ids::clip(name).map_err(RouteError::InvalidId)?;
-        let r = self.region(region)?;
+        let (r, target) = self.staging(region, name)?;
         let key = vault::new_key();
         let enc = vault::encrypt(&key, plain)?;
         let meta = vec![("obscura-kind", "staging".to_string())];
@@ -629,7 +636,6 @@ impl Router {
             format!("keys/staging/{name}.key"),
             format!("staging/{name}.enc"),
         );
-        let target = r.vault.as_ref().unwrap_or(&r.store);
         self.rt
             .block_on(r.keys.put(&kkey, Bytes::copy_from_slice(&key), &meta))
             .map_err(RouteError::Store)?;
@@ -642,9 +648,7 @@ impl Router {
 
     /// The staged clip `name`, decrypted; `None` when it is gone.
     pub fn staging_get(&self, region: &str, name: &str) -> Result<Option<Vec<u8>>, RouteError> {
-        ids::clip(name).map_err(RouteError::InvalidId)?;
-        let r = self.region(region)?;
-        let target = r.vault.as_ref().unwrap_or(&r.store);
+        let (r, target) = self.staging(region, name)?;
         let Some(key) = self
             .rt
             .block_on(r.keys.get(&format!("keys/staging/{name}.key")))
@@ -668,9 +672,7 @@ impl Router {
 
     /// Removes a staged clip: its key first (what is left can no longer be read).
     pub fn staging_delete(&self, region: &str, name: &str) -> Result<(), RouteError> {
-        ids::clip(name).map_err(RouteError::InvalidId)?;
-        let r = self.region(region)?;
-        let target = r.vault.as_ref().unwrap_or(&r.store);
+        let (r, target) = self.staging(region, name)?;
         self.rt
             .block_on(r.keys.delete(&format!("keys/staging/{name}.key")))
             .map_err(RouteError::Store)?;

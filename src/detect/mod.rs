@@ -81,14 +81,67 @@ pub struct DetectorImage<'a> {
     pub stride: usize,
 }
 
+/// A batch of detector inputs already packed as an NCHW float tensor (raw 0..255 values,
+/// channels in the detector's [`ChannelOrder`]): what [`to_nchw`] makes from packed images, or
+/// what the zoom pass renders directly (`zoom::render_nchw`).
+#[derive(Debug, Clone, Copy)]
+pub struct NchwTensor<'a> {
+    pub data: &'a [f32],
+    pub batch: usize,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl NchwTensor<'_> {
+    /// Checks the size suits a fully convolutional detector with stride 32 and the data
+    /// holds exactly `batch` images.
+    pub(crate) fn check(&self) -> Result<(), DetectError> {
+        let (w, h) = (self.width, self.height);
+        if w == 0 || h == 0 || w % 32 != 0 || h % 32 != 0 {
+            return Err(DetectError::BadInput {
+                got_w: w,
+                got_h: h,
+                want: "a size that is a multiple of 32".into(),
+            });
+        }
+        if self.data.len() != self.batch * 3 * w as usize * h as usize {
+            return Err(DetectError::BadInput {
+                got_w: w,
+                got_h: h,
+                want: format!(
+                    "{} floats for {} image(s), got {}",
+                    self.batch * 3 * w as usize * h as usize,
+                    self.batch,
+                    self.data.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A face detector. Boxes come back in detector-input pixels; the caller scales them.
 pub trait FaceDetector: Send {
     fn kind(&self) -> ModelKind;
     fn model(&self) -> &ModelFile;
     fn channel_order(&self) -> ChannelOrder;
     fn provider(&self) -> ActiveProvider;
-    /// Runs the detector on a batch of images of one size; one result list per image.
-    fn detect(&mut self, batch: &[DetectorImage<'_>]) -> Result<Vec<Vec<Detection>>, DetectError>;
+    /// Runs the detector on a batch already packed as a tensor; one result list per image.
+    fn detect_tensor(&mut self, t: NchwTensor<'_>) -> Result<Vec<Vec<Detection>>, DetectError>;
+    /// Runs the detector on a batch of packed images of one size; one result list per image.
+    fn detect(&mut self, batch: &[DetectorImage<'_>]) -> Result<Vec<Vec<Detection>>, DetectError> {
+        let Some(first) = batch.first() else {
+            return Ok(Vec::new());
+        };
+        let (width, height) = (first.width, first.height);
+        let data = to_nchw(batch, width, height)?;
+        self.detect_tensor(NchwTensor {
+            data: &data,
+            batch: batch.len(),
+            width,
+            height,
+        })
+    }
 }
 
 /// Loads the detector of `kind`, verifying the model's sha256 first.

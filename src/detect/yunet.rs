@@ -7,7 +7,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::{
-    ActiveProvider, ChannelOrder, DetectError, DetectorImage, FaceDetector, ModelFile, ModelKind,
+    ActiveProvider, ChannelOrder, DetectError, FaceDetector, ModelFile, ModelKind, NchwTensor,
 };
 use crate::geom::{BoxF, nms};
 use crate::types::Detection;
@@ -101,26 +101,19 @@ impl FaceDetector for Yunet {
         self.provider
     }
 
-    fn detect(&mut self, batch: &[DetectorImage<'_>]) -> Result<Vec<Vec<Detection>>, DetectError> {
-        let Some(first) = batch.first() else {
+    fn detect_tensor(&mut self, t: NchwTensor<'_>) -> Result<Vec<Vec<Detection>>, DetectError> {
+        if t.batch == 0 {
             return Ok(Vec::new());
-        };
-        let (w, h) = (first.width, first.height);
-        if w == 0 || h == 0 || w % 32 != 0 || h % 32 != 0 {
-            return Err(DetectError::BadInput {
-                got_w: w,
-                got_h: h,
-                want: "a size that is a multiple of 32".into(),
-            });
         }
-        let data = super::to_nchw(batch, w, h)?;
-        let b = batch.len();
+        t.check()?;
+        let (b, w, h) = (t.batch, t.width, t.height);
+        let data = t.data;
         let err = |e: ort::Error| DetectError::Inference {
             model: "yunet".into(),
             reason: e.to_string(),
         };
-        let input = TensorRef::from_array_view(([b, 3, h as usize, w as usize], data.as_slice()))
-            .map_err(err)?;
+        let input =
+            TensorRef::from_array_view(([b, 3, h as usize, w as usize], data)).map_err(err)?;
         let outputs = self
             .session
             .run(ort::inputs!["input" => input])

@@ -33,6 +33,9 @@ pub struct SmallSpec {
     pub height: u32,
     /// GStreamer format name: "BGR" or "RGB".
     pub format: &'static str,
+    /// Only every `every`-th decoded frame (counting from the first, 0) gets a copy; the
+    /// others are dropped before scaling, so the detector's frame rate is all that is paid.
+    pub every: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +165,22 @@ fn capsfilter(caps: &gst::Caps) -> Result<gst::Element, MediaError> {
     Ok(f)
 }
 
+/// Drops all but every `every`-th buffer arriving at `element`'s sink pad (the first is kept).
+fn decimate(element: &gst::Element, every: u32) {
+    let Some(pad) = element.static_pad("sink") else {
+        return;
+    };
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        let n = seen.fetch_add(1, Ordering::Relaxed);
+        if n.is_multiple_of(u64::from(every)) {
+            gst::PadProbeReturn::Ok
+        } else {
+            gst::PadProbeReturn::Drop
+        }
+    });
+}
+
 fn link_all(elements: &[&gst::Element]) -> Result<(), MediaError> {
     gst::Element::link_many(elements.iter().copied())
         .map_err(|e| MediaError::Gst(format!("linking: {e}")))
@@ -228,6 +247,9 @@ impl Decoder {
                     .field("height", spec.height as i32)
                     .build();
                 let small = appsink("small", &caps)?;
+                if spec.every > 1 {
+                    decimate(&qs, spec.every);
+                }
                 add_all(&pipeline, &[&qs, &scale, &conv2, small.upcast_ref()])?;
                 link_all(&[&tee, &qs, &scale, &conv2, small.upcast_ref()])?;
                 let (tx, rx) = bounded(cfg.video_queue.max(1));

@@ -296,6 +296,9 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         width: det_w,
         height: det_h,
         format: d.channel_order().gst_format(),
+        every: cfg
+            .detect
+            .every_for(video.as_ref().map(|v| v.fps()).unwrap_or(0.0)),
     });
     let (decoder, streams) = Decoder::start(&DecodeConfig {
         path: input.clone(),
@@ -668,6 +671,7 @@ impl Stages {
                 zoom_tiles: s.zoom_tiles,
                 zoom_every: s.cfg.zoom_every(s.frame_size.0, s.frame_size.1, s.fps),
                 zoom_max_face: s.cfg.detect.zoom_max_face(),
+                zoom_buf: Vec::new(),
                 out: to_track,
                 error: error.clone(),
                 ticks: ticks.clone(),

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::detect::tracker::{TrackLog, Tracker};
 use crate::detect::zoom::Tile;
-use crate::detect::{DetectError, DetectorImage, FaceDetector};
+use crate::detect::{DetectError, DetectorImage, FaceDetector, NchwTensor};
 use crate::redact::video::{PlaneMut, redact_planes};
 use crate::types::*;
 
@@ -37,6 +37,8 @@ pub(super) struct DetectStage {
     pub(super) zoom_every: u32,
     /// Largest face (frame pixels) the zoom pass reports.
     pub(super) zoom_max_face: f32,
+    /// The zoom pass's input tensor, kept between sweeps (tens of MB at 720p).
+    pub(super) zoom_buf: Vec<f32>,
     pub(super) out: Sender<DetectedFrame>,
     pub(super) error: FirstError,
     pub(super) ticks: Arc<AtomicU64>,
@@ -55,13 +57,18 @@ impl DetectStage {
     pub(super) fn run(mut self) -> Result<(), PipelineError> {
         let _span = tracing::debug_span!("detect").entered();
         let mut index: u64 = 0;
+        // Every decoded frame, shown or not: the decoder makes a detector copy of every
+        // `every`-th one of these (see `SmallSpec::every`).
+        let mut decoded: u64 = 0;
         let mut pending: Vec<Pending> = Vec::new();
         let mut detect_time = Duration::ZERO;
         let has_detector = self.detector.is_some();
         loop {
             let Ok(full) = self.full.recv() else { break };
+            let has_copy = decoded.is_multiple_of(u64::from(self.every));
+            decoded += 1;
             let small = match &self.small {
-                Some(rx) => match rx.recv() {
+                Some(rx) if has_copy => match rx.recv() {
                     Ok(s) => Some(s),
                     Err(_) => {
                         if self.error.is_set() {
@@ -73,7 +80,7 @@ impl DetectStage {
                         ));
                     }
                 },
-                None => None,
+                _ => None,
             };
             // Frames outside the demuxer's segment (cut by an edit list) are not shown.
             let Some(frame) = sample_to_frame(&self.input, index, &full)? else {
@@ -95,7 +102,7 @@ impl DetectStage {
                 }
                 _ => {}
             }
-            let main = has_detector && index.is_multiple_of(u64::from(self.every));
+            let main = has_detector && small.is_some();
             let zoom = has_detector
                 && !self.zoom_tiles.is_empty()
                 && index.is_multiple_of(u64::from(self.zoom_every));
@@ -242,23 +249,25 @@ impl DetectStage {
                 None => groups.push(((t.in_w, t.in_h), vec![*t])),
             }
         }
-        for (_, tiles) in groups {
-            let rendered: Vec<Vec<u8>> = tiles
-                .iter()
-                .map(|t| crate::detect::zoom::render(&planes, t, order))
-                .collect();
-            let images: Vec<DetectorImage<'_>> = tiles
-                .iter()
-                .zip(&rendered)
-                .map(|(t, data)| DetectorImage {
-                    data,
-                    width: t.in_w,
-                    height: t.in_h,
-                    stride: t.in_w as usize * 3,
-                })
-                .collect();
+        for ((in_w, in_h), tiles) in groups {
+            // Rendered straight into the detector's input tensor, reused between sweeps.
+            let one = 3 * in_w as usize * in_h as usize;
+            self.zoom_buf.resize(one * tiles.len(), 0.0);
+            for (t, dst) in tiles.iter().zip(self.zoom_buf.chunks_exact_mut(one)) {
+                crate::detect::zoom::render_nchw(&planes, t, order, dst);
+            }
             let det = self.detector.as_mut().expect("checked above");
-            let raw = det.detect(&images).map_err(|e| self.detect_err(e))?;
+            let raw = det
+                .detect_tensor(NchwTensor {
+                    data: &self.zoom_buf,
+                    batch: tiles.len(),
+                    width: in_w,
+                    height: in_h,
+                })
+                .map_err(|source| PipelineError::Detect {
+                    path: self.input.clone(),
+                    source,
+                })?;
             for (t, dets) in tiles.iter().zip(raw) {
                 let (sx, sy) = t.back_scale();
                 // The zoom pass is for small faces only: magnified large structures give

@@ -2,8 +2,11 @@
 //! measured the same way every time, in one run on one input.
 //!
 //! Owns: timing decode-only, transcode-only (same encoder settings, no AI) and the full
-//! pipeline on the same file, the detector alone at the sizes the pipeline uses, and — when
-//! the input has a ground-truth file beside it (`X.gt.json`) — the leak rate of the full run.
+//! pipeline on the same file — wall-clock fps and CPU time per frame (the process's
+//! `getrusage`, all threads: steadier than fps on a shared machine) —, N copies of the full
+//! run at once, the detector alone at the sizes the pipeline uses (batch 1/8/32), the device
+//! that ran (inference provider, video decoder, GPU memory), and — when the input has a
+//! ground-truth file beside it (`X.gt.json`) — the leak rate of the full run.
 //! Must not touch: the pipeline's behaviour; it only runs it in its modes, writing into a
 //! scratch folder that is removed afterwards.
 
@@ -29,6 +32,15 @@ pub struct BenchReport {
     pub full_fps: f64,
     /// full / transcode-only.
     pub full_vs_transcode: f64,
+    /// CPU milliseconds per frame of each mode (median run; all threads of the process).
+    pub cpu_ms_per_frame: CpuPerFrame,
+    /// transcode-only CPU / full CPU per frame: the share of the machine's limit the full
+    /// pipeline reaches when the machine is saturated, measured without the wall clock.
+    pub full_vs_transcode_cpu: f64,
+    /// `concurrent` full runs of the same input at once (absent with `--concurrent 0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrent: Option<ConcurrentBench>,
+    pub device: DeviceReport,
     /// Per-stage milliseconds per frame of the median full run.
     pub stage_ms_per_frame: crate::types::StageTimes,
     pub detector: DetectorBench,
@@ -41,6 +53,42 @@ pub struct BenchReport {
     pub leak: Option<LeakSummary>,
     pub settings: BenchSettings,
     pub machine: Machine,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuPerFrame {
+    pub decode_only: f64,
+    pub transcode_only: f64,
+    pub full: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConcurrentBench {
+    pub files: usize,
+    /// Frames of all files together per second of wall time.
+    pub fps: f64,
+    pub wall_s: f64,
+}
+
+/// What actually ran: `--device` asks, this says.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceReport {
+    pub requested: String,
+    /// Execution provider of the face detector's session: "cpu" or "cuda".
+    pub inference: String,
+    /// GStreamer video decoder of the full run (`avdec_h264`: CPU; `nvh264dec`: NVDEC).
+    pub video_decoder: Option<String>,
+    /// GPU memory held by this process after the detector bench (from `nvidia-smi`); absent
+    /// when inference ran on the CPU or `nvidia-smi` is not there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_mib: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchTiming {
+    pub batch: usize,
+    pub ms_per_frame: f64,
+    pub fps: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,8 +112,8 @@ pub struct DetectorBench {
     /// Zoom pass: milliseconds per sweep (all tiles of one frame), if the pass runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zoom_sweep_ms: Option<f64>,
-    /// Batch sizes 1/8/32 at the main size: milliseconds per frame.
-    pub batch_ms_per_frame: Vec<(usize, f64)>,
+    /// The main size at each batch size asked for (default 1, 8, 32).
+    pub batches: Vec<BatchTiming>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +132,33 @@ pub struct Machine {
     pub date: String,
 }
 
+/// CPU seconds (user + system) used so far by all threads of this process.
+fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// GPU memory (MiB) this process holds, from `nvidia-smi`; `None` when it cannot tell.
+fn gpu_memory_mib() -> Option<u64> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-compute-apps=pid,used_memory",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .ok()?;
+    let pid = std::process::id().to_string();
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let (p, m) = l.split_once(',')?;
+        (p.trim() == pid).then(|| m.trim().parse().ok())?
+    })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -98,6 +173,7 @@ pub fn run(
     cfg: &Config,
     runs: u32,
     batches: &[usize],
+    concurrent: usize,
 ) -> Result<BenchReport, PipelineError> {
     let scratch = tempfile::Builder::new()
         .prefix("obscura-bench-")
@@ -113,6 +189,7 @@ pub fn run(
         message: "bench needs a video input".into(),
     })?;
     let mut times: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     let mut full_runs = Vec::new();
     let mut frames = 0;
     let runs = runs.max(1);
@@ -127,11 +204,13 @@ pub fn run(
                 output: out.clone(),
                 sidecar: Some(scratch.path().join(format!("run{r}-{k}.json"))),
             };
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), process_cpu_s());
             let o = crate::pipeline::run(&job, cfg, &Control::default(), mode)?;
             let wall = t.elapsed().as_secs_f64();
+            let cpu_s = process_cpu_s() - c;
             frames = o.sidecar.totals.frames;
             times[k].push(frames as f64 / wall);
+            cpu[k].push(cpu_s * 1e3 / frames.max(1) as f64);
             if mode == Mode::Redact {
                 full_runs.push((frames as f64 / wall, o));
             } else {
@@ -142,8 +221,14 @@ pub fn run(
     let decode = median(times[0].clone());
     let transcode = median(times[1].clone());
     let full = median(times[2].clone());
+    let cpu_ms = cpu.map(median);
     full_runs.sort_by(|a, b| a.0.total_cmp(&b.0));
     let median_full = full_runs.swap_remove(full_runs.len() / 2).1;
+    let concurrent = if concurrent > 0 {
+        Some(run_concurrent(input, cfg, scratch.path(), concurrent)?)
+    } else {
+        None
+    };
 
     let gt_path = gt_beside(input);
     let leak = match gt_path.and_then(|p| crate::eval::GroundTruth::load(&p).ok()) {
@@ -164,7 +249,7 @@ pub fn run(
     let tiles = zoom
         .map(|z| crate::detect::zoom::layout(video.width, video.height, z))
         .unwrap_or_default();
-    let detector = bench_detector(input, cfg, det_size, &tiles, batches)?;
+    let (detector, gpu_memory_mib) = bench_detector(input, cfg, det_size, &tiles, batches)?;
     let lib = crate::detect::runtime::loaded_library()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -181,6 +266,23 @@ pub fn run(
             (full / transcode * 1000.0).round() / 1000.0
         } else {
             0.0
+        },
+        cpu_ms_per_frame: CpuPerFrame {
+            decode_only: round2(cpu_ms[0]),
+            transcode_only: round2(cpu_ms[1]),
+            full: round2(cpu_ms[2]),
+        },
+        full_vs_transcode_cpu: if cpu_ms[2] > 0.0 {
+            (cpu_ms[1] / cpu_ms[2] * 1000.0).round() / 1000.0
+        } else {
+            0.0
+        },
+        concurrent,
+        device: DeviceReport {
+            requested: cfg.runtime.device.to_string(),
+            inference: detector.provider.clone(),
+            video_decoder: median_full.video_decoder.clone(),
+            gpu_memory_mib,
         },
         stage_ms_per_frame: median_full.sidecar.timing.stage_ms_per_frame.clone(),
         vad_ms_per_audio_s: median_full.sidecar.timing.vad_ms_per_audio_s,
@@ -212,6 +314,56 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// `n` full runs of `input` at once, each on its own thread (as `batch --jobs n` runs files).
+fn run_concurrent(
+    input: &Path,
+    cfg: &Config,
+    scratch: &Path,
+    n: usize,
+) -> Result<ConcurrentBench, PipelineError> {
+    let t = Instant::now();
+    let results: Vec<Result<u64, PipelineError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let job = Job {
+                    input: input.to_path_buf(),
+                    output: scratch.join(format!("concurrent{i}.mp4")),
+                    sidecar: Some(scratch.join(format!("concurrent{i}.json"))),
+                };
+                s.spawn(move || {
+                    crate::pipeline::run(&job, cfg, &Control::default(), Mode::Redact)
+                        .map(|o| o.sidecar.totals.frames)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(PipelineError::Internal {
+                        path: input.to_path_buf(),
+                        message: "a concurrent bench run panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let wall = t.elapsed().as_secs_f64();
+    let mut frames = 0;
+    for r in results {
+        frames += r?;
+    }
+    Ok(ConcurrentBench {
+        files: n,
+        fps: round1(frames as f64 / wall),
+        wall_s: (wall * 1000.0).round() / 1000.0,
+    })
+}
+
 /// `X.gt.json` beside `X.mp4`.
 pub fn gt_beside(input: &Path) -> Option<PathBuf> {
     let p = input.with_extension("gt.json");
@@ -227,7 +379,7 @@ fn bench_detector(
     (w, h): (u32, u32),
     tiles: &[crate::detect::zoom::Tile],
     batches: &[usize],
-) -> Result<DetectorBench, PipelineError> {
+) -> Result<(DetectorBench, Option<u64>), PipelineError> {
     let opts = SessionOptions {
         device: cfg.runtime.device,
         intra_threads: cfg.runtime.threads,
@@ -267,10 +419,15 @@ fn bench_detector(
         Ok(median(v))
     };
     let main_ms = time(w, h, 1, 9)?;
-    let mut batch_ms_per_frame = Vec::new();
-    for &b in batches {
+    let mut timings = Vec::new();
+    for &b in batches.iter().filter(|&&b| b > 0) {
         let reps = if b >= 16 { 2 } else { 4 };
-        batch_ms_per_frame.push((b, (time(w, h, b, reps)? / b as f64 * 100.0).round() / 100.0));
+        let ms = time(w, h, b, reps)? / b as f64;
+        timings.push(BatchTiming {
+            batch: b,
+            ms_per_frame: round2(ms),
+            fps: round1(1e3 / ms.max(1e-9)),
+        });
     }
     let zoom_sweep_ms = if tiles.is_empty() {
         None
@@ -281,10 +438,19 @@ fn bench_detector(
         }
         Some((total * 10.0).round() / 10.0)
     };
-    Ok(DetectorBench {
-        provider: det.provider().name().into(),
-        main_ms: (main_ms * 100.0).round() / 100.0,
-        zoom_sweep_ms,
-        batch_ms_per_frame,
-    })
+    let provider = det.provider();
+    let gpu = if provider == crate::detect::ActiveProvider::Cuda {
+        gpu_memory_mib()
+    } else {
+        None
+    };
+    Ok((
+        DetectorBench {
+            provider: provider.name().into(),
+            main_ms: round2(main_ms),
+            zoom_sweep_ms,
+            batches: timings,
+        },
+        gpu,
+    ))
 }

@@ -190,6 +190,9 @@ pub struct BenchArgs {
     /// Detector batch sizes to time at the main input size.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     pub batches: Vec<usize>,
+    /// Also time this many full runs of the input at once (0: skip).
+    #[arg(long, default_value_t = 2)]
+    pub concurrent: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -731,7 +734,7 @@ fn cmd_bench(a: BenchArgs) -> u8 {
         fail("no INPUT given and the bundled samples/faces_sizes.mp4 was not found");
         return exit::USAGE;
     };
-    match crate::bench::run(&input, &cfg, a.runs, &a.batches) {
+    match crate::bench::run(&input, &cfg, a.runs, &a.batches, a.concurrent) {
         Ok(r) => {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -772,9 +775,36 @@ fn cmd_bench(a: BenchArgs) -> u8 {
                         "voice activity   {v:.2} ms per second of audio (Silero VAD, 1 thread)"
                     );
                 }
-                for (b, ms) in &r.detector.batch_ms_per_frame {
-                    println!("                 batch {b:>2}: {ms:.2} ms/frame");
+                for b in &r.detector.batches {
+                    println!(
+                        "                 batch {:>2}: {:.2} ms/frame ({:.1} fps)",
+                        b.batch, b.ms_per_frame, b.fps
+                    );
                 }
+                let cpu = &r.cpu_ms_per_frame;
+                println!(
+                    "cpu ms/frame     decode {:.2}  transcode {:.2}  full {:.2}  (transcode/full {:.0}%)",
+                    cpu.decode_only,
+                    cpu.transcode_only,
+                    cpu.full,
+                    r.full_vs_transcode_cpu * 100.0
+                );
+                if let Some(c) = &r.concurrent {
+                    println!(
+                        "concurrent       {} files at once: {:.1} fps in all",
+                        c.files, c.fps
+                    );
+                }
+                println!(
+                    "device           {} asked; inference on {}, video decoder {}{}",
+                    r.device.requested,
+                    r.device.inference,
+                    r.device.video_decoder.as_deref().unwrap_or("-"),
+                    r.device
+                        .gpu_memory_mib
+                        .map(|m| format!(", {m} MiB GPU memory"))
+                        .unwrap_or_default()
+                );
                 if let Some(l) = &r.leak {
                     println!(
                         "leak             {:.2}% of {} ground-truth boxes; {:.1}% of the rest unchanged",

@@ -71,6 +71,7 @@ pub struct Decoder {
     senders: Senders,
     outcome: Arc<Mutex<Option<Result<(), MediaError>>>>,
     bus_thread: Option<std::thread::JoinHandle<()>>,
+    video_decoder: Arc<Mutex<Option<String>>>,
 }
 
 type SharedSender = Arc<Mutex<Option<Sender<gst::Sample>>>>;
@@ -201,6 +202,24 @@ impl Decoder {
         let src = make("filesrc")?;
         src.set_property("location", cfg.path.to_string_lossy().to_string());
         let decodebin = make("decodebin")?;
+        // Which video decoder decodebin plugged (software or NVDEC), for reports.
+        let video_decoder = Arc::new(Mutex::new(None));
+        {
+            let slot = video_decoder.clone();
+            decodebin
+                .downcast_ref::<gst::Bin>()
+                .expect("decodebin is a bin")
+                .connect_deep_element_added(move |_, _, element| {
+                    let Some(f) = element.factory() else { return };
+                    let klass = f.metadata(gst::ELEMENT_METADATA_KLASS).unwrap_or_default();
+                    if klass.contains("Decoder")
+                        && klass.contains("Video")
+                        && let Ok(mut g) = slot.lock()
+                    {
+                        *g = Some(f.name().to_string());
+                    }
+                });
+        }
         add_all(&pipeline, &[&src, &decodebin])?;
         link_all(&[&src, &decodebin])?;
 
@@ -387,6 +406,7 @@ impl Decoder {
             abort,
             senders,
             outcome,
+            video_decoder,
             bus_thread: Some(bus_thread),
         };
         if let Err(e) = decoder.pipeline.set_state(gst::State::Playing) {
@@ -430,6 +450,12 @@ impl Decoder {
 
     /// Waits (up to `timeout`) for the end of the stream and reports how it ended: `Ok` after
     /// a clean end of stream, the classified error otherwise.
+    /// The factory name of the video decoder in use (`avdec_h264`, `nvh264dec`, …), once
+    /// decodebin has plugged one.
+    pub fn video_decoder(&self) -> Option<String> {
+        self.video_decoder.lock().ok().and_then(|g| g.clone())
+    }
+
     pub fn finish(mut self, timeout: Duration) -> Result<(), MediaError> {
         let deadline = std::time::Instant::now() + timeout;
         let result = loop {

@@ -71,6 +71,48 @@ pub fn init() -> Result<(), MediaError> {
     .map_err(MediaError::Gst)
 }
 
+/// GStreamer's NVDEC decoders (gst-plugins-bad `nvcodec`; they exist only where the NVIDIA
+/// driver's decoder library is found).
+pub const NVDEC_DECODERS: [&str; 2] = ["nvh264dec", "nvh265dec"];
+
+/// Whether video decoding may use NVDEC, decided once per process from the device setting:
+/// with `gpu` the NVDEC decoders (where present) are ranked above the software ones so that
+/// `decodebin` picks them, and a log line says which decoder family is used; without it they
+/// are ranked out, so that `--device cpu` decodes on the CPU even on a GPU host. Returns the
+/// NVDEC decoders that are available (empty: software decoding).
+pub fn choose_video_decoders(gpu: bool) -> Result<Vec<&'static str>, MediaError> {
+    static CHOSEN: OnceLock<Vec<&'static str>> = OnceLock::new();
+    init()?;
+    Ok(CHOSEN
+        .get_or_init(|| {
+            let present: Vec<(&'static str, gst::ElementFactory)> = NVDEC_DECODERS
+                .iter()
+                .filter_map(|n| gst::ElementFactory::find(n).map(|f| (*n, f)))
+                .collect();
+            for (_, f) in &present {
+                f.set_rank(if gpu {
+                    gst::Rank::PRIMARY + 100
+                } else {
+                    gst::Rank::NONE
+                });
+            }
+            let names: Vec<&'static str> = present.iter().map(|(n, _)| *n).collect();
+            if gpu {
+                if names.is_empty() {
+                    tracing::info!(
+                        "NVDEC unavailable (no nvh264dec/nvh265dec: GStreamer's nvcodec plugin needs the NVIDIA driver); decoding video on the CPU"
+                    );
+                } else {
+                    tracing::info!(decoders = ?names, "decoding H.264/H.265 with NVDEC");
+                }
+                names
+            } else {
+                Vec::new()
+            }
+        })
+        .clone())
+}
+
 /// Elements the redact pipeline needs, with the Debian package that provides each.
 pub const REQUIRED_ELEMENTS: &[(&str, &str)] = &[
     ("filesrc", "libgstreamer1.0-0"),

@@ -144,6 +144,8 @@ pub struct Outcome {
     pub output: PathBuf,
     pub sidecar_path: PathBuf,
     pub sidecar: Sidecar,
+    /// The GStreamer video decoder that ran (`avdec_h264`, `nvh264dec`, …); none for audio.
+    pub video_decoder: Option<String>,
 }
 
 /// Redacts one file: probe, detect faces, track, redact, encode, commit output and sidecar.
@@ -300,6 +302,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
             .detect
             .every_for(video.as_ref().map(|v| v.fps()).unwrap_or(0.0)),
     });
+    crate::media::choose_video_decoders(cfg.runtime.device != crate::detect::Device::Cpu)?;
     let (decoder, streams) = Decoder::start(&DecodeConfig {
         path: input.clone(),
         video: video.is_some(),
@@ -347,6 +350,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         }
         (Ok(()), Ok(r)) => r,
     };
+    let video_decoder = decoder.video_decoder();
     decoder.finish(Duration::from_secs(cfg.limits.stall_secs))?;
     check_complete(&input, &info, &frames)?;
     if video.is_some() && frames.frames == 0 {
@@ -440,6 +444,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         output: output_path,
         sidecar_path,
         sidecar,
+        video_decoder,
     })
 }
 

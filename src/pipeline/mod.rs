@@ -664,6 +664,10 @@ impl Stages {
         };
 
         if let Some(full) = s.streams.full {
+            let batch = s
+                .detector
+                .as_ref()
+                .map_or(1, |d| s.cfg.detect.batch_for(d.provider()));
             let ctx = DetectStage {
                 input: s.input.clone(),
                 full,
@@ -672,7 +676,7 @@ impl Stages {
                 det_size: s.det_size,
                 frame_size: s.frame_size,
                 every: s.cfg.detect.every_for(s.fps),
-                batch: s.cfg.detect.batch.max(1),
+                batch,
                 zoom_tiles: s.zoom_tiles,
                 zoom_every: s.cfg.zoom_every(s.frame_size.0, s.frame_size.1, s.fps),
                 zoom_max_face: s.cfg.detect.zoom_max_face(),

@@ -5,7 +5,9 @@
 #   - the ONNX Runtime shared library, from the `onnxruntime` PyPI wheel, into .deps/
 #   - s3s-fs and cargo-fuzz (cargo install) for the storage tests and the fuzz targets
 #   - the release build (cargo build --release --locked)
-# Usage: scripts/setup.sh [--no-build]
+#   - with --gpu, also the `onnxruntime-gpu` wheel's libraries (CUDA and TensorRT execution
+#     providers) into .deps/onnxruntime-gpu/ (255 MB download; for GPU hosts)
+# Usage: scripts/setup.sh [--no-build] [--gpu]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,23 @@ ORT_VERSION=1.31.1
 ORT_LIB="libonnxruntime.so.${ORT_VERSION}"
 ORT_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 DEPS=.deps/onnxruntime
+GPU_DEPS=.deps/onnxruntime-gpu
+# sha256 of each library taken from onnxruntime_gpu-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
+GPU_LIBS=(
+  "libonnxruntime.so.${ORT_VERSION} 5104254339ecadae808da771bd0b63b240f0dbd466514234905e54372435c303"
+  "libonnxruntime_providers_shared.so 086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d"
+  "libonnxruntime_providers_cuda.so d5290158115fa5569a3fe8f1f4037ee9b0e86658a96e52f852bbb7039aa88137"
+  "libonnxruntime_providers_tensorrt.so 1882ee49fdb0e6fc2d272b00cfaf9a3310bf8580a34385c0eec4d82014ea172e"
+)
+BUILD=1
+GPU=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) BUILD=0 ;;
+    --gpu) GPU=1 ;;
+    *) echo "setup: unknown option $arg (use --no-build, --gpu)" >&2; exit 2 ;;
+  esac
+done
 
 APT_PACKAGES=(
   pkg-config ca-certificates python3 python3-pip g++
@@ -98,8 +117,43 @@ PY
   say "installed $DEPS/$ORT_LIB"
 fi
 
+# --- ONNX Runtime with the CUDA/TensorRT execution providers (GPU hosts, --gpu) --------------
+have_gpu_ort() {
+  for entry in "${GPU_LIBS[@]}"; do
+    set -- $entry
+    [ -f "$GPU_DEPS/$1" ] && echo "$2  $GPU_DEPS/$1" | sha256sum -c --status || return 1
+  done
+}
+if [ "$GPU" = 1 ]; then
+  if have_gpu_ort; then
+    say "ONNX Runtime $ORT_VERSION (GPU build) present in $GPU_DEPS"
+  else
+    say "fetching ONNX Runtime $ORT_VERSION GPU build (PyPI wheel onnxruntime-gpu==$ORT_VERSION, 255 MB)"
+    gtmp=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+      --platform manylinux_2_28_x86_64 --python-version 3.11 \
+      "onnxruntime-gpu==${ORT_VERSION}" -d "$gtmp"
+    mkdir -p "$GPU_DEPS"
+    names=()
+    for entry in "${GPU_LIBS[@]}"; do names+=("${entry%% *}"); done
+    python3 - "$gtmp" "$GPU_DEPS" "${names[@]}" <<'PY'
+import glob, sys, zipfile
+tmp, deps, *libs = sys.argv[1:]
+wheel = glob.glob(f"{tmp}/onnxruntime_gpu-*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    for lib in libs:
+        with open(f"{deps}/{lib}", "wb") as f:
+            f.write(z.read(f"onnxruntime/capi/{lib}"))
+PY
+    chmod 0755 "$GPU_DEPS"/*.so*
+    rm -rf "$gtmp"
+    have_gpu_ort || { say "ONNX Runtime GPU library checksum mismatch"; exit 1; }
+  fi
+  say "GPU build in $GPU_DEPS: run with OBSCURA_ORT_LIB=$PWD/$GPU_DEPS --device cuda (or auto); it needs the NVIDIA driver and the CUDA 13 runtime and cuBLAS (libcudart.so.13, libcublas.so.13, libcublasLt.so.13, libcurand.so.10) on the library path"
+fi
+
 # --- build ----------------------------------------------------------------------------------
-if [ "${1:-}" != "--no-build" ]; then
+if [ "$BUILD" = 1 ]; then
   say "building (release)"
   cargo build --release --locked
   ./target/release/obscura validate >&2

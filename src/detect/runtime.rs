@@ -223,7 +223,7 @@ pub fn build_session(
     if want_cuda {
         let reason = if !ep::CUDA::is_available().unwrap_or(false) {
             Some(format!(
-                "the ONNX Runtime library {} has no CUDA execution provider (install the onnxruntime-gpu wheel's library)",
+                "the ONNX Runtime library {} has no CUDA execution provider (the GPU build: scripts/setup.sh --gpu, then OBSCURA_ORT_LIB=.deps/onnxruntime-gpu)",
                 loaded.lib.display()
             ))
         } else {
@@ -239,10 +239,15 @@ pub fn build_session(
             }
         };
         if let Some(reason) = reason {
+            // ORT's messages end in blank lines: one line, as every message of ours.
+            let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
             if opts.device == Device::Cuda {
                 return Err(DetectError::CudaUnavailable(reason));
             }
-            tracing::warn!(%reason, "device auto: falling back to the CPU execution provider");
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(%reason, "device auto: CUDA unavailable, inference runs on the CPU execution provider");
+            });
         }
     }
     let mut b = base_builder(loaded, opts)?;

@@ -99,7 +99,7 @@ pub fn choose_video_decoders(gpu: bool) -> Result<Vec<&'static str>, MediaError>
             let names: Vec<&'static str> = present.iter().map(|(n, _)| *n).collect();
             if gpu {
                 if names.is_empty() {
-                    tracing::info!(
+                    tracing::warn!(
                         "NVDEC unavailable (no nvh264dec/nvh265dec: GStreamer's nvcodec plugin needs the NVIDIA driver); decoding video on the CPU"
                     );
                 } else {

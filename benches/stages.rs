@@ -161,8 +161,27 @@ fn bench_detector(c: &mut Criterion) {
             height: h,
             stride: (w * 3) as usize,
         };
+        group.throughput(criterion::Throughput::Elements(1));
         group.bench_function(format!("{w}x{h} batch 1"), |b| {
             b.iter(|| det.detect(&[img]).unwrap())
+        });
+    }
+    // Batching several frames into one run (the main pass's size): frames per second.
+    let (w, h) = (576u32, 320u32);
+    let data = vec![128u8; (w * h * 3) as usize];
+    for n in [8usize, 32] {
+        let imgs = vec![
+            DetectorImage {
+                data: &data,
+                width: w,
+                height: h,
+                stride: (w * 3) as usize,
+            };
+            n
+        ];
+        group.throughput(criterion::Throughput::Elements(n as u64));
+        group.bench_function(format!("{w}x{h} batch {n}"), |b| {
+            b.iter(|| det.detect(&imgs).unwrap())
         });
     }
     group.finish();
@@ -174,6 +193,7 @@ fn bench_end_to_end(c: &mut Criterion) {
     cfg.runtime.models_dir = Some(repo().join("models"));
     let mut group = c.benchmark_group("end to end 720p 240 frames");
     group.sample_size(10);
+    group.throughput(criterion::Throughput::Elements(240));
     let dir = tempfile::tempdir().unwrap();
     for (name, mode) in [
         ("decode only", obscura::pipeline::Mode::DecodeOnly),

@@ -19,6 +19,7 @@ levers=(
   "main pass every 2nd frame|--detect-every 2"
   "main pass every 5th frame|--detect-every 5"
   "zoom pass every 120 frames|--zoom-every 120"
+  "zoom pass at 1.75x|--zoom 1.75"
   "zoom pass at 1.5x|--zoom 1.5"
   "zoom pass off|--zoom off"
   "batch 4 frames per ORT run|$(cfg b4 '[detect]\nbatch = 4')"

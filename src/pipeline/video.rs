@@ -264,10 +264,7 @@ impl DetectStage {
                     width: in_w,
                     height: in_h,
                 })
-                .map_err(|source| PipelineError::Detect {
-                    path: self.input.clone(),
-                    source,
-                })?;
+                .map_err(|e| self.detect_err(e))?;
             for (t, dets) in tiles.iter().zip(raw) {
                 let (sx, sy) = t.back_scale();
                 // The zoom pass is for small faces only: magnified large structures give

@@ -98,6 +98,8 @@ pub struct BenchSettings {
     pub detect_size: [u32; 2],
     pub zoom: Option<f32>,
     pub zoom_every: u32,
+    /// Every n-th sweep covers the whole frame; the others only what changed.
+    pub zoom_full_every: u32,
     pub zoom_tiles: Vec<[u32; 2]>,
     pub quality: String,
     pub style: String,
@@ -294,6 +296,7 @@ pub fn run(
             detect_size: [det_size.0, det_size.1],
             zoom,
             zoom_every: cfg.zoom_every(video.width, video.height, video.fps()),
+            zoom_full_every: cfg.detect.zoom_full_every,
             zoom_tiles: tiles.iter().map(|t| [t.in_w, t.in_h]).collect(),
             quality: format!("{:?}", cfg.encode.quality).to_lowercase(),
             style: cfg.redact.style.name().into(),

@@ -471,6 +471,10 @@ pub struct DetectConfig {
     /// Frames per main-pass detector run. 0 (default) = auto: 1 on the CPU (batching
     /// measured slower per frame there: `obscura bench`), 8 with the CUDA provider.
     pub batch: usize,
+    /// Every n-th zoom sweep covers the whole frame (default 4); the sweeps between look only
+    /// where the picture changed since the last sweep and keep the faces found elsewhere.
+    /// 1 = every sweep covers the whole frame.
+    pub zoom_full_every: u32,
     /// Zoom pass for faces too small for the main pass: `auto` (on when `min_face_px` < 16,
     /// at 24/min_face_px magnification), `off`, or a magnification factor (1.2..4).
     pub zoom: Zoom,
@@ -537,6 +541,7 @@ impl Default for DetectConfig {
             batch: 0,
             zoom: Zoom::Auto,
             zoom_every: 0,
+            zoom_full_every: 4,
         }
     }
 }
@@ -599,13 +604,18 @@ impl DetectConfig {
         }
     }
 
+    /// How far (source pixels) a partial zoom sweep looks around a changed block: the
+    /// smallest face the main pass finds (1.5 x `min_face_px`) plus two blocks, so that every
+    /// face the main pass could miss lies whole inside the region looked at.
+    pub fn zoom_change_pad(&self) -> u32 {
+        (1.5 * self.min_face_px as f32).ceil() as u32 + 2 * crate::detect::zoom::CHANGE_BLOCK
+    }
+
     /// Largest face (source pixels) the zoom pass reports; bigger ones are the main pass's.
     pub fn zoom_max_face(&self) -> f32 {
         4.0 * self.min_face_px as f32
     }
 
-    /// Frames between main passes for a video at `fps`: `every`, or about a tenth of a second
-    /// when it is 0 (auto).
     /// Frames per main-pass run on `provider` (see `batch`).
     pub fn batch_for(&self, provider: crate::detect::ActiveProvider) -> usize {
         match (self.batch, provider) {
@@ -615,6 +625,8 @@ impl DetectConfig {
         }
     }
 
+    /// Frames between main passes for a video at `fps`: `every`, or [`MAIN_PASS_HZ`] times a
+    /// second when it is 0 (auto).
     pub fn every_for(&self, fps: f64) -> u32 {
         if self.every > 0 {
             return self.every;
@@ -865,6 +877,12 @@ impl Config {
         }
         if d.every > 30 {
             return Err(invalid("detect.every", "must be between 0 (auto) and 30"));
+        }
+        if d.zoom_full_every == 0 || d.zoom_full_every > 60 {
+            return Err(invalid(
+                "detect.zoom_full_every",
+                "must be between 1 (every sweep covers the whole frame) and 60",
+            ));
         }
         if d.batch > 64 {
             return Err(invalid("detect.batch", "must be between 0 (auto) and 64"));

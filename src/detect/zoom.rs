@@ -48,6 +48,13 @@ pub const OVERLAP: u32 = 32;
 /// Tiles covering a `width x height` frame at magnification `zoom`. Every frame pixel lies in
 /// at least one tile; neighbouring tiles overlap by [`OVERLAP`] pixels.
 pub fn layout(width: u32, height: u32, zoom: f32) -> Vec<Tile> {
+    layout_in(Rect::new(0, 0, width, height), zoom)
+}
+
+/// Tiles covering the rectangle `r` of a frame at magnification `zoom`, as [`layout`] covers
+/// a whole frame.
+pub fn layout_in(r: Rect, zoom: f32) -> Vec<Tile> {
+    let (width, height) = (r.w(), r.h());
     if width == 0 || height == 0 || zoom.is_nan() || zoom <= 0.0 {
         return Vec::new();
     }
@@ -71,8 +78,8 @@ pub fn layout(width: u32, height: u32, zoom: f32) -> Vec<Tile> {
     for &(y0, h) in &ys {
         for &(x0, w) in &xs {
             tiles.push(Tile {
-                x0,
-                y0,
+                x0: r.x0 + x0,
+                y0: r.y0 + y0,
                 w,
                 h,
                 in_w: ceil_to_multiple(((w as f32 * zoom).round() as u32).max(32), 32),
@@ -81,6 +88,186 @@ pub fn layout(width: u32, height: u32, zoom: f32) -> Vec<Tile> {
         }
     }
     tiles
+}
+
+/// A rectangle of frame pixels, `x0..x1` by `y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x0: u32,
+    pub y0: u32,
+    pub x1: u32,
+    pub y1: u32,
+}
+
+impl Rect {
+    pub fn new(x0: u32, y0: u32, w: u32, h: u32) -> Rect {
+        Rect {
+            x0,
+            y0,
+            x1: x0 + w,
+            y1: y0 + h,
+        }
+    }
+    pub fn w(&self) -> u32 {
+        self.x1.saturating_sub(self.x0)
+    }
+    pub fn h(&self) -> u32 {
+        self.y1.saturating_sub(self.y0)
+    }
+    fn overlaps(&self, o: &Rect) -> bool {
+        self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
+    }
+    fn union(&self, o: &Rect) -> Rect {
+        Rect {
+            x0: self.x0.min(o.x0),
+            y0: self.y0.min(o.y0),
+            x1: self.x1.max(o.x1),
+            y1: self.y1.max(o.y1),
+        }
+    }
+}
+
+/// Side of the square blocks the change test compares (frame pixels).
+pub const CHANGE_BLOCK: u32 = 8;
+/// A block has changed when the mean absolute difference of its luma between two sweeps is
+/// above this. On static content H.264 noise stays around 1–2 levels; a face entering, moving
+/// or turning changes the pixels it covers by tens of levels, even where the block's mean
+/// stays the same.
+pub const CHANGE_THRESHOLD: u32 = 4;
+/// When more than this share of the blocks changed (a pan, a lighting change), the whole frame
+/// is swept.
+pub const MAX_CHANGED_SHARE: f32 = 0.35;
+
+/// The luma plane of a `width x height` frame without row padding: what the next sweep is
+/// compared with.
+pub fn packed_luma(y: &[u8], stride: usize, width: u32, height: u32) -> Vec<u8> {
+    let w = width as usize;
+    let mut out = Vec::with_capacity(w * height as usize);
+    for row in 0..height as usize {
+        out.extend_from_slice(&y[row * stride..row * stride + w]);
+    }
+    out
+}
+
+/// Whether each [`CHANGE_BLOCK`]-sized block changed between `prev` (packed) and `cur`
+/// (rows of `stride`), row by row; partial blocks at the edges judge what they hold.
+fn changed_blocks(prev: &[u8], cur: &[u8], stride: usize, width: u32, height: u32) -> Vec<bool> {
+    let b = CHANGE_BLOCK as usize;
+    let (w, h) = (width as usize, height as usize);
+    let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
+    let mut sums = vec![0u32; bw * bh];
+    for row in 0..h {
+        let (p, c) = (
+            &prev[row * w..row * w + w],
+            &cur[row * stride..row * stride + w],
+        );
+        let sums_row = &mut sums[(row / b) * bw..(row / b + 1) * bw];
+        for (bx, (pc, cc)) in p.chunks(b).zip(c.chunks(b)).enumerate() {
+            sums_row[bx] += pc
+                .iter()
+                .zip(cc)
+                .map(|(&a, &c)| u32::from(a.abs_diff(c)))
+                .sum::<u32>();
+        }
+    }
+    sums.iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let (bx, by) = (i % bw, i / bw);
+            let n = ((w - bx * b).min(b) * (h - by * b).min(b)) as u32;
+            s > CHANGE_THRESHOLD * n
+        })
+        .collect()
+}
+
+/// What changed between two sweeps: the changed blocks, and the regions the zoom pass must look
+/// at again (the changed blocks' neighbourhoods grown by `pad` pixels, overlapping ones merged).
+#[derive(Debug, Clone)]
+pub struct ChangeSet {
+    changed: Vec<bool>,
+    bw: usize,
+    bh: usize,
+    pub regions: Vec<Rect>,
+}
+
+impl ChangeSet {
+    /// Compares the luma of two sweeps of a `width x height` frame: `prev` as
+    /// [`packed_luma`] kept it, `cur` in rows of `stride`. `None` when the whole frame must be
+    /// swept: different sizes, or more than [`MAX_CHANGED_SHARE`] of the blocks changed.
+    pub fn between(
+        prev: &[u8],
+        cur: &[u8],
+        stride: usize,
+        width: u32,
+        height: u32,
+        pad: u32,
+    ) -> Option<Self> {
+        let b = CHANGE_BLOCK;
+        let (w, h) = (width as usize, height as usize);
+        let (bw, bh) = (width.div_ceil(b) as usize, height.div_ceil(b) as usize);
+        if w == 0 || h == 0 || prev.len() != w * h || stride < w || cur.len() < stride * (h - 1) + w
+        {
+            return None;
+        }
+        let changed = changed_blocks(prev, cur, stride, width, height);
+        let n = changed.iter().filter(|&&c| c).count();
+        if n as f32 > MAX_CHANGED_SHARE * changed.len() as f32 {
+            return None;
+        }
+        // Regions: each changed block grown by `pad`, merged until none overlap. Rows of
+        // changed blocks are first joined into runs to keep the list short.
+        let mut regions: Vec<Rect> = Vec::new();
+        for by in 0..bh {
+            let mut bx = 0;
+            while bx < bw {
+                if !changed[by * bw + bx] {
+                    bx += 1;
+                    continue;
+                }
+                let start = bx;
+                while bx < bw && changed[by * bw + bx] {
+                    bx += 1;
+                }
+                let x0 = (start as u32 * b).saturating_sub(pad);
+                let y0 = (by as u32 * b).saturating_sub(pad);
+                let x1 = (bx as u32 * b + pad).min(width);
+                let y1 = ((by as u32 + 1) * b + pad).min(height);
+                regions.push(Rect { x0, y0, x1, y1 });
+            }
+        }
+        let mut merged = true;
+        while merged {
+            merged = false;
+            let mut out: Vec<Rect> = Vec::with_capacity(regions.len());
+            for r in regions {
+                match out.iter_mut().find(|o| o.overlaps(&r)) {
+                    Some(o) => {
+                        *o = o.union(&r);
+                        merged = true;
+                    }
+                    None => out.push(r),
+                }
+            }
+            regions = out;
+        }
+        Some(ChangeSet {
+            changed,
+            bw,
+            bh,
+            regions,
+        })
+    }
+
+    /// Whether any changed block lies within one block of the box `(x, y, w, h)` (frame
+    /// pixels): a detection there is no longer known to be right.
+    pub fn touches(&self, x: f32, y: f32, w: f32, h: f32) -> bool {
+        let b = CHANGE_BLOCK as f32;
+        let clampx = |v: f32| (v / b).floor().clamp(0.0, (self.bw - 1) as f32) as usize;
+        let clampy = |v: f32| (v / b).floor().clamp(0.0, (self.bh - 1) as f32) as usize;
+        let (bx0, bx1) = (clampx(x - b), clampx(x + w + b));
+        let (by0, by1) = (clampy(y - b), clampy(y + h + b));
+        (by0..=by1).any(|by| (bx0..=bx1).any(|bx| self.changed[by * self.bw + bx]))
+    }
 }
 
 /// Read-only I420 planes of a frame.
@@ -312,6 +499,75 @@ mod tests {
                 prop_assert_eq!((out[idx], out[n + idx], out[2 * n + idx]), (f32::from(r), f32::from(g), f32::from(b)));
             }
         }
+    }
+
+    fn frame_with_square(w: usize, h: usize, sq: Option<(usize, usize)>) -> Vec<u8> {
+        let mut y = vec![90u8; w * h];
+        if let Some((x0, y0)) = sq {
+            for r in y0..y0 + 12 {
+                for c in x0..x0 + 12 {
+                    // Textured, with the background's mean: a mean test would not see it.
+                    y[r * w + c] = if (r + c) % 2 == 0 { 40 } else { 140 };
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn a_static_frame_has_nothing_to_look_at_again() {
+        let a = frame_with_square(320, 240, Some((100, 100)));
+        let c = ChangeSet::between(&a, &a, 320, 320, 240, 56).unwrap();
+        assert!(c.regions.is_empty());
+        assert!(!c.touches(100.0, 100.0, 12.0, 12.0));
+    }
+
+    #[test]
+    fn a_moved_face_is_looked_at_again_where_it_was_and_where_it_is() {
+        let a = frame_with_square(320, 240, Some((40, 40)));
+        // The current frame has padded rows (stride 336).
+        let b: Vec<u8> = frame_with_square(320, 240, Some((200, 150)))
+            .chunks(320)
+            .flat_map(|r| r.iter().copied().chain([0u8; 16]))
+            .collect();
+        let c = ChangeSet::between(&a, &b, 336, 320, 240, 56).unwrap();
+        let covers = |x: u32, y: u32| {
+            c.regions
+                .iter()
+                .any(|r| r.x0 <= x && x + 12 <= r.x1 && r.y0 <= y && y + 12 <= r.y1)
+        };
+        assert!(covers(40, 40) && covers(200, 150), "{:?}", c.regions);
+        assert!(c.touches(40.0, 40.0, 12.0, 12.0) && c.touches(200.0, 150.0, 12.0, 12.0));
+        // Far from both, nothing changed.
+        assert!(!c.touches(10.0, 200.0, 12.0, 12.0));
+        for r in &c.regions {
+            assert!(r.x1 <= 320 && r.y1 <= 240);
+        }
+        // Tiles over the regions stay inside the frame and cover them.
+        for r in &c.regions {
+            let tiles = layout_in(*r, 2.0);
+            assert!(!tiles.is_empty());
+            for t in &tiles {
+                assert!(t.x0 >= r.x0 && t.x0 + t.w <= r.x1 && t.y0 >= r.y0 && t.y0 + t.h <= r.y1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_pan_sweeps_the_whole_frame() {
+        let (w, h) = (320usize, 240usize);
+        let a: Vec<u8> = (0..w * h).map(|i| (i % w) as u8).collect();
+        let b: Vec<u8> = (0..w * h).map(|i| ((i % w) + 40) as u8).collect();
+        assert!(ChangeSet::between(&a, &b, w, 320, 240, 56).is_none());
+        // A frame of another size cannot be compared either.
+        assert!(ChangeSet::between(&a[1..], &a, w, 320, 240, 56).is_none());
+        assert!(ChangeSet::between(&a, &a[..w * 100], w, 320, 240, 56).is_none());
+    }
+
+    #[test]
+    fn packed_luma_drops_row_padding() {
+        let y = [1u8, 2, 0, 3, 4, 0];
+        assert_eq!(packed_luma(&y, 3, 2, 2), vec![1, 2, 3, 4]);
     }
 
     proptest! {

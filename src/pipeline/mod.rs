@@ -681,6 +681,14 @@ impl Stages {
                 zoom_every: s.cfg.zoom_every(s.frame_size.0, s.frame_size.1, s.fps),
                 zoom_max_face: s.cfg.detect.zoom_max_face(),
                 zoom_buf: Vec::new(),
+                zoom_factor: s
+                    .cfg
+                    .detect
+                    .zoom_for(s.frame_size.0, s.frame_size.1)
+                    .unwrap_or(1.0),
+                zoom_full_every: s.cfg.detect.zoom_full_every.max(1),
+                zoom_change_pad: s.cfg.detect.zoom_change_pad(),
+                zoom_memory: None,
                 out: to_track,
                 error: error.clone(),
                 ticks: ticks.clone(),

@@ -39,10 +39,26 @@ pub(super) struct DetectStage {
     pub(super) zoom_max_face: f32,
     /// The zoom pass's input tensor, kept between sweeps (tens of MB at 720p).
     pub(super) zoom_buf: Vec<f32>,
+    /// Magnification of the zoom pass.
+    pub(super) zoom_factor: f32,
+    /// Every n-th sweep covers the whole frame (1: every sweep does).
+    pub(super) zoom_full_every: u32,
+    /// How far around a changed block a partial sweep looks (frame pixels): faces up to this
+    /// size that touch the block lie whole inside the region; larger ones are the main pass's.
+    pub(super) zoom_change_pad: u32,
+    /// What the last sweep saw.
+    pub(super) zoom_memory: Option<ZoomMemory>,
     pub(super) out: Sender<DetectedFrame>,
     pub(super) error: FirstError,
     pub(super) ticks: Arc<AtomicU64>,
     pub(super) results: Arc<Mutex<StageResults>>,
+}
+
+/// The last zoom sweep: its frame's luma, the faces it found, sweeps since a full one.
+pub(super) struct ZoomMemory {
+    luma: Vec<u8>,
+    dets: Vec<Detection>,
+    since_full: u32,
 }
 
 /// A frame waiting for the detector: its detector copy when the main pass runs on it, and
@@ -212,8 +228,8 @@ impl DetectStage {
             .collect()
     }
 
-    /// The zoom pass on one frame: every tile rendered from the full-resolution planes, run
-    /// as one batch.
+    /// The zoom pass on one frame: tiles rendered from the full-resolution planes at the zoom
+    /// magnification, over the whole frame or over what changed since the last sweep.
     fn zoom_detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
         use gst_video::prelude::*;
         let Some(det) = self.detector.as_ref() else {
@@ -240,10 +256,81 @@ impl DetectStage {
             width: info.width(),
             height: info.height(),
         };
+        // Where to look: the whole frame on the first sweep, on every `zoom_full_every`-th and
+        // when much changed (a pan, a lighting change); otherwise only around the blocks that
+        // changed since the last sweep, keeping the last sweep's faces elsewhere — the same
+        // pixels give the detector the same answer, so nothing is lost by not asking again.
+        let change = match &self.zoom_memory {
+            Some(m) if m.since_full + 1 < self.zoom_full_every => {
+                crate::detect::zoom::ChangeSet::between(
+                    &m.luma,
+                    planes.y,
+                    planes.strides[0],
+                    planes.width,
+                    planes.height,
+                    self.zoom_change_pad,
+                )
+            }
+            _ => None,
+        };
+        let tiles: Vec<Tile> = match &change {
+            Some(c) => c
+                .regions
+                .iter()
+                .flat_map(|r| crate::detect::zoom::layout_in(*r, self.zoom_factor))
+                .collect(),
+            None => self.zoom_tiles.clone(),
+        };
+        let mut found = self.zoom_tiles_detect(&planes, order, &tiles)?;
+        let since_full = match (&change, &self.zoom_memory) {
+            (Some(c), Some(m)) => {
+                found.extend(
+                    m.dets
+                        .iter()
+                        .filter(|d| !c.touches(d.bbox.x, d.bbox.y, d.bbox.w, d.bbox.h))
+                        .copied(),
+                );
+                found = merge(found);
+                m.since_full + 1
+            }
+            _ => 0,
+        };
+        tracing::trace!(
+            frame = frame.index,
+            tiles = tiles.len(),
+            input_pixels = tiles
+                .iter()
+                .map(|t| u64::from(t.in_w * t.in_h))
+                .sum::<u64>(),
+            full = change.is_none(),
+            faces = found.len(),
+            "zoom pass"
+        );
+        self.zoom_memory = Some(ZoomMemory {
+            luma: crate::detect::zoom::packed_luma(
+                planes.y,
+                planes.strides[0],
+                planes.width,
+                planes.height,
+            ),
+            dets: found.clone(),
+            since_full,
+        });
+        Ok(found)
+    }
+
+    /// Runs the detector on `tiles` of the frame (tiles of one size as one batch) and returns
+    /// the small faces found, in frame pixels.
+    fn zoom_tiles_detect(
+        &mut self,
+        planes: &crate::detect::zoom::I420<'_>,
+        order: crate::detect::ChannelOrder,
+        tiles: &[Tile],
+    ) -> Result<Vec<Detection>, PipelineError> {
         // Tiles of one size go into one batch; edge tiles may differ by a few pixels.
         let mut out = Vec::new();
         let mut groups: Vec<((u32, u32), Vec<Tile>)> = Vec::new();
-        for t in &self.zoom_tiles {
+        for t in tiles {
             match groups.iter_mut().find(|(k, _)| *k == (t.in_w, t.in_h)) {
                 Some((_, v)) => v.push(*t),
                 None => groups.push(((t.in_w, t.in_h), vec![*t])),
@@ -254,7 +341,7 @@ impl DetectStage {
             let one = 3 * in_w as usize * in_h as usize;
             self.zoom_buf.resize(one * tiles.len(), 0.0);
             for (t, dst) in tiles.iter().zip(self.zoom_buf.chunks_exact_mut(one)) {
-                crate::detect::zoom::render_nchw(&planes, t, order, dst);
+                crate::detect::zoom::render_nchw(planes, t, order, dst);
             }
             let det = self.detector.as_mut().expect("checked above");
             let raw = det

@@ -114,6 +114,9 @@ impl Rect {
     pub fn h(&self) -> u32 {
         self.y1.saturating_sub(self.y0)
     }
+    fn area(&self) -> u64 {
+        u64::from(self.w()) * u64::from(self.h())
+    }
     fn overlaps(&self, o: &Rect) -> bool {
         self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
     }
@@ -235,12 +238,18 @@ impl ChangeSet {
                 regions.push(Rect { x0, y0, x1, y1 });
             }
         }
+        // Two overlapping regions become one only when their bounding box is no larger than
+        // the two apart: each region holds its faces whole either way, and merging regions
+        // that merely touch would sweep the empty space between them.
         let mut merged = true;
         while merged {
             merged = false;
             let mut out: Vec<Rect> = Vec::with_capacity(regions.len());
             for r in regions {
-                match out.iter_mut().find(|o| o.overlaps(&r)) {
+                match out
+                    .iter_mut()
+                    .find(|o| o.overlaps(&r) && o.union(&r).area() <= o.area() + r.area())
+                {
                     Some(o) => {
                         *o = o.union(&r);
                         merged = true;

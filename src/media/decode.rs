@@ -204,21 +204,18 @@ impl Decoder {
         let decodebin = make("decodebin")?;
         // Which video decoder decodebin plugged (software or NVDEC), for reports.
         let video_decoder = Arc::new(Mutex::new(None));
-        {
+        if let Some(bin) = decodebin.downcast_ref::<gst::Bin>() {
             let slot = video_decoder.clone();
-            decodebin
-                .downcast_ref::<gst::Bin>()
-                .expect("decodebin is a bin")
-                .connect_deep_element_added(move |_, _, element| {
-                    let Some(f) = element.factory() else { return };
-                    let klass = f.metadata(gst::ELEMENT_METADATA_KLASS).unwrap_or_default();
-                    if klass.contains("Decoder")
-                        && klass.contains("Video")
-                        && let Ok(mut g) = slot.lock()
-                    {
-                        *g = Some(f.name().to_string());
-                    }
-                });
+            bin.connect_deep_element_added(move |_, _, element| {
+                let Some(f) = element.factory() else { return };
+                let klass = f.metadata(gst::ELEMENT_METADATA_KLASS).unwrap_or_default();
+                if klass.contains("Decoder")
+                    && klass.contains("Video")
+                    && let Ok(mut g) = slot.lock()
+                {
+                    *g = Some(f.name().to_string());
+                }
+            });
         }
         add_all(&pipeline, &[&src, &decodebin])?;
         link_all(&[&src, &decodebin])?;

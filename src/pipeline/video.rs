@@ -343,7 +343,9 @@ impl DetectStage {
             for (t, dst) in tiles.iter().zip(self.zoom_buf.chunks_exact_mut(one)) {
                 crate::detect::zoom::render_nchw(planes, t, order, dst);
             }
-            let det = self.detector.as_mut().expect("checked above");
+            let Some(det) = self.detector.as_mut() else {
+                return Ok(Vec::new());
+            };
             let raw = det
                 .detect_tensor(NchwTensor {
                     data: &self.zoom_buf,

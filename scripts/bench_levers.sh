@@ -22,6 +22,7 @@ levers=(
   "zoom pass at 1.75x|--zoom 1.75"
   "zoom pass at 1.5x|--zoom 1.5"
   "zoom pass off|--zoom off"
+  "every zoom sweep over the whole frame (the behaviour before)|$(cfg zf1 '[detect]\nzoom_full_every = 1')"
   "batch 4 frames per ORT run|$(cfg b4 '[detect]\nbatch = 4')"
   "ORT intra-op threads 1|$(cfg t1 '[runtime]\nthreads = 1')"
   "x264 veryfast (--quality balanced)|--quality balanced"

@@ -47,6 +47,21 @@ impl Rect {
     pub fn height(&self) -> usize {
         self.y1 - self.y0
     }
+    pub fn area(&self) -> u64 {
+        self.width() as u64 * self.height() as u64
+    }
+    pub fn overlaps(&self, o: &Rect) -> bool {
+        self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
+    }
+    /// The smallest rectangle holding both.
+    pub fn union(&self, o: &Rect) -> Rect {
+        Rect {
+            x0: self.x0.min(o.x0),
+            y0: self.y0.min(o.y0),
+            x1: self.x1.max(o.x1),
+            y1: self.y1.max(o.y1),
+        }
+    }
 }
 
 impl BoxF {

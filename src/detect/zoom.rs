@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use super::ChannelOrder;
-use crate::geom::ceil_to_multiple;
+use crate::geom::{Rect, ceil_to_multiple};
 
 /// One tile: the source rectangle (frame pixels) and the detector input size it is rendered at.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,13 +48,21 @@ pub const OVERLAP: u32 = 32;
 /// Tiles covering a `width x height` frame at magnification `zoom`. Every frame pixel lies in
 /// at least one tile; neighbouring tiles overlap by [`OVERLAP`] pixels.
 pub fn layout(width: u32, height: u32, zoom: f32) -> Vec<Tile> {
-    layout_in(Rect::new(0, 0, width, height), zoom)
+    layout_in(
+        Rect {
+            x0: 0,
+            y0: 0,
+            x1: width as usize,
+            y1: height as usize,
+        },
+        zoom,
+    )
 }
 
 /// Tiles covering the rectangle `r` of a frame at magnification `zoom`, as [`layout`] covers
 /// a whole frame.
 pub fn layout_in(r: Rect, zoom: f32) -> Vec<Tile> {
-    let (width, height) = (r.w(), r.h());
+    let (width, height) = (r.width() as u32, r.height() as u32);
     if width == 0 || height == 0 || zoom.is_nan() || zoom <= 0.0 {
         return Vec::new();
     }
@@ -78,8 +86,8 @@ pub fn layout_in(r: Rect, zoom: f32) -> Vec<Tile> {
     for &(y0, h) in &ys {
         for &(x0, w) in &xs {
             tiles.push(Tile {
-                x0: r.x0 + x0,
-                y0: r.y0 + y0,
+                x0: r.x0 as u32 + x0,
+                y0: r.y0 as u32 + y0,
                 w,
                 h,
                 in_w: ceil_to_multiple(((w as f32 * zoom).round() as u32).max(32), 32),
@@ -88,46 +96,6 @@ pub fn layout_in(r: Rect, zoom: f32) -> Vec<Tile> {
         }
     }
     tiles
-}
-
-/// A rectangle of frame pixels, `x0..x1` by `y0..y1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rect {
-    pub x0: u32,
-    pub y0: u32,
-    pub x1: u32,
-    pub y1: u32,
-}
-
-impl Rect {
-    pub fn new(x0: u32, y0: u32, w: u32, h: u32) -> Rect {
-        Rect {
-            x0,
-            y0,
-            x1: x0 + w,
-            y1: y0 + h,
-        }
-    }
-    pub fn w(&self) -> u32 {
-        self.x1.saturating_sub(self.x0)
-    }
-    pub fn h(&self) -> u32 {
-        self.y1.saturating_sub(self.y0)
-    }
-    fn area(&self) -> u64 {
-        u64::from(self.w()) * u64::from(self.h())
-    }
-    fn overlaps(&self, o: &Rect) -> bool {
-        self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
-    }
-    fn union(&self, o: &Rect) -> Rect {
-        Rect {
-            x0: self.x0.min(o.x0),
-            y0: self.y0.min(o.y0),
-            x1: self.x1.max(o.x1),
-            y1: self.y1.max(o.y1),
-        }
-    }
 }
 
 /// Side of the square blocks the change test compares (frame pixels).
@@ -231,11 +199,13 @@ impl ChangeSet {
                 while bx < bw && changed[by * bw + bx] {
                     bx += 1;
                 }
-                let x0 = (start as u32 * b).saturating_sub(pad);
-                let y0 = (by as u32 * b).saturating_sub(pad);
-                let x1 = (bx as u32 * b + pad).min(width);
-                let y1 = ((by as u32 + 1) * b + pad).min(height);
-                regions.push(Rect { x0, y0, x1, y1 });
+                let (b, pad) = (b as usize, pad as usize);
+                regions.push(Rect {
+                    x0: (start * b).saturating_sub(pad),
+                    y0: (by * b).saturating_sub(pad),
+                    x1: (bx * b + pad).min(w),
+                    y1: ((by + 1) * b + pad).min(h),
+                });
             }
         }
         // Two overlapping regions become one only when their bounding box is no larger than
@@ -540,7 +510,7 @@ mod tests {
             .flat_map(|r| r.iter().copied().chain([0u8; 16]))
             .collect();
         let c = ChangeSet::between(&a, &b, 336, 320, 240, 56).unwrap();
-        let covers = |x: u32, y: u32| {
+        let covers = |x: usize, y: usize| {
             c.regions
                 .iter()
                 .any(|r| r.x0 <= x && x + 12 <= r.x1 && r.y0 <= y && y + 12 <= r.y1)
@@ -557,7 +527,9 @@ mod tests {
             let tiles = layout_in(*r, 2.0);
             assert!(!tiles.is_empty());
             for t in &tiles {
-                assert!(t.x0 >= r.x0 && t.x0 + t.w <= r.x1 && t.y0 >= r.y0 && t.y0 + t.h <= r.y1);
+                let (x0, y0) = (t.x0 as usize, t.y0 as usize);
+                let (x1, y1) = (x0 + t.w as usize, y0 + t.h as usize);
+                assert!(x0 >= r.x0 && x1 <= r.x1 && y0 >= r.y0 && y1 <= r.y1);
             }
         }
     }

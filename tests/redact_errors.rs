@@ -6,41 +6,6 @@ mod common;
 
 use std::path::Path;
 
-/// Runs `obscura redact INPUT -o DIR/out.mp4 EXTRA...` and checks the failure contract.
-fn expect_failure(input: &Path, extra: &[&str], code: i32, needles: &[&str]) {
-    let dir = common::scratch();
-    let out = dir.path().join("out.mp4");
-    let mut args = vec![
-        "redact",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let o = common::run(&args);
-    let err = common::stderr(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "exit status for {input:?}; stderr: {err}"
-    );
-    assert!(!out.exists(), "no output after a failure");
-    assert!(
-        common::listing(dir.path()).is_empty(),
-        "nothing left in the output folder: {:?}",
-        common::listing(dir.path())
-    );
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line on stderr, got: {err}");
-    assert!(lines[0].starts_with("obscura: error: "), "{err}");
-    for n in needles {
-        assert!(
-            err.to_lowercase().contains(&n.to_lowercase()),
-            "stderr should mention {n:?}: {err}"
-        );
-    }
-}
-
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
@@ -51,14 +16,14 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
 fn missing_input_is_reported() {
     let dir = common::scratch();
     let p = dir.path().join("nope.mp4");
-    expect_failure(&p, &[], 1, &["nope.mp4", "not found"]);
+    common::expect_failure(&p, &[], 1, &["nope.mp4", "not found"]);
 }
 
 #[test]
 fn empty_input_is_reported() {
     let dir = common::scratch();
     let p = write(dir.path(), "empty.mp4", b"");
-    expect_failure(&p, &[], 1, &["empty.mp4", "empty"]);
+    common::expect_failure(&p, &[], 1, &["empty.mp4", "empty"]);
 }
 
 #[test]
@@ -69,7 +34,7 @@ fn text_file_is_not_media() {
         "notes.mp4",
         &b"just some text, not a video\n".repeat(200),
     );
-    expect_failure(&p, &[], 1, &["notes.mp4", "not a media file"]);
+    common::expect_failure(&p, &[], 1, &["notes.mp4", "not a media file"]);
 }
 
 #[test]
@@ -77,7 +42,7 @@ fn truncated_mp4_is_reported_as_truncated() {
     let dir = common::scratch();
     let full = std::fs::read(common::sample("faces_sizes.mp4")).unwrap();
     let p = write(dir.path(), "cut.mp4", &full[..full.len() * 2 / 5]);
-    expect_failure(&p, &[], 1, &["cut.mp4", "truncated"]);
+    common::expect_failure(&p, &[], 1, &["cut.mp4", "truncated"]);
 }
 
 #[test]
@@ -115,7 +80,7 @@ fn missing_model_is_an_environment_error() {
     let dir = common::scratch();
     let models = dir.path().join("models");
     std::fs::create_dir(&models).unwrap();
-    expect_failure(
+    common::expect_failure(
         &common::sample("city_pan.mp4"),
         &["--models", models.to_str().unwrap()],
         3,
@@ -132,7 +97,7 @@ fn model_with_wrong_checksum_is_refused() {
     let n = m.len();
     m[n / 2] ^= 0xff;
     std::fs::write(models.join("yunet_n_dynamic.onnx"), m).unwrap();
-    expect_failure(
+    common::expect_failure(
         &common::sample("city_pan.mp4"),
         &["--models", models.to_str().unwrap()],
         3,

@@ -88,25 +88,13 @@ fn bench_json_reports_modes_cpu_concurrency_batches_device_and_leak() {
 #[test]
 fn device_cuda_without_cuda_is_an_environment_error_and_writes_nothing() {
     // The default library (the `onnxruntime` CPU wheel's) has no CUDA provider on any host.
-    let dir = common::scratch();
-    let out = dir.path().join("o.mp4");
-    let o = common::run(&[
-        "redact",
-        common::sample("city_pan.mp4").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--device",
-        "cuda",
-    ]);
-    let err = common::stderr(&o);
-    assert_eq!(o.status.code(), Some(3), "exit 3 (environment): {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one line: {err}");
-    assert!(
-        lines[0].contains("city_pan.mp4") && lines[0].contains("CUDA"),
-        "{err}"
+    // Exit 3 (environment), one line naming the file and CUDA, nothing written.
+    common::expect_failure(
+        &common::sample("city_pan.mp4"),
+        &["--device", "cuda"],
+        3,
+        &["city_pan.mp4", "CUDA"],
     );
-    assert!(common::listing(dir.path()).is_empty(), "nothing written");
 }
 
 #[test]

@@ -172,9 +172,22 @@ pub(crate) fn to_nchw(
     w: u32,
     h: u32,
 ) -> Result<Vec<f32>, DetectError> {
+    let mut out = Vec::new();
+    to_nchw_into(batch, w, h, &mut out)?;
+    Ok(out)
+}
+
+/// [`to_nchw`] into a buffer the caller keeps between runs (resized to fit; every value is
+/// written).
+pub fn to_nchw_into(
+    batch: &[DetectorImage<'_>],
+    w: u32,
+    h: u32,
+    out: &mut Vec<f32>,
+) -> Result<(), DetectError> {
     let (wu, hu) = (w as usize, h as usize);
     let plane = wu * hu;
-    let mut out = vec![0f32; batch.len() * 3 * plane];
+    out.resize(batch.len() * 3 * plane, 0.0);
     for (b, img) in batch.iter().enumerate() {
         if img.width != w
             || img.height != h
@@ -200,7 +213,7 @@ pub(crate) fn to_nchw(
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

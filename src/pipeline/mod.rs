@@ -680,7 +680,7 @@ impl Stages {
                 zoom_tiles: s.zoom_tiles,
                 zoom_every: s.cfg.zoom_every(s.frame_size.0, s.frame_size.1, s.fps),
                 zoom_max_face: s.cfg.detect.zoom_max_face(),
-                zoom_buf: Vec::new(),
+                tensor: Vec::new(),
                 zoom_factor: s
                     .cfg
                     .detect

@@ -37,8 +37,9 @@ pub(super) struct DetectStage {
     pub(super) zoom_every: u32,
     /// Largest face (frame pixels) the zoom pass reports.
     pub(super) zoom_max_face: f32,
-    /// The zoom pass's input tensor, kept between sweeps (tens of MB at 720p).
-    pub(super) zoom_buf: Vec<f32>,
+    /// The detector's input tensor (main pass and zoom tiles), kept between runs: tens of MB
+    /// at 720p for a zoom sweep, not allocated afresh each time.
+    pub(super) tensor: Vec<f32>,
     /// Magnification of the zoom pass.
     pub(super) zoom_factor: f32,
     /// Every n-th sweep covers the whole frame (1: every sweep does).
@@ -172,12 +173,21 @@ impl DetectStage {
                     .map(|s| map_small(&self.input, s))
                     .collect::<Result<Vec<_>, _>>()?;
                 let images: Vec<DetectorImage<'_>> = maps.iter().map(|m| m.image()).collect();
+                let (w, h) = (images[0].width, images[0].height);
+                let input = &self.input;
+                let err = |source| PipelineError::Detect {
+                    path: input.clone(),
+                    source,
+                };
+                crate::detect::to_nchw_into(&images, w, h, &mut self.tensor).map_err(err)?;
                 let raw = det
-                    .detect(&images)
-                    .map_err(|source| PipelineError::Detect {
-                        path: self.input.clone(),
-                        source,
-                    })?;
+                    .detect_tensor(NchwTensor {
+                        data: &self.tensor,
+                        batch: images.len(),
+                        width: w,
+                        height: h,
+                    })
+                    .map_err(err)?;
                 let (sx, sy) = (
                     self.frame_size.0 as f32 / self.det_size.0 as f32,
                     self.frame_size.1 as f32 / self.det_size.1 as f32,
@@ -339,8 +349,8 @@ impl DetectStage {
         for ((in_w, in_h), tiles) in groups {
             // Rendered straight into the detector's input tensor, reused between sweeps.
             let one = 3 * in_w as usize * in_h as usize;
-            self.zoom_buf.resize(one * tiles.len(), 0.0);
-            for (t, dst) in tiles.iter().zip(self.zoom_buf.chunks_exact_mut(one)) {
+            self.tensor.resize(one * tiles.len(), 0.0);
+            for (t, dst) in tiles.iter().zip(self.tensor.chunks_exact_mut(one)) {
                 crate::detect::zoom::render_nchw(planes, t, order, dst);
             }
             let Some(det) = self.detector.as_mut() else {
@@ -348,7 +358,7 @@ impl DetectStage {
             };
             let raw = det
                 .detect_tensor(NchwTensor {
-                    data: &self.zoom_buf,
+                    data: &self.tensor,
                     batch: tiles.len(),
                     width: in_w,
                     height: in_h,

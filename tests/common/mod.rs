@@ -214,3 +214,38 @@ pub fn run_until(
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
+
+/// Runs `obscura redact INPUT -o DIR/out.mp4 EXTRA...` and checks the failure contract.
+pub fn expect_failure(input: &Path, extra: &[&str], code: i32, needles: &[&str]) {
+    let dir = scratch();
+    let out = dir.path().join("out.mp4");
+    let mut args = vec![
+        "redact",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status for {input:?}; stderr: {err}"
+    );
+    assert!(!out.exists(), "no output after a failure");
+    assert!(
+        listing(dir.path()).is_empty(),
+        "nothing left in the output folder: {:?}",
+        listing(dir.path())
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got: {err}");
+    assert!(lines[0].starts_with("obscura: error: "), "{err}");
+    for n in needles {
+        assert!(
+            err.to_lowercase().contains(&n.to_lowercase()),
+            "stderr should mention {n:?}: {err}"
+        );
+    }
+}

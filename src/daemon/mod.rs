@@ -231,7 +231,11 @@ fn handle_failure(router: &Router, w: &Work, e: &RouteError, shared: &Shared) ->
     }
     if let RouteError::Minor { device } = e {
         // The promise: minors' data is deleted. Not stored, not quarantined, removed.
-        router.refuse_minor(&w.path, device);
+        if let Err(ae) = router.refuse_minor(&w.path, device) {
+            // Deleted only once the refusal is on record.
+            shared.record_passing_failure(&ae.to_string());
+            return Outcome::Retry;
+        }
         shared.metrics.clips_refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("a minor's clip with personal data: refused and deleted");
         return finish_removal(&w.path);

@@ -431,7 +431,10 @@ fn run_job(router: &Router, job: &Job, shared: &Shared) -> JobResult {
         }
         Err(e) => {
             if let RouteError::Minor { device } = &e {
-                router.refuse_minor(&input, device);
+                if let Err(ae) = router.refuse_minor(&input, device) {
+                    // Nothing is deleted or acknowledged before the refusal is on record.
+                    return JobResult::Failed(ae);
+                }
                 shared.metrics.clips_refused.fetch_add(1, Ordering::Relaxed);
             } else if e.is_permanent() {
                 // Quarantine a copy under the original name while the temporary file exists.

@@ -310,7 +310,8 @@ impl Router {
             Err(e) if e.is_cancelled() => Err(e),
             Err(RouteError::Minor { device }) => {
                 // A minor's personal data is not kept anywhere, the quarantine included.
-                self.refuse_minor(input, &device);
+                // The caller's file is left alone here, so a failed audit entry is only logged.
+                let _ = self.refuse_minor(input, &device);
                 Err(RouteError::Minor { device })
             }
             Err(e) => {
@@ -586,8 +587,9 @@ impl Router {
     }
 
     /// Records that a minor's clip with personal data was refused: no media, no copy, only
-    /// an audit entry naming the device and the input.
-    pub fn refuse_minor(&self, input: &Path, device: &str) {
+    /// an audit entry naming the device and the input. The caller deletes the input only after
+    /// this returned `Ok`: a refusal that could not be recorded keeps the input for a retry.
+    pub fn refuse_minor(&self, input: &Path, device: &str) -> Result<(), RouteError> {
         let account = self.devices.get(device).map(|d| d.account.clone());
         let region = self.devices.get(device).map(|d| d.region.clone());
         let r = self.audit.append(Event {
@@ -605,9 +607,10 @@ impl Router {
                     .unwrap_or_default()
             )),
         });
-        if let Err(e) = r {
+        r.map(|_| ()).map_err(|e| {
             tracing::error!(error = %e, "audit entry for a refused minor's clip not written");
-        }
+            RouteError::from(e)
+        })
     }
 
     /// The region and the store staged clips live in (its vault, else its store), after

@@ -145,22 +145,24 @@ fn kill_loop(
             common::stderr(&o)
         );
     }
-    let full_ms = t.elapsed().as_millis() as u64;
+    let mut plan = common::KillPlan::new(t.elapsed(), kills);
     let want: Vec<String> = check_store(dir.path(), &cfg, name).into_keys().collect();
     assert_eq!(want.len(), INPUTS.len());
 
-    let mut killed = 0;
-    for k in 0..kills {
+    while plan.more() {
+        let k = plan.attempts;
         let dir = common::scratch();
         let cfg = write_config(dir.path(), &store(k));
-        let at = Duration::from_millis(rng.below(full_ms * 11 / 10));
+        let at = plan.next_at(&mut rng);
         let start = Instant::now();
+        let mut ended = Some(Duration::ZERO);
         for i in INPUTS {
             if common::run_until(&mut ingest_cmd(&cfg, &seeds.join(i)), start, at).is_none() {
-                killed += 1;
+                ended = None;
                 break;
             }
         }
+        plan.record(ended.map(|_| start.elapsed()));
         let what = format!("{name} kill {k} at {at:?}");
         let partial = check_store(dir.path(), &cfg, &what);
         assert!(
@@ -209,13 +211,7 @@ fn kill_loop(
             }
         }
     }
-    eprintln!(
-        "{name}: {kills} runs, {killed} killed before the last ingest ended (full {full_ms} ms)"
-    );
-    assert!(
-        killed * 2 >= kills,
-        "most runs were really killed ({killed}/{kills})"
-    );
+    plan.finish(name);
 }
 
 #[test]

@@ -165,6 +165,63 @@ impl Rng {
     }
 }
 
+/// Kill points for the kill-and-resume suites. Points are drawn uniformly over 110% of how
+/// long an uninterrupted run takes, so that some land after the end; the estimate starts at
+/// the measured reference run and shrinks to any later run that ended before its kill point
+/// (the reference run is often the slowest: cold caches, a busy machine), so that the suite
+/// keeps killing runs instead of watching them finish. Attempts go on until `want` runs were
+/// really killed (at most `3 * want` attempts); `finish` fails the test when fewer were, so a
+/// suite that never kills anything cannot pass.
+pub struct KillPlan {
+    span_ms: u64,
+    want: u64,
+    pub attempts: u64,
+    pub killed: u64,
+}
+
+impl KillPlan {
+    pub fn new(reference: std::time::Duration, want: u64) -> Self {
+        KillPlan {
+            span_ms: reference.as_millis() as u64,
+            want,
+            attempts: 0,
+            killed: 0,
+        }
+    }
+
+    /// Whether another attempt is due.
+    pub fn more(&self) -> bool {
+        self.killed < self.want && self.attempts < self.want * 3
+    }
+
+    /// The next kill point, counted from the start of the attempt.
+    pub fn next_at(&mut self, rng: &mut Rng) -> std::time::Duration {
+        self.attempts += 1;
+        std::time::Duration::from_millis(rng.below(self.span_ms * 11 / 10))
+    }
+
+    /// Records how an attempt went: `None` when it was killed, else how long it ran to its end.
+    pub fn record(&mut self, ended_after: Option<std::time::Duration>) {
+        match ended_after {
+            None => self.killed += 1,
+            Some(d) => self.span_ms = self.span_ms.min(d.as_millis() as u64),
+        }
+    }
+
+    pub fn finish(&self, name: &str) {
+        eprintln!(
+            "{name}: {} attempts, {} killed before they ended (last estimate of a run {} ms)",
+            self.attempts, self.killed, self.span_ms
+        );
+        assert!(
+            self.killed >= self.want,
+            "{name}: only {} of {} attempts were really killed",
+            self.killed,
+            self.attempts
+        );
+    }
+}
+
 /// A number from the environment, or `default`.
 pub fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)

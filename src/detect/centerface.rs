@@ -2,7 +2,6 @@
 //! Outputs at stride 4: heatmap (sigmoid), log scale `(h, w)`, offset `(dy, dx)`, landmarks.
 //! Port of `shared/models/tools/detect.py::CenterFace`.
 
-use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::{
@@ -14,7 +13,7 @@ use crate::types::Detection;
 pub const NMS_IOU: f32 = 0.3;
 
 pub struct CenterFace {
-    session: Session,
+    session: super::runtime::PooledSession,
     model: ModelFile,
     threshold: f32,
     provider: ActiveProvider,

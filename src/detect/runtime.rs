@@ -1,11 +1,20 @@
 //! The ONNX Runtime environment: finding and loading `libonnxruntime`, choosing the execution
 //! provider, and building sessions with the thread settings that share 2 cores with GStreamer.
 //!
-//! Owns: the one process-wide `ort::Environment` and the library search. Every ORT call in the
-//! crate goes through [`session_builder`] so that ORT is never touched before the library is
-//! loaded explicitly (ort's implicit `dlopen("libonnxruntime.so")` panics when that fails).
+//! Owns: the one process-wide `ort::Environment`, the library search and the pool of built
+//! sessions. Every session in the crate comes from [`build_session`] so that ORT is never
+//! touched before the library is loaded explicitly (ort's implicit
+//! `dlopen("libonnxruntime.so")` panics when that fails).
+//!
+//! Sessions are pooled across files: building one costs far more than checking a model
+//! (YuNet + Silero VAD ≈ 250 ms of CPU against ≈ 10 ms to read and hash both), which
+//! `batch` and the daemon paid for every file and every 4 s segment. The check is never
+//! skipped: every [`build_session`] reads the model file and compares its sha256 first, and
+//! only then lends an idle session built from bytes with that same sha256 and the same
+//! settings. A missing or corrupted model therefore still fails the file that meets it.
 //! Must not touch: model formats (see `yunet`, `centerface`, `vad`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -17,7 +26,9 @@ use super::DetectError;
 use super::models::ModelFile;
 
 /// Which hardware runs inference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 #[derive(clap::ValueEnum)]
 pub enum Device {
@@ -211,12 +222,27 @@ impl ActiveProvider {
 ///
 /// The session is built from the bytes whose sha256 was just checked
 /// ([`ModelFile::read_verified`]), not from the path: a model file swapped or corrupted after
-/// an earlier check is refused, never loaded.
+/// an earlier check is refused, never loaded. An idle session built earlier from bytes with
+/// the same sha256 and the same options is lent instead of building a new one (see the
+/// module docs); it goes back to the pool when the [`PooledSession`] is dropped.
 pub fn build_session(
     model_file: &ModelFile,
     opts: &SessionOptions,
-) -> Result<(Session, ActiveProvider), DetectError> {
+) -> Result<(PooledSession, ActiveProvider), DetectError> {
     let model_bytes = model_file.read_verified()?;
+    let key = PoolKey::new(model_file, opts);
+    if let Some((session, provider)) = pool_take(&key) {
+        return Ok((PooledSession::new(session, provider, key), provider));
+    }
+    let (session, provider) = build_new_session(model_file, &model_bytes, opts)?;
+    Ok((PooledSession::new(session, provider, key), provider))
+}
+
+fn build_new_session(
+    model_file: &ModelFile,
+    model_bytes: &[u8],
+    opts: &SessionOptions,
+) -> Result<(Session, ActiveProvider), DetectError> {
     let model: &Path = &model_file.path;
     let loaded = environment()?;
     let want_cuda = matches!(opts.device, Device::Cuda | Device::Auto);
@@ -231,7 +257,7 @@ pub fn build_session(
                 b.with_execution_providers([ep::CUDA::default().build().error_on_failure()])
                     .map_err(map_builder_err("registering the CUDA execution provider"))
             }) {
-                Ok(mut b) => match b.commit_from_memory(&model_bytes) {
+                Ok(mut b) => match b.commit_from_memory(model_bytes) {
                     Ok(s) => return Ok((s, ActiveProvider::Cuda)),
                     Err(e) => Some(format!("CUDA session failed: {e}")),
                 },
@@ -252,12 +278,103 @@ pub fn build_session(
     }
     let mut b = base_builder(loaded, opts)?;
     let s = b
-        .commit_from_memory(&model_bytes)
+        .commit_from_memory(model_bytes)
         .map_err(|e| DetectError::ModelLoad {
             path: model.to_path_buf(),
             reason: e.to_string(),
         })?;
     Ok((s, ActiveProvider::Cpu))
+}
+
+/// What makes two sessions interchangeable: the same model bytes (by their verified sha256)
+/// built with the same options.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    sha256: String,
+    device: Device,
+    intra_threads: usize,
+    inter_threads: usize,
+    spinning: bool,
+}
+
+impl PoolKey {
+    fn new(model_file: &ModelFile, opts: &SessionOptions) -> Self {
+        PoolKey {
+            sha256: model_file.sha256.clone(),
+            device: opts.device,
+            intra_threads: opts.intra_threads,
+            inter_threads: opts.inter_threads,
+            spinning: opts.spinning,
+        }
+    }
+}
+
+type Idle = HashMap<PoolKey, Vec<(Session, ActiveProvider)>>;
+
+/// Idle sessions; never more per key than were in use at once.
+static POOL: Mutex<Option<Idle>> = Mutex::new(None);
+
+fn pool_take(key: &PoolKey) -> Option<(Session, ActiveProvider)> {
+    POOL.lock().ok()?.as_mut()?.get_mut(key)?.pop()
+}
+
+fn pool_put(key: PoolKey, session: Session, provider: ActiveProvider) {
+    if let Ok(mut pool) = POOL.lock() {
+        pool.get_or_insert_with(HashMap::new)
+            .entry(key)
+            .or_default()
+            .push((session, provider));
+    }
+}
+
+/// How many idle sessions the pool holds for this model and these options.
+pub fn idle_sessions(model_file: &ModelFile, opts: &SessionOptions) -> usize {
+    let key = PoolKey::new(model_file, opts);
+    POOL.lock()
+        .ok()
+        .and_then(|p| p.as_ref().and_then(|m| m.get(&key).map(Vec::len)))
+        .unwrap_or(0)
+}
+
+/// A session lent by the pool: used like a [`Session`], given back when dropped. A session
+/// keeps no state between runs (inputs, outputs and Silero's recurrent state are the
+/// caller's), so a session whose run failed is as good as a fresh one.
+pub struct PooledSession {
+    /// `None` only inside `drop`.
+    session: Option<Session>,
+    provider: ActiveProvider,
+    key: PoolKey,
+}
+
+impl PooledSession {
+    fn new(session: Session, provider: ActiveProvider, key: PoolKey) -> Self {
+        PooledSession {
+            session: Some(session),
+            provider,
+            key,
+        }
+    }
+}
+
+impl std::ops::Deref for PooledSession {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        self.session.as_ref().expect("taken only in drop")
+    }
+}
+
+impl std::ops::DerefMut for PooledSession {
+    fn deref_mut(&mut self) -> &mut Session {
+        self.session.as_mut().expect("taken only in drop")
+    }
+}
+
+impl Drop for PooledSession {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            pool_put(self.key.clone(), s, self.provider);
+        }
+    }
 }
 
 fn base_builder(loaded: &Loaded, opts: &SessionOptions) -> Result<SessionBuilder, DetectError> {
@@ -278,6 +395,57 @@ fn base_builder(loaded: &Loaded, opts: &SessionOptions) -> Result<SessionBuilder
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sessions are lent again across files, but only to a file whose model passed the
+    /// sha256 check again: a model corrupted or removed after a session was pooled fails
+    /// the next file, as it did when every file built its own session.
+    #[test]
+    fn a_pooled_session_is_lent_only_after_the_model_passed_its_check_again() {
+        use crate::detect::{ModelFile, ModelKind};
+        let d = tempfile::tempdir().unwrap();
+        let name = ModelKind::Yunet.file_name();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        std::fs::copy(repo.join(name), d.path().join(name)).unwrap();
+        let m = ModelFile::locate(ModelKind::Yunet, Some(d.path())).unwrap();
+        // Options no other test uses: the pool is process-wide.
+        let opts = SessionOptions {
+            intra_threads: 5,
+            inter_threads: 3,
+            ..Default::default()
+        };
+        assert_eq!(idle_sessions(&m, &opts), 0);
+        let (a, _) = build_session(&m, &opts).unwrap();
+        let (b, _) = build_session(&m, &opts).unwrap();
+        assert_eq!(idle_sessions(&m, &opts), 0, "both in use");
+        drop(a);
+        drop(b);
+        assert_eq!(idle_sessions(&m, &opts), 2, "both given back");
+        let (a, _) = build_session(&m, &opts).unwrap();
+        assert_eq!(idle_sessions(&m, &opts), 1, "one lent again, not built");
+        drop(a);
+        // Other options: a session of its own.
+        let other = SessionOptions {
+            intra_threads: 5,
+            inter_threads: 4,
+            ..Default::default()
+        };
+        drop(build_session(&m, &other).unwrap());
+        assert_eq!(idle_sessions(&m, &opts), 2);
+
+        let mut bytes = std::fs::read(d.path().join(name)).unwrap();
+        bytes[1000] ^= 0x40;
+        std::fs::write(d.path().join(name), &bytes).unwrap();
+        assert!(matches!(
+            build_session(&m, &opts),
+            Err(DetectError::ModelChecksum { .. })
+        ));
+        std::fs::remove_file(d.path().join(name)).unwrap();
+        assert!(matches!(
+            build_session(&m, &opts),
+            Err(DetectError::ModelMissing { .. })
+        ));
+        assert_eq!(idle_sessions(&m, &opts), 2, "refusals lend nothing");
+    }
 
     #[test]
     fn finds_versioned_library_name_in_a_folder() {

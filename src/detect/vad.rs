@@ -9,7 +9,6 @@
 //! Owns: the VAD session and segmenting. Must not touch: audio samples of the output (the
 //! redactor applies the segments).
 
-use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::{DetectError, ModelFile, SessionOptions};
@@ -22,7 +21,7 @@ pub const WINDOW_S: f64 = WINDOW as f64 / SAMPLE_RATE as f64;
 
 /// A Silero VAD session with its recurrent state.
 pub struct Vad {
-    session: Session,
+    session: super::runtime::PooledSession,
     model: ModelFile,
     state: Vec<f32>,
     context: [f32; CONTEXT],
@@ -30,7 +29,7 @@ pub struct Vad {
 }
 
 impl Vad {
-    /// Loads the model (after its sha256 was verified by the caller) on one thread.
+    /// Loads the model on one thread (`build_session` checks its sha256 first).
     pub fn new(model: ModelFile, opts: &SessionOptions) -> Result<Vad, DetectError> {
         let opts = SessionOptions {
             intra_threads: 1,

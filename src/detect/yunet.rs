@@ -3,7 +3,6 @@
 //! `bbox (dx, dy, log w, log h)`; score = sqrt(cls * obj). Port of
 //! `shared/models/tools/detect.py::YuNet`.
 
-use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::{
@@ -16,7 +15,7 @@ pub const STRIDES: [u32; 3] = [8, 16, 32];
 pub const NMS_IOU: f32 = 0.3;
 
 pub struct Yunet {
-    session: Session,
+    session: super::runtime::PooledSession,
     model: ModelFile,
     threshold: f32,
     provider: ActiveProvider,

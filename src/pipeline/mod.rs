@@ -230,7 +230,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
             crate::detect::ModelKind::SileroVad,
             cfg.runtime.models_dir.as_deref(),
         )
-        .and_then(|m| m.verify().map(|_| m))
+        // Verified by `build_session`, on the very bytes it loads.
         .and_then(|m| Vad::new(m, &opts));
         match loaded {
             Ok(v) => Some(v),

@@ -202,6 +202,64 @@ fn all_outputs(out: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Files in parallel share the process's pooled ONNX Runtime sessions (several in use at once,
+/// then lent again to later files): the pictures and the report's findings must be exactly
+/// those of one file at a time.
+#[test]
+fn files_in_parallel_redact_exactly_as_one_at_a_time() {
+    let dir = common::scratch();
+    let input = dir.path().join("in");
+    tree(&input);
+    // Two more copies, so that sessions are given back and lent again while others run.
+    std::fs::copy(
+        common::sample("city_pan.mp4"),
+        input.join("site-a/day1/cam2.mp4"),
+    )
+    .unwrap();
+    std::fs::copy(
+        common::sample("audio/speech_en-us_fast_200wpm_pauses.wav"),
+        input.join("site-a/intercom2.wav"),
+    )
+    .unwrap();
+    let cfg = config(dir.path());
+    let serial = dir.path().join("serial");
+    assert_eq!(batch(&input, &serial, &cfg, &[]).status.code(), Some(1));
+    let parallel = dir.path().join("parallel");
+    let o = common::bin()
+        .args(["batch", input.to_str().unwrap(), "--out"])
+        .arg(&parallel)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--jobs", "3", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", common::stderr(&o));
+    let want = all_outputs(&serial);
+    assert_eq!(want.len(), 5, "{want:?}");
+    assert_eq!(all_outputs(&parallel), want);
+    let findings = |out: &Path| -> Vec<(String, String, String, String)> {
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        let mut v: Vec<_> = r["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let rel = f["input"].as_str().unwrap().rsplit("/in/").next().unwrap();
+                (
+                    rel.to_string(),
+                    f["status"].to_string(),
+                    f["face_tracks"].to_string(),
+                    f["speech_s"].to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(findings(&parallel), findings(&serial));
+}
+
 /// Suite 4 of RELIABILITY.md: the batch above killed at `OBSCURA_KILLS` (default 10) random
 /// points (seed `OBSCURA_KILL_SEED`) over small inputs of four formats in two folders. After
 /// each kill every visible output is complete (plays; its sidecar, if there, has its sha256);

@@ -226,7 +226,7 @@ pub fn run(
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(item) = items.get(i) else { return };
-                    let r = process(item, cfg, resume);
+                    let r = process(item, cfg, resume, ctl);
                     let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
                     on_done(&r, n);
                     if let Ok(mut v) = results.lock() {
@@ -270,7 +270,10 @@ pub fn run(
     }
 }
 
-fn process(item: &Item, cfg: &Config, resume: bool) -> FileReport {
+/// Processes one file. Its run shares the batch's cancel flag (an interrupt stops the files
+/// in progress, not only the batch's next ones) and adds its frames to the batch's
+/// `frames_done` (live progress); the expected total stays the file's own.
+fn process(item: &Item, cfg: &Config, resume: bool, batch_ctl: &Control) -> FileReport {
     let mut rep = FileReport {
         input: item.input.display().to_string(),
         output: item.output.display().to_string(),
@@ -300,7 +303,12 @@ fn process(item: &Item, cfg: &Config, resume: bool) -> FileReport {
         output: item.output.clone(),
         sidecar: None,
     };
-    match redact_file(&job, cfg, &Control::default()) {
+    let ctl = Control {
+        frames_done: batch_ctl.frames_done.clone(),
+        frames_total: Default::default(),
+        cancel: batch_ctl.cancel.clone(),
+    };
+    match redact_file(&job, cfg, &ctl) {
         Ok(o) => {
             rep.frames = o.sidecar.totals.frames;
             rep.face_tracks = o.sidecar.totals.tracks;

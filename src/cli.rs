@@ -963,16 +963,18 @@ fn cmd_batch(a: BatchArgs) -> u8 {
     } else {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let frames = std::sync::atomic::AtomicU64::new(0);
     let started = std::time::Instant::now();
+    let frames_per_s = |ctl: &Control| {
+        let f = ctl.frames_done.load(Ordering::Relaxed);
+        format!(
+            "{:.0} frames/s",
+            f as f64 / started.elapsed().as_secs_f64().max(1e-3)
+        )
+    };
     let on_done = |r: &crate::batch::FileReport, n: usize| {
-        let f = frames.fetch_add(r.frames, Ordering::Relaxed) + r.frames;
         if tty {
             bar.set_position(n as u64);
-            bar.set_message(format!(
-                "{:.0} frames/s",
-                f as f64 / started.elapsed().as_secs_f64().max(1e-3)
-            ));
+            bar.set_message(frames_per_s(&ctl));
         } else if !a.json {
             eprintln!(
                 "[{n}/{}] {} {} ({} frames, {:.1} s){}",
@@ -988,7 +990,19 @@ fn cmd_batch(a: BatchArgs) -> u8 {
             );
         }
     };
-    let report = crate::batch::run(&items, &cfg, jobs, a.resume, &ctl, &on_done);
+    // frames/s moves while files are in progress, not only when one ends.
+    let ticking = std::sync::atomic::AtomicBool::new(tty);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            while ticking.load(Ordering::Relaxed) {
+                bar.set_message(frames_per_s(&ctl));
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        });
+        let report = crate::batch::run(&items, &cfg, jobs, a.resume, &ctl, &on_done);
+        ticking.store(false, Ordering::Relaxed);
+        report
+    });
     bar.finish_and_clear();
     let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
     if let Err(e) = crate::fsutil::write_atomic(&a.out.join("report.json"), &json) {
@@ -1010,6 +1024,11 @@ fn cmd_batch(a: BatchArgs) -> u8 {
         );
     }
     if ctl.cancel.load(Ordering::Relaxed) {
+        if !a.json {
+            eprintln!(
+                "interrupted: the files not finished are listed as cancelled; `--resume` does only those"
+            );
+        }
         exit::INTERRUPTED
     } else if report.failed > 0 {
         exit::INPUT

@@ -260,6 +260,59 @@ fn files_in_parallel_redact_exactly_as_one_at_a_time() {
     assert_eq!(findings(&parallel), findings(&serial));
 }
 
+/// Ctrl-C (SIGINT) stopped only the batch's next files: the file in progress ran on to its
+/// end (an hour-long recording kept an interrupted batch going for up to an hour). Now the
+/// files in progress stop too, leave nothing behind, and the report lists every file not
+/// finished as cancelled (exit 130; `--resume` redoes them).
+#[test]
+fn regression_an_interrupted_batch_finished_the_file_in_progress() {
+    let dir = common::scratch();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for name in ["a.mp4", "b.mp4"] {
+        std::fs::copy(common::sample("faces_sizes.mp4"), input.join(name)).unwrap();
+    }
+    let out = dir.path().join("out");
+    let cfg = config(dir.path());
+    let child = common::bin()
+        .args(["batch", input.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--jobs", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first file's temporary output exists: its pipeline is running.
+    let running = (0..3000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        common::files_under(&out)
+            .iter()
+            .any(|r| r.contains(obscura::fsutil::TEMP_PREFIX))
+    });
+    assert!(running, "the first file never started");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let classes: Vec<&str> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["class"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(classes, ["cancelled", "cancelled"], "{r}");
+    assert_eq!(
+        common::files_under(&out),
+        ["report.json"],
+        "the file in progress was finished or left something behind"
+    );
+}
+
 /// Suite 4 of RELIABILITY.md: the batch above killed at `OBSCURA_KILLS` (default 10) random
 /// points (seed `OBSCURA_KILL_SEED`) over small inputs of four formats in two folders. After
 /// each kill every visible output is complete (plays; its sidecar, if there, has its sha256);

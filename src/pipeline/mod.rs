@@ -849,11 +849,13 @@ fn supervise(
             }
             return Ok(()); // the stage error is reported by join()
         }
+        // The cause is recorded before the abort: a stage that then sees its encoder
+        // flushing must not become the reported reason (the first error set wins).
         if ctl.cancel.load(Ordering::Relaxed) {
-            abort_all();
             stages.error.set(PipelineError::Cancelled {
                 path: input.to_path_buf(),
             });
+            abort_all();
             return Ok(());
         }
         let t = stages.ticks.load(Ordering::Relaxed);
@@ -861,12 +863,12 @@ fn supervise(
             last_ticks = t;
             last_change = Instant::now();
         } else if last_change.elapsed() > stall {
-            abort_all();
             stages.error.set(PipelineError::Media(MediaError::Stalled {
                 path: input.to_path_buf(),
                 what: "processing".into(),
                 secs: stall.as_secs(),
             }));
+            abort_all();
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -31,20 +31,20 @@ fn config(dir: &Path) -> std::path::PathBuf {
     p
 }
 
-fn batch(input: &Path, out: &Path, cfg: &Path, extra: &[&str]) -> std::process::Output {
+/// `obscura batch INPUT --out OUT --config CFG --jobs JOBS`.
+fn batch_cmd(input: &Path, out: &Path, cfg: &Path, jobs: usize) -> std::process::Command {
     let mut c = common::bin();
-    c.args([
-        "batch",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-        "--jobs",
-        "1",
-    ]);
-    c.args(extra);
-    c.output().unwrap()
+    c.args(["batch", input.to_str().unwrap(), "--out"])
+        .arg(out)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--jobs", &jobs.to_string()]);
+    c
+}
+
+/// One file at a time, `extra` flags added, run to its end.
+fn batch(input: &Path, out: &Path, cfg: &Path, extra: &[&str]) -> std::process::Output {
+    batch_cmd(input, out, cfg, 1).args(extra).output().unwrap()
 }
 
 /// The content of each output: decoded pictures for videos (mp4mux stamps the creation time
@@ -142,20 +142,11 @@ fn a_batch_killed_at_any_point_and_resumed_ends_with_the_outputs_of_an_uninterru
 
     for (k, delay_ms) in [150u64, 900, 1700].into_iter().enumerate() {
         let out = dir.path().join(format!("out{k}"));
-        let mut c = common::bin();
-        c.args([
-            "batch",
-            input.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-            "--jobs",
-            "1",
-        ]);
-        c.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let mut child = c.spawn().unwrap();
+        let mut child = batch_cmd(&input, &out, &cfg, 1)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -225,12 +216,8 @@ fn files_in_parallel_redact_exactly_as_one_at_a_time() {
     let serial = dir.path().join("serial");
     assert_eq!(batch(&input, &serial, &cfg, &[]).status.code(), Some(1));
     let parallel = dir.path().join("parallel");
-    let o = common::bin()
-        .args(["batch", input.to_str().unwrap(), "--out"])
-        .arg(&parallel)
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--jobs", "3", "--json"])
+    let o = batch_cmd(&input, &parallel, &cfg, 3)
+        .arg("--json")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", common::stderr(&o));
@@ -274,12 +261,8 @@ fn regression_an_interrupted_batch_finished_the_file_in_progress() {
     }
     let out = dir.path().join("out");
     let cfg = config(dir.path());
-    let child = common::bin()
-        .args(["batch", input.to_str().unwrap(), "--out"])
-        .arg(&out)
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--jobs", "1", "--json"])
+    let child = batch_cmd(&input, &out, &cfg, 1)
+        .arg("--json")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -346,12 +329,7 @@ fn a_batch_killed_at_random_points_and_resumed_loses_and_duplicates_nothing() {
         let k = plan.attempts;
         let out = dir.path().join(format!("out{k}"));
         let at = plan.next_at(&mut rng);
-        let mut c = common::bin();
-        c.args(["batch", input.to_str().unwrap(), "--out"])
-            .arg(&out)
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--jobs", "1"]);
+        let mut c = batch_cmd(&input, &out, &cfg, 1);
         let start = std::time::Instant::now();
         let ended = common::run_until(&mut c, start, at).map(|_| start.elapsed());
         plan.record(ended);

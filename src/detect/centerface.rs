@@ -16,7 +16,6 @@ pub struct CenterFace {
     session: super::runtime::PooledSession,
     model: ModelFile,
     threshold: f32,
-    provider: ActiveProvider,
 }
 
 impl CenterFace {
@@ -25,12 +24,11 @@ impl CenterFace {
         threshold: f32,
         opts: &super::SessionOptions,
     ) -> Result<Self, DetectError> {
-        let (session, provider) = super::runtime::build_session(&model, opts)?;
+        let session = super::runtime::build_session(&model, opts)?;
         Ok(CenterFace {
             session,
             model,
             threshold,
-            provider,
         })
     }
 }
@@ -95,7 +93,7 @@ impl FaceDetector for CenterFace {
         ChannelOrder::Rgb
     }
     fn provider(&self) -> ActiveProvider {
-        self.provider
+        self.session.provider()
     }
 
     fn detect_tensor(&mut self, t: NchwTensor<'_>) -> Result<Vec<Vec<Detection>>, DetectError> {

@@ -224,18 +224,23 @@ impl ActiveProvider {
 /// ([`ModelFile::read_verified`]), not from the path: a model file swapped or corrupted after
 /// an earlier check is refused, never loaded. An idle session built earlier from bytes with
 /// the same sha256 and the same options is lent instead of building a new one (see the
-/// module docs); it goes back to the pool when the [`PooledSession`] is dropped.
+/// module docs); it goes back to the pool when the [`PooledSession`] is dropped. The
+/// provider the session got is [`PooledSession::provider`].
 pub fn build_session(
     model_file: &ModelFile,
     opts: &SessionOptions,
-) -> Result<(PooledSession, ActiveProvider), DetectError> {
+) -> Result<PooledSession, DetectError> {
     let model_bytes = model_file.read_verified()?;
     let key = PoolKey::new(model_file, opts);
-    if let Some((session, provider)) = pool_take(&key) {
-        return Ok((PooledSession::new(session, provider, key), provider));
-    }
-    let (session, provider) = build_new_session(model_file, &model_bytes, opts)?;
-    Ok((PooledSession::new(session, provider, key), provider))
+    let (session, provider) = match pool_take(&key) {
+        Some(idle) => idle,
+        None => build_new_session(model_file, &model_bytes, opts)?,
+    };
+    Ok(PooledSession {
+        session: Some(session),
+        provider,
+        key,
+    })
 }
 
 fn build_new_session(
@@ -347,12 +352,9 @@ pub struct PooledSession {
 }
 
 impl PooledSession {
-    fn new(session: Session, provider: ActiveProvider, key: PoolKey) -> Self {
-        PooledSession {
-            session: Some(session),
-            provider,
-            key,
-        }
+    /// The execution provider this session runs on.
+    pub fn provider(&self) -> ActiveProvider {
+        self.provider
     }
 }
 
@@ -414,13 +416,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(idle_sessions(&m, &opts), 0);
-        let (a, _) = build_session(&m, &opts).unwrap();
-        let (b, _) = build_session(&m, &opts).unwrap();
+        let a = build_session(&m, &opts).unwrap();
+        let b = build_session(&m, &opts).unwrap();
         assert_eq!(idle_sessions(&m, &opts), 0, "both in use");
         drop(a);
         drop(b);
         assert_eq!(idle_sessions(&m, &opts), 2, "both given back");
-        let (a, _) = build_session(&m, &opts).unwrap();
+        let a = build_session(&m, &opts).unwrap();
         assert_eq!(idle_sessions(&m, &opts), 1, "one lent again, not built");
         drop(a);
         // Other options: a session of its own.

@@ -36,7 +36,7 @@ impl Vad {
             inter_threads: 1,
             ..opts.clone()
         };
-        let (session, _) = super::runtime::build_session(&model, &opts)?;
+        let session = super::runtime::build_session(&model, &opts)?;
         Ok(Vad {
             session,
             model,

@@ -18,7 +18,6 @@ pub struct Yunet {
     session: super::runtime::PooledSession,
     model: ModelFile,
     threshold: f32,
-    provider: ActiveProvider,
 }
 
 impl Yunet {
@@ -27,12 +26,11 @@ impl Yunet {
         threshold: f32,
         opts: &super::SessionOptions,
     ) -> Result<Self, DetectError> {
-        let (session, provider) = super::runtime::build_session(&model, opts)?;
+        let session = super::runtime::build_session(&model, opts)?;
         Ok(Yunet {
             session,
             model,
             threshold,
-            provider,
         })
     }
 }
@@ -97,7 +95,7 @@ impl FaceDetector for Yunet {
         ChannelOrder::Bgr
     }
     fn provider(&self) -> ActiveProvider {
-        self.provider
+        self.session.provider()
     }
 
     fn detect_tensor(&mut self, t: NchwTensor<'_>) -> Result<Vec<Vec<Detection>>, DetectError> {

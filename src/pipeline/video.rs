@@ -348,15 +348,11 @@ impl DetectStage {
         }
         // At most `batch` tiles per run: on the CPU (batch 1) ONNX Runtime's arena then holds
         // one tile's activations instead of four.
-        let groups: Vec<((u32, u32), Vec<Tile>)> = groups
-            .into_iter()
-            .flat_map(|(k, v)| {
-                v.chunks(self.batch.max(1))
-                    .map(|c| (k, c.to_vec()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for ((in_w, in_h), tiles) in groups {
+        let batch = self.batch.max(1);
+        for ((in_w, in_h), tiles) in groups
+            .iter()
+            .flat_map(|(size, tiles)| tiles.chunks(batch).map(move |c| (*size, c)))
+        {
             // Rendered straight into the detector's input tensor, reused between sweeps.
             let one = 3 * in_w as usize * in_h as usize;
             self.tensor.resize(one * tiles.len(), 0.0);

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// An axis-aligned box in input-frame pixels: top-left corner plus width and height.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(from = "[f32; 4]", into = "[f32; 4]")]
+#[serde(try_from = "BoxWire", into = "BoxWire")]
 pub struct BoxF {
     pub x: f32,
     pub y: f32,
@@ -22,11 +22,32 @@ impl From<[f32; 4]> for BoxF {
     }
 }
 
-impl From<BoxF> for [f32; 4] {
+/// A box as JSON writes it: `[x, y, w, h]`, two decimals.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct BoxWire([f32; 4]);
+
+impl TryFrom<BoxWire> for BoxF {
+    type Error = String;
+    fn try_from(BoxWire(v): BoxWire) -> Result<Self, String> {
+        // A number beyond f32's range reads as infinity, which JSON cannot write back.
+        if v.iter().all(|c| c.is_finite()) {
+            Ok(BoxF::from(v))
+        } else {
+            Err(format!("box {v:?} has a coordinate out of range"))
+        }
+    }
+}
+
+impl From<BoxF> for BoxWire {
     fn from(b: BoxF) -> Self {
-        // Two decimals are plenty for pixel boxes and keep sidecars small and stable.
-        let r = |v: f32| (v * 100.0).round() / 100.0;
-        [r(b.x), r(b.y), r(b.w), r(b.h)]
+        // Two decimals are plenty for pixel boxes and keep sidecars small and stable; values so
+        // large that the rounding would overflow are written as they are.
+        let r = |v: f32| {
+            let rounded = (v * 100.0).round() / 100.0;
+            if rounded.is_finite() { rounded } else { v }
+        };
+        BoxWire([r(b.x), r(b.y), r(b.w), r(b.h)])
     }
 }
 

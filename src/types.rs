@@ -82,6 +82,20 @@ pub struct TrackedFrame {
 // Sidecar
 // ---------------------------------------------------------------------------------------------
 
+/// An `f32` field of the sidecar: JSON numbers beyond `f32`'s range are refused (they would
+/// become infinity, which JSON cannot hold, so the sidecar would not serialize back).
+fn finite_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let v = f64::deserialize(d)?;
+    let narrowed = v as f32;
+    if narrowed.is_finite() {
+        Ok(narrowed)
+    } else {
+        Err(serde::de::Error::custom(format_args!(
+            "{v} is out of range for a 32-bit number"
+        )))
+    }
+}
+
 pub const SIDECAR_SCHEMA: &str = "obscura.sidecar";
 pub const SIDECAR_VERSION: u32 = 1;
 
@@ -160,6 +174,7 @@ pub struct DetectorInfo {
     pub name: String,
     pub model: String,
     pub model_sha256: String,
+    #[serde(deserialize_with = "finite_f32")]
     pub threshold: f32,
     /// Detector input size `[w, h]` in pixels.
     pub input_size: [u32; 2],
@@ -173,6 +188,7 @@ pub struct DetectorInfo {
 pub struct RedactionInfo {
     pub style: String,
     /// Fraction of the box width/height added on every side before redacting.
+    #[serde(deserialize_with = "finite_f32")]
     pub margin: f32,
     pub tracker: TrackerInfo,
 }
@@ -196,6 +212,7 @@ pub struct TrackRecord {
     pub last_frame: u64,
     pub first_t: f64,
     pub last_t: f64,
+    #[serde(deserialize_with = "finite_f32")]
     pub max_score: f32,
     pub boxes: Vec<TrackBoxRecord>,
 }
@@ -207,6 +224,7 @@ pub struct TrackBoxRecord {
     /// `[x, y, w, h]` in input pixels (the detector's box, before the redaction margin).
     #[serde(rename = "box")]
     pub bbox: BoxF,
+    #[serde(deserialize_with = "finite_f32")]
     pub score: f32,
     pub source: BoxSource,
 }
@@ -219,6 +237,7 @@ pub struct VoiceInfo {
     /// VAD model and its sha256 (empty in `keep` mode, where no VAD runs).
     pub model: String,
     pub model_sha256: String,
+    #[serde(deserialize_with = "finite_f32")]
     pub threshold: f32,
     /// Seconds redacted before and after each segment.
     pub pad_s: f64,
@@ -236,6 +255,7 @@ pub struct VoiceInfo {
 pub struct VoiceSegment {
     pub start_s: f64,
     pub end_s: f64,
+    #[serde(deserialize_with = "finite_f32")]
     pub score: f32,
 }
 
@@ -268,4 +288,41 @@ pub struct StageTimes {
     pub track: f64,
     pub redact: f64,
     pub encode_push: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLIP: &str = include_str!("../fuzz/seeds/sidecar/clip.json");
+
+    /// What the sidecar fuzz target found in CI: a score of 1.1e50 parsed as an `f32` became
+    /// infinity, which serializes as `null`, so the parsed sidecar did not parse again. Numbers
+    /// beyond `f32`'s range are now refused when read, in scores, thresholds and boxes.
+    #[test]
+    fn regression_a_sidecar_number_beyond_f32_parsed_but_did_not_serialize_back() {
+        let ok: Sidecar = serde_json::from_str(CLIP).unwrap();
+        let again: Sidecar = serde_json::from_slice(&serde_json::to_vec(&ok).unwrap()).unwrap();
+        assert_eq!(again, ok);
+        let huge = "111111111111111111111111111111111111111111111111110.0";
+        for (field, replacement) in [
+            ("\"score\": 0.9312", format!("\"score\": {huge}")),
+            (
+                "\"max_score\": 0.9318227",
+                format!("\"max_score\": -{huge}"),
+            ),
+            ("\"threshold\": 0.5", format!("\"threshold\": {huge}")),
+            ("\"margin\": 0.2", format!("\"margin\": {huge}")),
+        ] {
+            assert!(CLIP.contains(field), "{field}");
+            let bad = CLIP.replacen(field, &replacement, 1);
+            let err = serde_json::from_str::<Sidecar>(&bad).unwrap_err();
+            assert!(err.to_string().contains("out of range"), "{field}: {err}");
+        }
+        // The first box's first coordinate.
+        assert_eq!(CLIP.matches("110.89,").count(), 1);
+        let bad = CLIP.replacen("110.89,", &format!("{huge},"), 1);
+        let err = serde_json::from_str::<Sidecar>(&bad).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "box: {err}");
+    }
 }

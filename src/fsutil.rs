@@ -55,7 +55,7 @@ impl TempFile {
             .unwrap_or_else(|| "out".into());
         let unique = format!(
             "{TEMP_PREFIX}{}-{}-{}",
-            std::process::id(),
+            owner_tag(),
             next_counter(),
             // Keep the extension last: some tools decide the format from it.
             name
@@ -115,7 +115,33 @@ fn parent_dir(p: &Path) -> &Path {
     }
 }
 
-/// Whether process `pid` is alive (or exists under another user).
+/// This process's mark in the names of what it leaves while it runs (temporary files, work
+/// folders): `<pid>.<start>`, where `<start>` is when the process started (clock ticks since
+/// boot, `/proc/<pid>/stat`). A pid alone is not enough to tell that an owner is gone: pids
+/// are reused (`pid_max` is 32768 on many machines), and a killed run's leftovers were kept
+/// for as long as some other process held its pid. Where `/proc` cannot be read the mark is
+/// the pid alone.
+pub fn owner_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let pid = std::process::id();
+        match process_start(pid) {
+            Some(start) => format!("{pid}.{start}"),
+            None => pid.to_string(),
+        }
+    })
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or ')': the fields
+    // after the last ')' start at field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether process `pid` exists (or exists under another user).
 pub fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
@@ -125,15 +151,33 @@ pub fn pid_alive(pid: u32) -> bool {
     exists || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// The pid in a name `PREFIX<pid>-…`, when the name has that form.
-fn pid_after(name: &str, prefix: &str) -> Option<u32> {
-    name.strip_prefix(prefix)?.split('-').next()?.parse().ok()
+/// Whether the process that wrote an owner mark ([`owner_tag`]) still runs: its pid exists
+/// and, when the mark has a start time, the process now holding that pid started then. A
+/// live pid whose start time cannot be read counts as the owner (kept, never removed).
+fn owner_alive(pid: u32, start: Option<u64>) -> bool {
+    if !pid_alive(pid) {
+        return false;
+    }
+    match (start, process_start(pid)) {
+        (Some(mark), Some(now)) => mark == now,
+        _ => true,
+    }
+}
+
+/// The owner mark in a name `PREFIX<pid>[.<start>]-…`, when the name has that form.
+fn owner_after(name: &str, prefix: &str) -> Option<(u32, Option<u64>)> {
+    let mark = name.strip_prefix(prefix)?.split('-').next()?;
+    match mark.split_once('.') {
+        Some((pid, start)) => Some((pid.parse().ok()?, Some(start.parse().ok()?))),
+        None => Some((mark.parse().ok()?, None)),
+    }
 }
 
 /// Removes what a killed process (SIGKILL, power loss) left in `dir`: temporary files
-/// ([`TEMP_PREFIX`]`<pid>-…`) and, when `work_prefix` is given, work folders
-/// (`<work_prefix><pid>-…`) of processes that no longer run. Files of live processes
-/// (concurrent runs) are kept. Returns how many entries were removed.
+/// ([`TEMP_PREFIX`]`<owner>-…`) and, when `work_prefix` is given, work folders
+/// (`<work_prefix><owner>-…`) of processes that no longer run ([`owner_tag`]). What live
+/// processes are writing (concurrent runs, this one) is kept. Returns how many entries were
+/// removed.
 pub fn sweep_stale(dir: &Path, work_prefix: Option<&str>) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -141,14 +185,14 @@ pub fn sweep_stale(dir: &Path, work_prefix: Option<&str>) -> usize {
     let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        let (pid, is_dir) = if let Some(pid) = pid_after(&name, TEMP_PREFIX) {
-            (pid, false)
-        } else if let Some(pid) = work_prefix.and_then(|p| pid_after(&name, p)) {
-            (pid, true)
+        let ((pid, start), is_dir) = if let Some(owner) = owner_after(&name, TEMP_PREFIX) {
+            (owner, false)
+        } else if let Some(owner) = work_prefix.and_then(|p| owner_after(&name, p)) {
+            (owner, true)
         } else {
             continue;
         };
-        if pid == std::process::id() || pid_alive(pid) {
+        if owner_alive(pid, start) {
             continue;
         }
         let path = e.path();
@@ -245,5 +289,67 @@ mod tests {
         assert!(!stale.exists() && mine.exists() && other.exists() && work.exists());
         assert_eq!(sweep_stale(d.path(), Some("ingest-")), 1);
         assert!(!work.exists() && mine.exists() && other.exists());
+    }
+
+    /// CI: a killed ingest's work folder (raw input inside) was kept after every re-run, as
+    /// its pid had been taken by another live process (pid_max 32768, pids near 29700). The
+    /// owner mark now carries the process's start time: a live pid that started at another
+    /// time is not the owner.
+    #[test]
+    fn regression_a_reused_pid_kept_a_killed_runs_work_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = other.id();
+        let start = process_start(pid).expect("/proc/<pid>/stat is readable here");
+        let reused = d.path().join(format!("ingest-{pid}.{}-abc", start + 1));
+        let owned = d.path().join(format!("ingest-{pid}.{start}-def"));
+        let stale_temp = d
+            .path()
+            .join(format!("{TEMP_PREFIX}{pid}.{}-0-out.mp4", start + 7));
+        let live_temp = d
+            .path()
+            .join(format!("{TEMP_PREFIX}{pid}.{start}-0-out.mp4"));
+        // This process's own mark, and its pid with another start (a run before it).
+        let mine = d
+            .path()
+            .join(format!("{TEMP_PREFIX}{}-3-out.mp4", owner_tag()));
+        let my_pid_earlier = d
+            .path()
+            .join(format!("{TEMP_PREFIX}{}.1-3-out.mp4", std::process::id()));
+        for dir in [&reused, &owned] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("media.flac"), b"x").unwrap();
+        }
+        for f in [&stale_temp, &live_temp, &mine, &my_pid_earlier] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        assert_eq!(sweep_stale(d.path(), Some("ingest-")), 3);
+        assert!(!reused.exists() && !stale_temp.exists() && !my_pid_earlier.exists());
+        assert!(owned.exists() && live_temp.exists() && mine.exists());
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert_eq!(sweep_stale(d.path(), Some("ingest-")), 2);
+        assert!(!owned.exists() && !live_temp.exists() && mine.exists());
+    }
+
+    #[test]
+    fn owner_marks_parse_with_and_without_a_start_time() {
+        assert_eq!(
+            owner_after(".obscura-tmp-12.345-0-x.mp4", TEMP_PREFIX),
+            Some((12, Some(345)))
+        );
+        assert_eq!(
+            owner_after(".obscura-tmp-12-0-x.mp4", TEMP_PREFIX),
+            Some((12, None))
+        );
+        assert_eq!(owner_after(".obscura-tmp-12.x-0-x.mp4", TEMP_PREFIX), None);
+        assert_eq!(owner_after("ingest-x-1", "ingest-"), None);
+        let (pid, start) = owner_after(&format!("ingest-{}-z", owner_tag()), "ingest-").unwrap();
+        assert_eq!(pid, std::process::id());
+        assert!(start.is_some());
+        assert!(owner_alive(pid, start));
     }
 }

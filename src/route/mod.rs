@@ -388,10 +388,10 @@ impl Router {
             path: self.cfg.paths.work.clone(),
             source,
         })?;
-        // Work folders carry the pid: those of killed runs are swept here.
+        // Work folders carry their owner's mark: those of killed runs are swept here.
         crate::fsutil::sweep_stale(&self.cfg.paths.work, Some("ingest-"));
         let work = tempfile::Builder::new()
-            .prefix(&format!("ingest-{}-", std::process::id()))
+            .prefix(&format!("ingest-{}-", crate::fsutil::owner_tag()))
             .tempdir_in(&self.cfg.paths.work)
             .map_err(|source| RouteError::Io {
                 path: self.cfg.paths.work.clone(),

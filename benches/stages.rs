@@ -139,6 +139,40 @@ fn bench_zoom_render(c: &mut Criterion) {
     );
 }
 
+/// The zoom pass's change test at 720p: a still camera (no block changed) and a pan (the
+/// picture moved by (-12, 4): the motion search runs, then the shifted block test).
+fn bench_zoom_change(c: &mut Criterion) {
+    use obscura::detect::zoom::ChangeSet;
+    let (w, h) = (1280usize, 720usize);
+    // Detail at several scales (a hash on grids of 32, 8 and 1 px), like a photo.
+    let hash = |x: usize, y: usize, s: usize| {
+        let v = ((x / s) as u64 * 73_856_093) ^ ((y / s) as u64 * 19_349_663) ^ (s as u64);
+        (v.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
+    };
+    let scene: Vec<u8> = (0..(w + 64) * (h + 64))
+        .map(|i| {
+            let (x, y) = (i % (w + 64), i / (w + 64));
+            (hash(x, y, 32) * 2 + hash(x, y, 8) + hash(x, y, 1) / 2) as u8
+        })
+        .collect();
+    let window = |x0: usize, y0: usize| -> Vec<u8> {
+        (0..h)
+            .flat_map(|y| scene[(y0 + y) * (w + 64) + x0..][..w].iter().copied())
+            .collect()
+    };
+    let (prev, panned) = (window(20, 20), window(32, 16));
+    c.bench_function("zoom change test 720p, still camera", |b| {
+        b.iter(|| std::hint::black_box(ChangeSet::between(&prev, &prev, w, 1280, 720, 34)))
+    });
+    assert_eq!(
+        ChangeSet::between(&prev, &panned, w, 1280, 720, 34).map(|c| c.shift),
+        Some((-12, 4))
+    );
+    c.bench_function("zoom change test 720p, pan followed", |b| {
+        b.iter(|| std::hint::black_box(ChangeSet::between(&prev, &panned, w, 1280, 720, 34)))
+    });
+}
+
 fn bench_detector(c: &mut Criterion) {
     let Ok(mut det) = load_face_detector(
         ModelKind::Yunet,
@@ -223,6 +257,7 @@ criterion_group!(
     bench_redact,
     bench_tracker,
     bench_zoom_render,
+    bench_zoom_change,
     bench_detector,
     bench_end_to_end
 );

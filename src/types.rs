@@ -182,6 +182,23 @@ pub struct DetectorInfo {
     pub every: u32,
     /// Execution provider that ran it: `cpu` or `cuda`.
     pub provider: String,
+    /// What the zoom pass (small faces) did; absent when it was off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zoom: Option<ZoomSweeps>,
+}
+
+/// The zoom pass over one clip: how many sweeps, how many covered the whole frame, how many
+/// followed a picture that moved as a whole (a pan or tilt), and what the detector was given.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+pub struct ZoomSweeps {
+    pub sweeps: u64,
+    /// Over the whole frame: the first, every `zoom_full_every`-th, and where too much changed.
+    pub full: u64,
+    /// Partial sweeps after the camera moved: only what entered the frame or moved on its own
+    /// was looked at again.
+    pub followed_motion: u64,
+    /// Detector input over all sweeps, megapixels.
+    pub input_mpx: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -12,6 +12,7 @@ use obscura::redact::video::Style;
 struct Checked {
     leak_rate: f64,
     outside_unchanged: f64,
+    zoom: obscura::types::ZoomSweeps,
 }
 
 fn redact_and_check(name: &str, cfg: &obscura::config::Config) -> Checked {
@@ -85,6 +86,7 @@ fn redact_and_check_with(
     Checked {
         leak_rate: rep.leak_rate,
         outside_unchanged: rep.outside_unchanged,
+        zoom: s.detector.as_ref().and_then(|d| d.zoom).unwrap_or_default(),
     }
 }
 
@@ -103,6 +105,14 @@ fn faces_of_every_size_entering_and_leaving_are_redacted_in_every_frame() {
 fn street_crowd_panning_clip_is_redacted_in_every_frame() {
     let c = redact_and_check("city_pan", &common::config());
     assert!(c.leak_rate <= 0.01, "leak rate {}", c.leak_rate);
+    // The camera pans all the time: the sweeps between full ones follow it.
+    let z = c.zoom;
+    assert!(
+        z.sweeps >= 25
+            && z.followed_motion >= z.sweeps / 2
+            && z.full + z.followed_motion == z.sweeps,
+        "{z:?}"
+    );
     assert!(
         c.outside_unchanged >= 0.95,
         "outside unchanged {}",
@@ -112,7 +122,9 @@ fn street_crowd_panning_clip_is_redacted_in_every_frame() {
 
 /// Only the first zoom sweep covers the whole frame; every later one looks only where the
 /// picture changed and keeps the faces found elsewhere. The small faces move from the first
-/// frame on, so they are found again only through those partial sweeps: none may leak.
+/// frame on, so they are found again only through those partial sweeps: none may leak. On
+/// city_pan the camera pans through the whole clip: every later sweep follows the pan, carries
+/// the faces it saw with the picture and looks only at what entered the frame.
 #[test]
 fn zoom_sweeps_limited_to_what_changed_still_redact_every_face() {
     for name in ["faces_sizes", "city_pan"] {
@@ -121,6 +133,12 @@ fn zoom_sweeps_limited_to_what_changed_still_redact_every_face() {
         let c = redact_and_check(name, &cfg);
         assert!(c.leak_rate <= 0.01, "{name}: leak rate {}", c.leak_rate);
         assert!(c.outside_unchanged >= 0.95, "{name}");
+        let z = c.zoom;
+        assert_eq!(z.full, 1, "{name}: {z:?}");
+        match name {
+            "city_pan" => assert_eq!(z.followed_motion, z.sweeps - 1, "{z:?}"),
+            _ => assert!(z.sweeps >= 4 && z.followed_motion == 0, "{z:?}"),
+        }
     }
 }
 

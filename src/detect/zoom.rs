@@ -7,9 +7,10 @@
 //! `detect.zoom_every` frames and the tracker (gap filling, look-back, look-ahead) covers the
 //! frames between.
 //!
-//! Owns: the tile layout (pure, property-tested) and rendering a tile from I420 planes into a
-//! packed BGR/RGB image with bilinear sampling. Must not touch: models (it returns images)
-//! or GStreamer (it reads plain plane slices).
+//! Owns: the tile layout (pure, property-tested), rendering a tile from I420 planes into the
+//! detector's NCHW input with bilinear sampling, and the change test between two sweeps (which
+//! blocks changed, following a pan or tilt of the whole picture). Must not touch: models (it
+//! fills tensors) or GStreamer (it reads plain plane slices).
 
 use rayon::prelude::*;
 
@@ -122,33 +123,176 @@ pub fn packed_luma(y: &[u8], stride: usize, width: u32, height: u32) -> Vec<u8> 
 
 /// Whether each [`CHANGE_BLOCK`]-sized block changed between `prev` (packed) and `cur`
 /// (rows of `stride`), row by row; partial blocks at the edges judge what they hold.
-fn changed_blocks(prev: &[u8], cur: &[u8], stride: usize, width: u32, height: u32) -> Vec<bool> {
+///
+/// `shift` is the picture's motion between the two: the block at `(x, y)` of `cur` is compared
+/// with `(x - dx, y - dy)` of `prev`. A block whose pixels were (partly) outside `prev` — what
+/// entered the frame — has changed.
+fn changed_blocks(
+    prev: &[u8],
+    cur: &[u8],
+    stride: usize,
+    width: u32,
+    height: u32,
+    (dx, dy): (i32, i32),
+) -> Vec<bool> {
     let b = CHANGE_BLOCK as usize;
     let (w, h) = (width as usize, height as usize);
     let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
     let mut sums = vec![0u32; bw * bh];
+    let mut entered = vec![false; bw * bh];
     for row in 0..h {
+        let by = row / b;
+        let src_row = row as i64 - i64::from(dy);
+        if src_row < 0 || src_row >= h as i64 {
+            entered[by * bw..(by + 1) * bw].fill(true);
+            continue;
+        }
+        let src_row = src_row as usize;
         let (p, c) = (
-            &prev[row * w..row * w + w],
+            &prev[src_row * w..src_row * w + w],
             &cur[row * stride..row * stride + w],
         );
-        let sums_row = &mut sums[(row / b) * bw..(row / b + 1) * bw];
-        for (bx, (pc, cc)) in p.chunks(b).zip(c.chunks(b)).enumerate() {
-            sums_row[bx] += pc
+        for bx in 0..bw {
+            let (x0, x1) = (bx * b, (bx * b + b).min(w));
+            let (sx0, sx1) = (x0 as i64 - i64::from(dx), x1 as i64 - i64::from(dx));
+            if sx0 < 0 || sx1 > w as i64 {
+                entered[by * bw + bx] = true;
+                continue;
+            }
+            sums[by * bw + bx] += p[sx0 as usize..sx1 as usize]
                 .iter()
-                .zip(cc)
+                .zip(&c[x0..x1])
                 .map(|(&a, &c)| u32::from(a.abs_diff(c)))
                 .sum::<u32>();
         }
     }
     sums.iter()
+        .zip(&entered)
         .enumerate()
-        .map(|(i, &s)| {
+        .map(|(i, (&s, &entered))| {
             let (bx, by) = (i % bw, i / bw);
             let n = ((w - bx * b).min(b) * (h - by * b).min(b)) as u32;
-            s > CHANGE_THRESHOLD * n
+            entered || s > CHANGE_THRESHOLD * n
         })
         .collect()
+}
+
+/// Largest motion of the whole picture between two sweeps (a pan, a tilt) that the change test
+/// follows, as a share of the frame's smaller side; beyond it the whole frame is swept.
+pub const MAX_SHIFT_SHARE: f32 = 0.25;
+
+/// A luma plane (packed rows) at one level of the motion search's pyramid.
+struct Level {
+    px: Vec<u8>,
+    w: usize,
+    h: usize,
+}
+
+impl Level {
+    /// Half the size on each axis, each pixel the mean of a 2x2 block.
+    fn half(&self) -> Level {
+        let (w, h) = (self.w / 2, self.h / 2);
+        let mut px = Vec::with_capacity(w * h);
+        for y in 0..h {
+            let (r0, r1) = (
+                &self.px[2 * y * self.w..][..2 * w],
+                &self.px[(2 * y + 1) * self.w..][..2 * w],
+            );
+            px.extend((0..w).map(|x| {
+                let s = u16::from(r0[2 * x])
+                    + u16::from(r0[2 * x + 1])
+                    + u16::from(r1[2 * x])
+                    + u16::from(r1[2 * x + 1]);
+                ((s + 2) / 4) as u8
+            }));
+        }
+        Level { px, w, h }
+    }
+
+    /// Mean absolute difference between `self` (the current frame) and `prev` moved by
+    /// `(dx, dy)`, over the pixels both hold, in 1/256 levels; `None` when they share less than
+    /// a quarter of the frame.
+    fn mad(&self, prev: &Level, (dx, dy): (i32, i32)) -> Option<u64> {
+        let (w, h) = (self.w as i64, self.h as i64);
+        let (dx, dy) = (i64::from(dx), i64::from(dy));
+        let (x0, x1) = (dx.max(0), (w + dx).min(w));
+        let (y0, y1) = (dy.max(0), (h + dy).min(h));
+        if x1 <= x0 || y1 <= y0 || 4 * (x1 - x0) * (y1 - y0) < w * h {
+            return None;
+        }
+        let (x0, x1) = (x0 as usize, x1 as usize);
+        let mut sum = 0u64;
+        for y in y0 as usize..y1 as usize {
+            let c = &self.px[y * self.w..][x0..x1];
+            let sy = (y as i64 - dy) as usize;
+            let sx = (x0 as i64 - dx) as usize;
+            let p = &prev.px[sy * prev.w..][sx..sx + (x1 - x0)];
+            sum += p
+                .iter()
+                .zip(c)
+                .map(|(&a, &b)| u32::from(a.abs_diff(b)))
+                .sum::<u32>() as u64;
+        }
+        let n = ((x1 - x0) as u64) * ((y1 - y0) as u64);
+        Some(sum * 256 / n)
+    }
+}
+
+/// The motion of the whole picture from `prev` to `cur` (both packed `w x h` luma): the
+/// integer `(dx, dy)` that best maps `prev` onto `cur` (content at `(x, y)` of `prev` is at
+/// `(x + dx, y + dy)` of `cur`), up to [`MAX_SHIFT_SHARE`] of the smaller side. Searched
+/// coarse to fine on a pyramid of 2x2 means: exhaustively at the coarsest level (about 80 px
+/// wide), then within one pixel at each finer one. The result is only a guess: the block test
+/// that follows decides whether it explains the picture.
+fn estimate_shift(prev: &[u8], cur: &[u8], w: usize, h: usize) -> Option<(i32, i32)> {
+    if w < 16 || h < 16 || prev.len() != w * h || cur.len() != w * h {
+        return None;
+    }
+    let mut pyramid = vec![(
+        Level {
+            px: prev.to_vec(),
+            w,
+            h,
+        },
+        Level {
+            px: cur.to_vec(),
+            w,
+            h,
+        },
+    )];
+    while let Some((p, c)) = pyramid.last() {
+        if p.w.min(p.h) < 64 {
+            break;
+        }
+        let next = (p.half(), c.half());
+        pyramid.push(next);
+    }
+    let top = pyramid.len() - 1;
+    let max_shift = (w.min(h) as f32 * MAX_SHIFT_SHARE) as i32;
+    let reach = (max_shift >> top).max(1);
+    let best_of = |level: &(Level, Level), candidates: &mut dyn Iterator<Item = (i32, i32)>| {
+        candidates
+            .filter_map(|s| {
+                level
+                    .1
+                    .mad(&level.0, s)
+                    .map(|m| (m, s.0.abs() + s.1.abs(), s))
+            })
+            .min()
+            .map(|(_, _, s)| s)
+    };
+    let mut shift = best_of(
+        &pyramid[top],
+        &mut (-reach..=reach).flat_map(|dy| (-reach..=reach).map(move |dx| (dx, dy))),
+    )?;
+    for level in pyramid[..top].iter().rev() {
+        let (cx, cy) = (shift.0 * 2, shift.1 * 2);
+        shift = best_of(
+            level,
+            &mut (-1..=1).flat_map(|dy| (-1..=1).map(move |dx| (cx + dx, cy + dy))),
+        )?;
+    }
+    (shift.0.abs() <= max_shift && shift.1.abs() <= max_shift).then_some(shift)
 }
 
 /// What changed between two sweeps: the changed blocks, and the regions the zoom pass must look
@@ -158,6 +302,11 @@ pub struct ChangeSet {
     changed: Vec<bool>,
     bw: usize,
     bh: usize,
+    width: u32,
+    height: u32,
+    /// How the whole picture moved since the last sweep (`(0, 0)` for a still camera): what
+    /// the last sweep found has moved with it.
+    pub shift: (i32, i32),
     pub regions: Vec<Rect>,
 }
 
@@ -180,10 +329,23 @@ impl ChangeSet {
         {
             return None;
         }
-        let changed = changed_blocks(prev, cur, stride, width, height);
-        let n = changed.iter().filter(|&&c| c).count();
-        if n as f32 > MAX_CHANGED_SHARE * changed.len() as f32 {
-            return None;
+        let too_many = |changed: &[bool]| {
+            changed.iter().filter(|&&c| c).count() as f32 > MAX_CHANGED_SHARE * changed.len() as f32
+        };
+        let mut shift = (0, 0);
+        let mut changed = changed_blocks(prev, cur, stride, width, height, shift);
+        if too_many(&changed) {
+            // Much changed: the camera may have moved (a pan, a tilt). When one motion of the
+            // whole picture explains all but a few blocks, the rest was seen by the last sweep
+            // and only what entered the frame or moved on its own is looked at again.
+            shift = estimate_shift(prev, &packed_luma(cur, stride, width, height), w, h)?;
+            if shift == (0, 0) {
+                return None;
+            }
+            changed = changed_blocks(prev, cur, stride, width, height, shift);
+            if too_many(&changed) {
+                return None;
+            }
         }
         // Regions: each changed block grown by `pad`, merged until none overlap. Rows of
         // changed blocks are first joined into runs to keep the list short.
@@ -233,8 +395,26 @@ impl ChangeSet {
             changed,
             bw,
             bh,
+            width,
+            height,
+            shift,
             regions,
         })
+    }
+
+    /// Where a face the last sweep found at `b` is now, when it can be kept without looking
+    /// again: moved with the picture ([`ChangeSet::shift`]), clipped to the frame, with no
+    /// changed block around it. `None`: it must be looked for again (the pixels around it
+    /// changed, or it left the frame).
+    pub fn carry(&self, b: crate::geom::BoxF) -> Option<crate::geom::BoxF> {
+        let moved = crate::geom::BoxF::new(
+            b.x + self.shift.0 as f32,
+            b.y + self.shift.1 as f32,
+            b.w,
+            b.h,
+        )
+        .clip(self.width as f32, self.height as f32);
+        (moved.area() > 0.0 && !self.touches(moved.x, moved.y, moved.w, moved.h)).then_some(moved)
     }
 
     /// Whether any changed block lies within one block of the box `(x, y, w, h)` (frame
@@ -534,12 +714,122 @@ mod tests {
         }
     }
 
+    /// A picture with detail at every scale, like a photo: random values on grids of 32, 8 and
+    /// 2 px, each bilinearly interpolated, summed (deterministic for `seed`).
+    fn photo(w: usize, h: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut rnd = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % 1000) as f32 / 1000.0
+        };
+        let mut out = vec![0f32; w * h];
+        for (cell, amp) in [(32usize, 120.0f32), (8, 60.0), (2, 20.0)] {
+            let (gw, gh) = (w / cell + 2, h / cell + 2);
+            let grid: Vec<f32> = (0..gw * gh).map(|_| rnd() * amp).collect();
+            for y in 0..h {
+                for x in 0..w {
+                    let (fx, fy) = (x as f32 / cell as f32, y as f32 / cell as f32);
+                    let (ix, iy) = (fx as usize, fy as usize);
+                    let (tx, ty) = (fx - ix as f32, fy - iy as f32);
+                    let g = |i: usize, j: usize| grid[j * gw + i];
+                    out[y * w + x] += g(ix, iy) * (1.0 - tx) * (1.0 - ty)
+                        + g(ix + 1, iy) * tx * (1.0 - ty)
+                        + g(ix, iy + 1) * (1.0 - tx) * ty
+                        + g(ix + 1, iy + 1) * tx * ty;
+                }
+            }
+        }
+        out.iter()
+            .map(|&v| (v + 28.0).clamp(0.0, 255.0) as u8)
+            .collect()
+    }
+
+    /// `src` (a `big_w`-wide picture) seen through a `w x h` window at `(x0, y0)`.
+    fn window(src: &[u8], big_w: usize, x0: usize, y0: usize, w: usize, h: usize) -> Vec<u8> {
+        (0..h)
+            .flat_map(|y| src[(y0 + y) * big_w + x0..][..w].iter().copied())
+            .collect()
+    }
+
     #[test]
-    fn a_pan_sweeps_the_whole_frame() {
+    fn a_pan_is_followed_and_only_what_entered_the_frame_is_looked_at_again() {
+        let (bw, bh) = (400usize, 300usize);
         let (w, h) = (320usize, 240usize);
-        let a: Vec<u8> = (0..w * h).map(|i| (i % w) as u8).collect();
-        let b: Vec<u8> = (0..w * h).map(|i| ((i % w) + 40) as u8).collect();
-        assert!(ChangeSet::between(&a, &b, w, 320, 240, 56).is_none());
+        let scene = photo(bw, bh, 7);
+        // The window moves 6 px right and 3 px up: the picture moves by (-6, +3).
+        let prev = window(&scene, bw, 40, 30, w, h);
+        let cur = window(&scene, bw, 46, 27, w, h);
+        let pad = 34usize;
+        let c = ChangeSet::between(&prev, &cur, w, w as u32, h as u32, pad as u32).unwrap();
+        assert_eq!(c.shift, (-6, 3));
+        // Looked at again: the right edge (entered) and the top (entered), nothing else.
+        for r in &c.regions {
+            let right = r.x1 == w && r.x0 >= w - 6 - pad - 8;
+            let top = r.y0 == 0 && r.y1 <= 3 + pad + 8;
+            assert!(right || top, "{r:?} in {:?}", c.regions);
+        }
+        let covered = |x: usize, y: usize| {
+            c.regions
+                .iter()
+                .any(|r| r.x0 <= x && x < r.x1 && r.y0 <= y && y < r.y1)
+        };
+        assert!(covered(w - 1, h / 2) && covered(w / 2, 0) && !covered(w / 2, h / 2));
+        // A face seen in the middle moved with the picture; one at the right edge is looked
+        // for again.
+        let kept = c
+            .carry(crate::geom::BoxF::new(100.0, 100.0, 14.0, 16.0))
+            .unwrap();
+        assert_eq!((kept.x, kept.y, kept.w, kept.h), (94.0, 103.0, 14.0, 16.0));
+        assert!(
+            c.carry(crate::geom::BoxF::new(310.0, 100.0, 14.0, 16.0))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_face_moving_across_a_panning_picture_is_looked_at_again() {
+        let (bw, bh) = (400usize, 300usize);
+        let (w, h) = (320usize, 240usize);
+        let scene = photo(bw, bh, 11);
+        let prev = window(&scene, bw, 40, 30, w, h);
+        let mut cur = window(&scene, bw, 30, 30, w, h);
+        // Something the size of a small face, in the middle, that did not move with the camera.
+        for y in 100..116 {
+            for x in 150..164 {
+                cur[y * w + x] = if (x + y) % 2 == 0 { 10 } else { 240 };
+            }
+        }
+        let c = ChangeSet::between(&prev, &cur, w, w as u32, h as u32, 34).unwrap();
+        assert_eq!(c.shift, (10, 0));
+        assert!(
+            c.regions
+                .iter()
+                .any(|r| r.x0 <= 150 && 164 <= r.x1 && r.y0 <= 100 && 116 <= r.y1),
+            "{:?}",
+            c.regions
+        );
+        assert!(c.touches(150.0, 100.0, 14.0, 16.0));
+    }
+
+    #[test]
+    fn a_lighting_change_or_another_picture_sweeps_the_whole_frame() {
+        let (w, h) = (320usize, 240usize);
+        let a = photo(w, h, 3);
+        let brighter: Vec<u8> = a.iter().map(|&v| v.saturating_add(40)).collect();
+        assert!(ChangeSet::between(&a, &brighter, w, 320, 240, 56).is_none());
+        let cut = photo(w, h, 4);
+        assert!(ChangeSet::between(&a, &cut, w, 320, 240, 56).is_none());
+        // A pan too far to follow (over a quarter of the smaller side).
+        let scene = photo(480, 240, 5);
+        let (p, c) = (
+            window(&scene, 480, 0, 0, w, h),
+            window(&scene, 480, 100, 0, w, h),
+        );
+        assert!(ChangeSet::between(&p, &c, w, 320, 240, 56).is_none());
         // A frame of another size cannot be compared either.
         assert!(ChangeSet::between(&a[1..], &a, w, 320, 240, 56).is_none());
         assert!(ChangeSet::between(&a, &a[..w * 100], w, 320, 240, 56).is_none());
@@ -552,6 +842,37 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Any pan within reach is found exactly, and every block showing what was outside the
+        /// last sweep's frame is looked at again.
+        #[test]
+        fn pans_are_found_and_what_entered_is_always_looked_at(
+            dx in -40i32..=40, dy in -40i32..=40, seed in 0u64..1000,
+        ) {
+            let (w, h) = (320usize, 192usize);
+            let scene = photo(w + 80, h + 80, seed);
+            let prev = window(&scene, w + 80, 40, 40, w, h);
+            let cur = window(&scene, w + 80, (40 - dx) as usize, (40 - dy) as usize, w, h);
+            let c = ChangeSet::between(&prev, &cur, w, w as u32, h as u32, 34);
+            let c = c.expect("a pan within reach is followed");
+            prop_assert_eq!(c.shift, (dx, dy));
+            let b = CHANGE_BLOCK as usize;
+            let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
+            for by in 0..bh {
+                for bx in 0..bw {
+                    // The block's pixels in the last sweep's frame.
+                    let (x0, y0) = ((bx * b) as i32 - dx, (by * b) as i32 - dy);
+                    let (x1, y1) = (
+                        (bx * b + b).min(w) as i32 - dx,
+                        (by * b + b).min(h) as i32 - dy,
+                    );
+                    if x0 < 0 || y0 < 0 || x1 > w as i32 || y1 > h as i32 {
+                        prop_assert!(c.changed[by * bw + bx], "block ({}, {})", bx, by);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn tiles_cover_every_pixel_and_stay_inside(w in 1u32..4000, h in 1u32..2500, z in 0.5f32..3.0) {
             let tiles = layout(w, h, z);

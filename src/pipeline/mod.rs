@@ -568,6 +568,8 @@ struct StageResults {
     /// Audio sample frames handed to the encoder.
     audio_samples: u64,
     voice: Option<voice::VoiceOutcome>,
+    /// What the zoom pass did, when it ran.
+    zoom: Option<ZoomSweeps>,
 }
 
 /// End time of a buffer, when it has a timestamp.
@@ -689,6 +691,7 @@ impl Stages {
                 zoom_full_every: s.cfg.detect.zoom_full_every.max(1),
                 zoom_change_pad: s.cfg.detect.zoom_change_pad(),
                 zoom_memory: None,
+                zoom_sweeps: ZoomSweeps::default(),
                 out: to_track,
                 error: error.clone(),
                 ticks: ticks.clone(),
@@ -930,6 +933,10 @@ fn build_sidecar(p: SidecarParts<'_>) -> Sidecar {
             input_size: [p.det_size.0, p.det_size.1],
             every: cfg.detect.every_for(fps),
             provider,
+            zoom: p.frames.zoom.map(|z| ZoomSweeps {
+                input_mpx: round(z.input_mpx, 3),
+                ..z
+            }),
         });
     let redaction = detector.as_ref().map(|_| {
         let tracker = cfg.tracker_config(fw, fh, fps);

@@ -49,6 +49,8 @@ pub(super) struct DetectStage {
     pub(super) zoom_change_pad: u32,
     /// What the last sweep saw.
     pub(super) zoom_memory: Option<ZoomMemory>,
+    /// Sweeps so far (the sidecar's `detector.zoom`).
+    pub(super) zoom_sweeps: ZoomSweeps,
     pub(super) out: Sender<DetectedFrame>,
     pub(super) error: FirstError,
     pub(super) ticks: Arc<AtomicU64>,
@@ -148,6 +150,9 @@ impl DetectStage {
         }
         if let Ok(mut r) = self.results.lock() {
             r.times.detect = detect_time.as_secs_f64() * 1e3;
+            if !self.zoom_tiles.is_empty() {
+                r.zoom = Some(self.zoom_sweeps);
+            }
         }
         Ok(())
     }
@@ -294,25 +299,34 @@ impl DetectStage {
         let mut found = self.zoom_tiles_detect(&planes, order, &tiles)?;
         let since_full = match (&change, &self.zoom_memory) {
             (Some(c), Some(m)) => {
-                found.extend(
-                    m.dets
-                        .iter()
-                        .filter(|d| !c.touches(d.bbox.x, d.bbox.y, d.bbox.w, d.bbox.h))
-                        .copied(),
-                );
+                // The last sweep's faces where nothing changed around them stand (moved with
+                // the picture). What this sweep found over them was cut by a region's edge —
+                // a face away from every changed block lies across the border of the region
+                // looked at — so the whole face seen before is the better box.
+                let carried: Vec<Detection> = m
+                    .dets
+                    .iter()
+                    .filter_map(|d| c.carry(d.bbox).map(|bbox| Detection { bbox, ..*d }))
+                    .collect();
+                found.retain(|f| carried.iter().all(|k| f.bbox.iou(&k.bbox) <= 0.3));
+                found.extend(carried);
                 found = merge(found);
                 m.since_full + 1
             }
             _ => 0,
         };
+        let input_pixels: u64 = tiles.iter().map(|t| u64::from(t.in_w * t.in_h)).sum();
+        let z = &mut self.zoom_sweeps;
+        z.sweeps += 1;
+        z.full += u64::from(change.is_none());
+        z.followed_motion += u64::from(change.as_ref().is_some_and(|c| c.shift != (0, 0)));
+        z.input_mpx += input_pixels as f64 / 1e6;
         tracing::trace!(
             frame = frame.index,
             tiles = tiles.len(),
-            input_pixels = tiles
-                .iter()
-                .map(|t| u64::from(t.in_w * t.in_h))
-                .sum::<u64>(),
+            input_pixels,
             full = change.is_none(),
+            shift = ?change.as_ref().map(|c| c.shift),
             faces = found.len(),
             "zoom pass"
         );

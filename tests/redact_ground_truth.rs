@@ -55,7 +55,7 @@ fn redact_and_check_with(
     let rep = evaluate_with(&input, &out.output, &gt, redacted_below).unwrap();
     assert_eq!(rep.frames_input, gt.frames);
     assert_eq!(rep.frames_output, gt.frames, "same number of frames");
-    assert!(rep.boxes > 1000, "ground truth evaluated: {}", rep.boxes);
+    assert!(rep.boxes > 800, "ground truth evaluated: {}", rep.boxes);
 
     // The sidecar describes the same run.
     let s = &out.sidecar;
@@ -117,6 +117,24 @@ fn street_crowd_panning_clip_is_redacted_in_every_frame() {
         c.outside_unchanged >= 0.95,
         "outside unchanged {}",
         c.outside_unchanged
+    );
+}
+
+/// A camera panning diagonally by fractions of a pixel per frame (every frame re-sampled, as a
+/// real pan gives) over faces from 160 down to 12 px: the sweeps between full ones follow the
+/// pan and look at much less than the whole frame, and no face leaks.
+#[test]
+fn a_camera_panning_by_fractions_of_a_pixel_is_followed_and_every_face_redacted() {
+    let c = redact_and_check("composite_pan", &common::config());
+    assert!(c.leak_rate <= 0.01, "leak rate {}", c.leak_rate);
+    assert!(c.outside_unchanged >= 0.95, "{}", c.outside_unchanged);
+    let z = c.zoom;
+    assert!(z.sweeps >= 10 && z.followed_motion >= z.sweeps / 2, "{z:?}");
+    // A full sweep of 640x360 at 2x is one 1280x736 tile (0.94 Mpx).
+    let full_mpx = 1280.0 * 736.0 / 1e6;
+    assert!(
+        z.input_mpx < 0.7 * full_mpx * z.sweeps as f64,
+        "partial sweeps looked at nearly everything: {z:?}"
     );
 }
 

@@ -124,17 +124,24 @@ pub fn packed_luma(y: &[u8], stride: usize, width: u32, height: u32) -> Vec<u8> 
 /// Whether each [`CHANGE_BLOCK`]-sized block changed between `prev` (packed) and `cur`
 /// (rows of `stride`), row by row; partial blocks at the edges judge what they hold.
 ///
-/// `shift` is the picture's motion between the two: the block at `(x, y)` of `cur` is compared
-/// with `(x - dx, y - dy)` of `prev`. A block whose pixels were (partly) outside `prev` — what
-/// entered the frame — has changed.
+/// `align.shift` is the picture's motion between the two: the block at `(x, y)` of `cur` is
+/// compared with `(x - dx, y - dy)` of `prev`. A block whose pixels were (partly) outside
+/// `prev`, or within `align.margins` pixels of its edge on each axis — what entered the frame —
+/// has changed. Pixels within `align.ring` of `cur`'s own edge are not compared (a filter's edge
+/// effects).
 fn changed_blocks(
     prev: &[u8],
     cur: &[u8],
     stride: usize,
     width: u32,
     height: u32,
-    (dx, dy): (i32, i32),
+    align: Alignment,
 ) -> Vec<bool> {
+    let Alignment {
+        shift: (dx, dy),
+        margins: (mx, my),
+        ring,
+    } = align;
     let b = CHANGE_BLOCK as usize;
     let (w, h) = (width as usize, height as usize);
     let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
@@ -143,7 +150,7 @@ fn changed_blocks(
     for row in 0..h {
         let by = row / b;
         let src_row = row as i64 - i64::from(dy);
-        if src_row < 0 || src_row >= h as i64 {
+        if src_row - my < 0 || src_row + my >= h as i64 {
             entered[by * bw..(by + 1) * bw].fill(true);
             continue;
         }
@@ -152,16 +159,26 @@ fn changed_blocks(
             &prev[src_row * w..src_row * w + w],
             &cur[row * stride..row * stride + w],
         );
+        let in_ring = row < ring || row + ring >= h;
         for bx in 0..bw {
             let (x0, x1) = (bx * b, (bx * b + b).min(w));
             let (sx0, sx1) = (x0 as i64 - i64::from(dx), x1 as i64 - i64::from(dx));
-            if sx0 < 0 || sx1 > w as i64 {
+            if sx0 - mx < 0 || sx1 + mx > w as i64 {
                 entered[by * bw + bx] = true;
                 continue;
             }
-            sums[by * bw + bx] += p[sx0 as usize..sx1 as usize]
+            if in_ring {
+                continue;
+            }
+            // Columns within `ring` of the edge are left out.
+            let (c0, c1) = (x0.max(ring), x1.min(w - ring.min(w)));
+            if c1 <= c0 {
+                continue;
+            }
+            let off = c0 - x0;
+            sums[by * bw + bx] += p[sx0 as usize + off..sx0 as usize + off + (c1 - c0)]
                 .iter()
-                .zip(&c[x0..x1])
+                .zip(&c[c0..c1])
                 .map(|(&a, &c)| u32::from(a.abs_diff(c)))
                 .sum::<u32>();
         }
@@ -175,6 +192,14 @@ fn changed_blocks(
             entered || s > CHANGE_THRESHOLD * n
         })
         .collect()
+}
+
+/// How [`changed_blocks`] lines the two frames up.
+#[derive(Debug, Clone, Copy, Default)]
+struct Alignment {
+    shift: (i32, i32),
+    margins: (i64, i64),
+    ring: usize,
 }
 
 /// Largest motion of the whole picture between two sweeps (a pan, a tilt) that the change test
@@ -238,13 +263,22 @@ impl Level {
     }
 }
 
-/// The motion of the whole picture from `prev` to `cur` (both packed `w x h` luma): the
-/// integer `(dx, dy)` that best maps `prev` onto `cur` (content at `(x, y)` of `prev` is at
-/// `(x + dx, y + dy)` of `cur`), up to [`MAX_SHIFT_SHARE`] of the smaller side. Searched
-/// coarse to fine on a pyramid of 2x2 means: exhaustively at the coarsest level (about 80 px
-/// wide), then within one pixel at each finer one. The result is only a guess: the block test
-/// that follows decides whether it explains the picture.
-fn estimate_shift(prev: &[u8], cur: &[u8], w: usize, h: usize) -> Option<(i32, i32)> {
+/// How the whole picture moved between two sweeps: `whole` pixels plus a `fraction` in
+/// `[-0.5, 0.5]` on each axis (content at `(x, y)` of the earlier frame is at
+/// `(x + dx + fx, y + dy + fy)` of the later one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Motion {
+    whole: (i32, i32),
+    fraction: (f32, f32),
+}
+
+/// The motion of the whole picture from `prev` to `cur` (both packed `w x h` luma), up to
+/// [`MAX_SHIFT_SHARE`] of the smaller side. Searched coarse to fine on a pyramid of 2x2 means:
+/// exhaustively at the coarsest level (about 80 px wide), then within one pixel at each finer
+/// one; the fraction of a pixel comes from a parabola through the differences at the best
+/// whole shift and its neighbours. The result is only a guess: the block test that follows
+/// decides whether it explains the picture.
+fn estimate_motion(prev: &[u8], cur: &[u8], w: usize, h: usize) -> Option<Motion> {
     if w < 16 || h < 16 || prev.len() != w * h || cur.len() != w * h {
         return None;
     }
@@ -292,7 +326,87 @@ fn estimate_shift(prev: &[u8], cur: &[u8], w: usize, h: usize) -> Option<(i32, i
             &mut (-1..=1).flat_map(|dy| (-1..=1).map(move |dx| (cx + dx, cy + dy))),
         )?;
     }
-    (shift.0.abs() <= max_shift && shift.1.abs() <= max_shift).then_some(shift)
+    if shift.0.abs() > max_shift || shift.1.abs() > max_shift {
+        return None;
+    }
+    let (p0, c0) = &pyramid[0];
+    let mad = |d: (i32, i32)| c0.mad(p0, d).map(|m| m as f32);
+    // Vertex of the symmetric V through (-1, a), (0, b), (1, c) (absolute differences grow
+    // linearly away from the true shift), to 1/16 px; none unless b is a minimum.
+    let vertex = |a: Option<f32>, b: Option<f32>, c: Option<f32>| match (a, b, c) {
+        (Some(a), Some(b), Some(c)) if a >= b && c >= b && a.max(c) > b => {
+            ((a - c) / (2.0 * (a.max(c) - b)) * 16.0)
+                .round()
+                .clamp(-8.0, 8.0)
+                / 16.0
+        }
+        _ => 0.0,
+    };
+    let at = mad(shift);
+    let fraction = (
+        vertex(mad((shift.0 - 1, shift.1)), at, mad((shift.0 + 1, shift.1))),
+        vertex(mad((shift.0, shift.1 - 1)), at, mad((shift.0, shift.1 + 1))),
+    );
+    Some(Motion {
+        whole: shift,
+        fraction,
+    })
+}
+
+/// `src` (packed `w x h`) moved by a fraction of a pixel: the value at `(x, y)` is `src` at
+/// `(x - fx, y - fy)`, bilinear in 8.8 fixed point (edges repeat).
+fn shift_fraction(src: &[u8], w: usize, h: usize, (fx, fy): (f32, f32)) -> Vec<u8> {
+    // The neighbour the fraction leans to (-1: left/up), and its weight.
+    let taps = |f: f32| -> (isize, u32) {
+        if f >= 0.0 {
+            (-1, (f * 256.0).round() as u32)
+        } else {
+            (1, (-f * 256.0).round() as u32)
+        }
+    };
+    let ((ox, wx), (oy, wy)) = (taps(fx), taps(fy));
+    let clamp = |v: isize, len: usize| v.clamp(0, len as isize - 1) as usize;
+    let mut rows = vec![0u32; w * h];
+    for y in 0..h {
+        let r = &src[y * w..][..w];
+        for x in 0..w {
+            let n = r[clamp(x as isize + ox, w)];
+            rows[y * w + x] = u32::from(r[x]) * (256 - wx) + u32::from(n) * wx;
+        }
+    }
+    let mut out = vec![0u8; w * h];
+    for y in 0..h {
+        let n = clamp(y as isize + oy, h);
+        for x in 0..w {
+            let v = rows[y * w + x] * (256 - wy) + rows[n * w + x] * wy;
+            out[y * w + x] = ((v + (1 << 15)) >> 16) as u8;
+        }
+    }
+    out
+}
+
+/// A 3x3 box filter (edges repeat): after a sub-pixel pan the finest detail of two frames
+/// differs even where nothing moved; what a face moving or turning changes stays.
+fn smooth3(src: &[u8], w: usize, h: usize) -> Vec<u8> {
+    let mut rows = vec![0u16; w * h];
+    for y in 0..h {
+        let r = &src[y * w..][..w];
+        for x in 0..w {
+            let (l, c, rt) = (r[x.saturating_sub(1)], r[x], r[(x + 1).min(w - 1)]);
+            rows[y * w + x] = u16::from(l) + u16::from(c) + u16::from(rt);
+        }
+    }
+    let mut out = vec![0u8; w * h];
+    for y in 0..h {
+        let (u, d) = (y.saturating_sub(1), (y + 1).min(h - 1));
+        for x in 0..w {
+            let s = u32::from(rows[u * w + x])
+                + u32::from(rows[y * w + x])
+                + u32::from(rows[d * w + x]);
+            out[y * w + x] = ((s + 4) / 9) as u8;
+        }
+    }
+    out
 }
 
 /// What changed between two sweeps: the changed blocks, and the regions the zoom pass must look
@@ -304,9 +418,11 @@ pub struct ChangeSet {
     bh: usize,
     width: u32,
     height: u32,
-    /// How the whole picture moved since the last sweep (`(0, 0)` for a still camera): what
-    /// the last sweep found has moved with it.
+    /// How the whole picture moved since the last sweep, in whole pixels (`(0, 0)` for a
+    /// still camera): what the last sweep found has moved with it.
     pub shift: (i32, i32),
+    /// The same motion with its fraction of a pixel.
+    motion: (f32, f32),
     pub regions: Vec<Rect>,
 }
 
@@ -332,17 +448,43 @@ impl ChangeSet {
         let too_many = |changed: &[bool]| {
             changed.iter().filter(|&&c| c).count() as f32 > MAX_CHANGED_SHARE * changed.len() as f32
         };
-        let mut shift = (0, 0);
-        let mut changed = changed_blocks(prev, cur, stride, width, height, shift);
+        let mut motion = Motion {
+            whole: (0, 0),
+            fraction: (0.0, 0.0),
+        };
+        let mut changed = changed_blocks(prev, cur, stride, width, height, Alignment::default());
         if too_many(&changed) {
             // Much changed: the camera may have moved (a pan, a tilt). When one motion of the
             // whole picture explains all but a few blocks, the rest was seen by the last sweep
-            // and only what entered the frame or moved on its own is looked at again.
-            shift = estimate_shift(prev, &packed_luma(cur, stride, width, height), w, h)?;
-            if shift == (0, 0) {
+            // and only what entered the frame or moved on its own is looked at again. A real
+            // pan moves by fractions of a pixel: the earlier frame is moved by the fraction
+            // too, and both are smoothed, so that re-sampled detail is not taken for change.
+            let cur = packed_luma(cur, stride, width, height);
+            motion = estimate_motion(prev, &cur, w, h)?;
+            if motion.whole == (0, 0) {
                 return None;
             }
-            changed = changed_blocks(prev, cur, stride, width, height, shift);
+            let moved = smooth3(&shift_fraction(prev, w, h, motion.fraction), w, h);
+            // Along an axis that moved, the pixel at the entering edge was partly outside the
+            // earlier frame; the smoothing's edge pixels of the later frame are not compared.
+            let margin = |whole: i32, fraction: f32| i64::from(whole != 0 || fraction != 0.0);
+            let margins = (
+                margin(motion.whole.0, motion.fraction.0),
+                margin(motion.whole.1, motion.fraction.1),
+            );
+            let smoothed = smooth3(&cur, w, h);
+            changed = changed_blocks(
+                &moved,
+                &smoothed,
+                w,
+                width,
+                height,
+                Alignment {
+                    shift: motion.whole,
+                    margins,
+                    ring: 1,
+                },
+            );
             if too_many(&changed) {
                 return None;
             }
@@ -397,7 +539,11 @@ impl ChangeSet {
             bh,
             width,
             height,
-            shift,
+            shift: motion.whole,
+            motion: (
+                motion.whole.0 as f32 + motion.fraction.0,
+                motion.whole.1 as f32 + motion.fraction.1,
+            ),
             regions,
         })
     }
@@ -407,13 +553,8 @@ impl ChangeSet {
     /// changed block around it. `None`: it must be looked for again (the pixels around it
     /// changed, or it left the frame).
     pub fn carry(&self, b: crate::geom::BoxF) -> Option<crate::geom::BoxF> {
-        let moved = crate::geom::BoxF::new(
-            b.x + self.shift.0 as f32,
-            b.y + self.shift.1 as f32,
-            b.w,
-            b.h,
-        )
-        .clip(self.width as f32, self.height as f32);
+        let moved = crate::geom::BoxF::new(b.x + self.motion.0, b.y + self.motion.1, b.w, b.h)
+            .clip(self.width as f32, self.height as f32);
         (moved.area() > 0.0 && !self.touches(moved.x, moved.y, moved.w, moved.h)).then_some(moved)
     }
 
@@ -717,6 +858,11 @@ mod tests {
     /// A picture with detail at every scale, like a photo: random values on grids of 32, 8 and
     /// 2 px, each bilinearly interpolated, summed (deterministic for `seed`).
     fn photo(w: usize, h: usize, seed: u64) -> Vec<u8> {
+        photo_with(w, h, seed, &[(32, 120.0), (8, 60.0), (2, 20.0)])
+    }
+
+    /// As [`photo`], with the detail of `layers` (grid cell in pixels, amplitude).
+    fn photo_with(w: usize, h: usize, seed: u64, layers: &[(usize, f32)]) -> Vec<u8> {
         let mut state = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -727,7 +873,7 @@ mod tests {
             ((state >> 33) % 1000) as f32 / 1000.0
         };
         let mut out = vec![0f32; w * h];
-        for (cell, amp) in [(32usize, 120.0f32), (8, 60.0), (2, 20.0)] {
+        for &(cell, amp) in layers {
             let (gw, gh) = (w / cell + 2, h / cell + 2);
             let grid: Vec<f32> = (0..gw * gh).map(|_| rnd() * amp).collect();
             for y in 0..h {
@@ -783,11 +929,62 @@ mod tests {
         let kept = c
             .carry(crate::geom::BoxF::new(100.0, 100.0, 14.0, 16.0))
             .unwrap();
-        assert_eq!((kept.x, kept.y, kept.w, kept.h), (94.0, 103.0, 14.0, 16.0));
+        let near = |a: f32, b: f32| (a - b).abs() < 0.2;
+        assert!(
+            near(kept.x, 94.0) && near(kept.y, 103.0) && kept.w == 14.0 && kept.h == 16.0,
+            "{kept:?}"
+        );
         assert!(
             c.carry(crate::geom::BoxF::new(310.0, 100.0, 14.0, 16.0))
                 .is_none()
         );
+    }
+
+    /// `src` seen through a window at a fractional position, bilinear (what a camera's pan
+    /// gives: no frame's pixels are a copy of the last one's).
+    fn window_at(src: &[u8], big_w: usize, x0: f32, y0: f32, w: usize, h: usize) -> Vec<u8> {
+        let g = |x: usize, y: usize| f32::from(src[y * big_w + x]);
+        (0..h)
+            .flat_map(|y| {
+                (0..w).map(move |x| {
+                    let (sx, sy) = (x as f32 + x0, y as f32 + y0);
+                    let (ix, iy) = (sx.floor() as usize, sy.floor() as usize);
+                    let (tx, ty) = (sx - ix as f32, sy - iy as f32);
+                    (g(ix, iy) * (1.0 - tx) * (1.0 - ty)
+                        + g(ix + 1, iy) * tx * (1.0 - ty)
+                        + g(ix, iy + 1) * (1.0 - tx) * ty
+                        + g(ix + 1, iy + 1) * tx * ty)
+                        .round() as u8
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pan_by_fractions_of_a_pixel_is_followed_as_closely() {
+        let (bw, bh) = (400usize, 300usize);
+        let (w, h) = (320usize, 240usize);
+        // Sharp: detail down to single pixels, which a sub-pixel move changes.
+        let scene = photo_with(bw, bh, 13, &[(32, 110.0), (8, 50.0), (2, 30.0), (1, 24.0)]);
+        let prev = window_at(&scene, bw, 40.0, 30.0, w, h);
+        // The picture moves by (-6.4, +2.7).
+        let cur = window_at(&scene, bw, 46.4, 27.3, w, h);
+        let pad = 34usize;
+        let c = ChangeSet::between(&prev, &cur, w, w as u32, h as u32, pad as u32).unwrap();
+        let kept = c
+            .carry(crate::geom::BoxF::new(100.0, 100.0, 14.0, 16.0))
+            .unwrap();
+        assert!(
+            (kept.x - 93.6).abs() <= 0.2 && (kept.y - 102.7).abs() <= 0.2,
+            "{kept:?} {:?}",
+            c.shift
+        );
+        // Only the edges the picture entered from are looked at again.
+        for r in &c.regions {
+            let right = r.x1 == w && r.x0 + 7 + pad + 16 >= w;
+            let top = r.y0 == 0 && r.y1 <= 3 + pad + 16;
+            assert!(right || top, "{r:?} in {:?}", c.regions);
+        }
     }
 
     #[test]

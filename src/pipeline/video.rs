@@ -288,13 +288,20 @@ impl DetectStage {
             }
             _ => None,
         };
-        let tiles: Vec<Tile> = match &change {
-            Some(c) => c
+        let pixels =
+            |tiles: &[Tile]| -> u64 { tiles.iter().map(|t| u64::from(t.in_w * t.in_h)).sum() };
+        let partial = change.map(|c| {
+            let tiles: Vec<Tile> = c
                 .regions
                 .iter()
                 .flat_map(|r| crate::detect::zoom::layout_in(*r, self.zoom_factor))
-                .collect(),
-            None => self.zoom_tiles.clone(),
+                .collect();
+            (c, tiles)
+        });
+        // Many scattered regions can cost more than the whole frame: then it is swept whole.
+        let (change, tiles) = match partial {
+            Some((c, tiles)) if pixels(&tiles) < pixels(&self.zoom_tiles) => (Some(c), tiles),
+            _ => (None, self.zoom_tiles.clone()),
         };
         let mut found = self.zoom_tiles_detect(&planes, order, &tiles)?;
         let since_full = match (&change, &self.zoom_memory) {
@@ -315,7 +322,7 @@ impl DetectStage {
             }
             _ => 0,
         };
-        let input_pixels: u64 = tiles.iter().map(|t| u64::from(t.in_w * t.in_h)).sum();
+        let input_pixels = pixels(&tiles);
         let z = &mut self.zoom_sweeps;
         z.sweeps += 1;
         z.full += u64::from(change.is_none());

@@ -759,6 +759,9 @@ pub struct EncodeSettings {
     pub threads: u32,
     /// AAC bit rate in bits per second (0 = 64 kb/s per channel, at most 256 kb/s).
     pub audio_bitrate: i32,
+    /// Cap on the video bit rate in kbit/s (x264's VBV; 0 = none: the quality's CRF alone
+    /// decides). Without a value x264enc capped every output at 2048 kbit/s, whatever its size.
+    pub video_max_kbps: u32,
 }
 
 impl Default for EncodeSettings {
@@ -767,6 +770,7 @@ impl Default for EncodeSettings {
             quality: Quality::Fast,
             threads: 0,
             audio_bitrate: 0,
+            video_max_kbps: 0,
         }
     }
 }
@@ -996,6 +1000,15 @@ impl Config {
             return Err(invalid(
                 "encode.audio_bitrate",
                 "must be between 0 and 512000",
+            ));
+        }
+        if self.encode.video_max_kbps > crate::media::encode::MAX_VIDEO_KBPS {
+            return Err(invalid(
+                "encode.video_max_kbps",
+                format!(
+                    "must be between 0 (no cap) and {}",
+                    crate::media::encode::MAX_VIDEO_KBPS
+                ),
             ));
         }
         let l = &self.limits;

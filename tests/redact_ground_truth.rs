@@ -214,3 +214,48 @@ fn tag_style_changes_no_pixel() {
     assert_eq!(a.len(), 169);
     assert_eq!(a, b, "tag output differs from a plain transcode");
 }
+
+/// x264's own record of its settings (the SEI text x264 writes into the stream), as
+/// `key=value` pairs.
+fn x264_options(mp4: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let bytes = std::fs::read(mp4).unwrap();
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"options: ")
+        .expect("x264 options in the stream")
+        + 9;
+    let end = bytes[at..].iter().position(|&b| b == 0).unwrap_or(0) + at;
+    String::from_utf8_lossy(&bytes[at..end])
+        .split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// In its constant-quality mode x264enc turns its `bitrate` property (default 2048 kbit/s) into
+/// x264's VBV cap: every output, whatever its size, was held to 2 Mbit/s (`vbv_maxrate=2048`
+/// in x264's own record; this test failed with it). By default only the quality's CRF decides
+/// now; `encode.video_max_kbps` sets a cap.
+#[test]
+fn regression_every_output_was_capped_at_2_mbit_s() {
+    for (cap, want) in [(0u32, None), (800, Some(800u64))] {
+        let mut cfg = common::config();
+        cfg.encode.video_max_kbps = cap;
+        let dir = common::scratch();
+        let job = Job {
+            input: common::sample("city_pan.mp4"),
+            output: dir.path().join("out.mp4"),
+            sidecar: None,
+        };
+        let out = redact_file(&job, &cfg, &Control::default()).unwrap();
+        let o = x264_options(&out.output);
+        assert_eq!(o.get("crf").map(String::as_str), Some("23.0"), "{o:?}");
+        let max: u64 = o
+            .get("vbv_maxrate")
+            .map_or(u64::MAX, |v| v.parse().unwrap());
+        match want {
+            None => assert!(max >= 1_000_000, "capped at {max} kbit/s: {o:?}"),
+            Some(w) => assert_eq!(max, w, "{o:?}"),
+        }
+    }
+}

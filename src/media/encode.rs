@@ -72,7 +72,12 @@ pub struct VideoEncodeSpec {
     pub threads: u32,
     /// Maximum keyframe interval in frames (0 = x264's default).
     pub keyint_max: u32,
+    /// Cap on the bit rate in kbit/s (0: none).
+    pub max_kbps: u32,
 }
+
+/// The largest video bit rate cap x264enc takes (kbit/s); also what "no cap" is set to.
+pub const MAX_VIDEO_KBPS: u32 = 2_048_000;
 
 #[derive(Debug, Clone)]
 pub struct AudioEncodeSpec {
@@ -386,6 +391,15 @@ impl Encoder {
             enc.set_property_from_str("speed-preset", v.quality.preset());
             enc.set_property_from_str("pass", "qual");
             enc.set_property("quantizer", v.quality.crf());
+            // In its constant-quality mode x264enc turns `bitrate` (default 2048 kbit/s) into
+            // x264's VBV cap: left alone, every output — 1080p and 4K included — was held to
+            // 2 Mbit/s and lost quality wherever the picture was busy.
+            let cap = if v.max_kbps == 0 {
+                MAX_VIDEO_KBPS
+            } else {
+                v.max_kbps
+            };
+            enc.set_property("bitrate", cap);
             enc.set_property("threads", v.threads);
             if v.keyint_max > 0 {
                 enc.set_property("key-int-max", v.keyint_max);

@@ -286,6 +286,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
                 quality: cfg.encode.quality,
                 threads: cfg.encode.threads,
                 keyint_max: 0,
+                max_kbps: cfg.encode.video_max_kbps,
             }),
             audio: has_audio.then_some(AudioEncodeSpec { bitrate }),
             max_queue_bytes: video

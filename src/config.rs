@@ -1176,6 +1176,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("pixelate_blocks"), "{e}");
+        let e = Config::parse("[encode]\nvideo_max_kbps = 3000000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("encode.video_max_kbps"), "{e}");
+        let c = Config::parse("[encode]\nvideo_max_kbps = 4000\n").unwrap();
+        assert_eq!(c.encode.video_max_kbps, 4000);
     }
 
     #[test]

@@ -126,7 +126,8 @@ pub fn packed_luma(y: &[u8], stride: usize, width: u32, height: u32) -> Vec<u8> 
 ///
 /// `align.shift` is the picture's motion between the two: the block at `(x, y)` of `cur` is
 /// compared with `(x - dx, y - dy)` of `prev`. A block whose pixels were (partly) outside
-/// `prev`, or within `align.margins` pixels of its edge on each axis — what entered the frame —
+/// `prev`, or within `align.margins` pixels of its low or high edge on each axis — what entered
+/// the frame —
 /// has changed. Pixels within `align.ring` of `cur`'s own edge are not compared (a filter's edge
 /// effects).
 fn changed_blocks(
@@ -139,7 +140,7 @@ fn changed_blocks(
 ) -> Vec<bool> {
     let Alignment {
         shift: (dx, dy),
-        margins: (mx, my),
+        margins: ((xl, xh), (yl, yh)),
         ring,
     } = align;
     let b = CHANGE_BLOCK as usize;
@@ -150,7 +151,7 @@ fn changed_blocks(
     for row in 0..h {
         let by = row / b;
         let src_row = row as i64 - i64::from(dy);
-        if src_row - my < 0 || src_row + my >= h as i64 {
+        if src_row - yl < 0 || src_row + yh >= h as i64 {
             entered[by * bw..(by + 1) * bw].fill(true);
             continue;
         }
@@ -163,7 +164,7 @@ fn changed_blocks(
         for bx in 0..bw {
             let (x0, x1) = (bx * b, (bx * b + b).min(w));
             let (sx0, sx1) = (x0 as i64 - i64::from(dx), x1 as i64 - i64::from(dx));
-            if sx0 - mx < 0 || sx1 + mx > w as i64 {
+            if sx0 - xl < 0 || sx1 + xh > w as i64 {
                 entered[by * bw + bx] = true;
                 continue;
             }
@@ -198,7 +199,8 @@ fn changed_blocks(
 #[derive(Debug, Clone, Copy, Default)]
 struct Alignment {
     shift: (i32, i32),
-    margins: (i64, i64),
+    /// `((low x, high x), (low y, high y))`.
+    margins: ((i64, i64), (i64, i64)),
     ring: usize,
 }
 
@@ -461,17 +463,17 @@ impl ChangeSet {
             // too, and both are smoothed, so that re-sampled detail is not taken for change.
             let cur = packed_luma(cur, stride, width, height);
             motion = estimate_motion(prev, &cur, w, h)?;
-            if motion.whole == (0, 0) {
+            if motion.whole == (0, 0) && motion.fraction == (0.0, 0.0) {
+                // Nothing moved as a whole: a cut, a lighting change, many things at once.
                 return None;
             }
             let moved = smooth3(&shift_fraction(prev, w, h, motion.fraction), w, h);
             // Along an axis that moved, the pixel at the entering edge was partly outside the
             // earlier frame; the smoothing's edge pixels of the later frame are not compared.
-            let margin = |whole: i32, fraction: f32| i64::from(whole != 0 || fraction != 0.0);
-            let margins = (
-                margin(motion.whole.0, motion.fraction.0),
-                margin(motion.whole.1, motion.fraction.1),
-            );
+            // A fraction of a pixel reaches one pixel further into the earlier frame, on the
+            // side it leans to; the smoothing's edge pixels of the later frame are not compared.
+            let lean = |f: f32| (i64::from(f > 0.0), i64::from(f < 0.0));
+            let margins = (lean(motion.fraction.0), lean(motion.fraction.1));
             let smoothed = smooth3(&cur, w, h);
             changed = changed_blocks(
                 &moved,
@@ -556,6 +558,12 @@ impl ChangeSet {
         let moved = crate::geom::BoxF::new(b.x + self.motion.0, b.y + self.motion.1, b.w, b.h)
             .clip(self.width as f32, self.height as f32);
         (moved.area() > 0.0 && !self.touches(moved.x, moved.y, moved.w, moved.h)).then_some(moved)
+    }
+
+    /// Whether the picture moved as a whole since the last sweep (a pan, a tilt, a camera
+    /// shaking by a fraction of a pixel) and the sweep follows it.
+    pub fn follows_motion(&self) -> bool {
+        self.motion != (0.0, 0.0)
     }
 
     /// Whether any changed block lies within one block of the box `(x, y, w, h)` (frame
@@ -985,6 +993,34 @@ mod tests {
             let top = r.y0 == 0 && r.y1 <= 3 + pad + 16;
             assert!(right || top, "{r:?} in {:?}", c.regions);
         }
+    }
+
+    #[test]
+    fn a_camera_shaking_by_a_fraction_of_a_pixel_is_followed() {
+        let (bw, bh) = (400usize, 300usize);
+        let (w, h) = (320usize, 240usize);
+        let scene = photo_with(bw, bh, 17, &[(32, 110.0), (8, 50.0), (2, 30.0), (1, 24.0)]);
+        let prev = window_at(&scene, bw, 40.0, 30.0, w, h);
+        let cur = window_at(&scene, bw, 40.4, 29.6, w, h);
+        let c = ChangeSet::between(&prev, &cur, w, w as u32, h as u32, 34).unwrap();
+        assert_eq!(c.shift, (0, 0));
+        assert!(c.follows_motion());
+        // The picture moved by (-0.4, +0.4): a sliver entered at the right and at the top.
+        for r in &c.regions {
+            let right = r.x1 == w && r.x0 + 8 + 34 >= w;
+            let top = r.y0 == 0 && r.y1 <= 8 + 34;
+            assert!(right || top, "{r:?} in {:?}", c.regions);
+        }
+        let kept = c
+            .carry(crate::geom::BoxF::new(100.0, 100.0, 14.0, 16.0))
+            .unwrap();
+        assert!(
+            (kept.x - 99.6).abs() <= 0.2 && (kept.y - 100.4).abs() <= 0.2,
+            "{kept:?}"
+        );
+        // The same picture again: nothing moved, nothing to follow.
+        let still = ChangeSet::between(&prev, &prev, w, w as u32, h as u32, 34).unwrap();
+        assert!(!still.follows_motion() && still.regions.is_empty());
     }
 
     #[test]

@@ -326,7 +326,7 @@ impl DetectStage {
         let z = &mut self.zoom_sweeps;
         z.sweeps += 1;
         z.full += u64::from(change.is_none());
-        z.followed_motion += u64::from(change.as_ref().is_some_and(|c| c.shift != (0, 0)));
+        z.followed_motion += u64::from(change.as_ref().is_some_and(|c| c.follows_motion()));
         z.input_mpx += input_pixels as f64 / 1e6;
         tracing::trace!(
             frame = frame.index,

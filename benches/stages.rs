@@ -165,7 +165,7 @@ fn bench_zoom_change(c: &mut Criterion) {
         b.iter(|| std::hint::black_box(ChangeSet::between(&prev, &prev, w, 1280, 720, 34)))
     });
     assert_eq!(
-        ChangeSet::between(&prev, &panned, w, 1280, 720, 34).map(|c| c.shift),
+        ChangeSet::between(&prev, &panned, w, 1280, 720, 34).map(|c| c.shift()),
         Some((-12, 4))
     );
     c.bench_function("zoom change test 720p, pan followed", |b| {

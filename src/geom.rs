@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// An axis-aligned box in input-frame pixels: top-left corner plus width and height.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(try_from = "BoxWire", into = "BoxWire")]
+#[serde(from = "[FiniteF32; 4]", into = "[f32; 4]")]
 pub struct BoxF {
     pub x: f32,
     pub y: f32,
@@ -22,24 +22,13 @@ impl From<[f32; 4]> for BoxF {
     }
 }
 
-/// A box as JSON writes it: `[x, y, w, h]`, two decimals.
-#[derive(Serialize, Deserialize)]
-#[serde(transparent)]
-struct BoxWire([f32; 4]);
-
-impl TryFrom<BoxWire> for BoxF {
-    type Error = String;
-    fn try_from(BoxWire(v): BoxWire) -> Result<Self, String> {
-        // A number beyond f32's range reads as infinity, which JSON cannot write back.
-        if v.iter().all(|c| c.is_finite()) {
-            Ok(BoxF::from(v))
-        } else {
-            Err(format!("box {v:?} has a coordinate out of range"))
-        }
+impl From<[FiniteF32; 4]> for BoxF {
+    fn from(v: [FiniteF32; 4]) -> Self {
+        BoxF::from(v.map(|c| c.0))
     }
 }
 
-impl From<BoxF> for BoxWire {
+impl From<BoxF> for [f32; 4] {
     fn from(b: BoxF) -> Self {
         // Two decimals are plenty for pixel boxes and keep sidecars small and stable; values so
         // large that the rounding would overflow are written as they are.
@@ -47,7 +36,26 @@ impl From<BoxF> for BoxWire {
             let rounded = (v * 100.0).round() / 100.0;
             if rounded.is_finite() { rounded } else { v }
         };
-        BoxWire([r(b.x), r(b.y), r(b.w), r(b.h)])
+        [r(b.x), r(b.y), r(b.w), r(b.h)]
+    }
+}
+
+/// An `f32` as read from JSON: numbers beyond `f32`'s range are refused (they would become
+/// infinity, which JSON cannot write back, so what was read would not serialize again).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FiniteF32(pub f32);
+
+impl<'de> Deserialize<'de> for FiniteF32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        let narrowed = v as f32;
+        if narrowed.is_finite() {
+            Ok(FiniteF32(narrowed))
+        } else {
+            Err(serde::de::Error::custom(format_args!(
+                "{v} is out of range for a 32-bit number"
+            )))
+        }
     }
 }
 

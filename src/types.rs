@@ -82,18 +82,9 @@ pub struct TrackedFrame {
 // Sidecar
 // ---------------------------------------------------------------------------------------------
 
-/// An `f32` field of the sidecar: JSON numbers beyond `f32`'s range are refused (they would
-/// become infinity, which JSON cannot hold, so the sidecar would not serialize back).
+/// An `f32` field of the sidecar, refused when beyond `f32`'s range ([`crate::geom::FiniteF32`]).
 fn finite_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
-    let v = f64::deserialize(d)?;
-    let narrowed = v as f32;
-    if narrowed.is_finite() {
-        Ok(narrowed)
-    } else {
-        Err(serde::de::Error::custom(format_args!(
-            "{v} is out of range for a 32-bit number"
-        )))
-    }
+    crate::geom::FiniteF32::deserialize(d).map(|f| f.0)
 }
 
 pub const SIDECAR_SCHEMA: &str = "obscura.sidecar";

@@ -127,9 +127,8 @@ pub fn packed_luma(y: &[u8], stride: usize, width: u32, height: u32) -> Vec<u8> 
 /// `align.shift` is the picture's motion between the two: the block at `(x, y)` of `cur` is
 /// compared with `(x - dx, y - dy)` of `prev`. A block whose pixels were (partly) outside
 /// `prev`, or within `align.margins` pixels of its low or high edge on each axis — what entered
-/// the frame —
-/// has changed. Pixels within `align.ring` of `cur`'s own edge are not compared (a filter's edge
-/// effects).
+/// the frame — has changed. Pixels within `align.ring` of `cur`'s own edge are not compared (a
+/// filter's edge effects).
 fn changed_blocks(
     prev: &[u8],
     cur: &[u8],
@@ -208,16 +207,17 @@ struct Alignment {
 /// follows, as a share of the frame's smaller side; beyond it the whole frame is swept.
 pub const MAX_SHIFT_SHARE: f32 = 0.25;
 
-/// A luma plane (packed rows) at one level of the motion search's pyramid.
-struct Level {
-    px: Vec<u8>,
+/// A luma plane (packed rows) at one level of the motion search's pyramid: the frames
+/// themselves at the base (borrowed), 2x2 means above.
+struct Level<'a> {
+    px: std::borrow::Cow<'a, [u8]>,
     w: usize,
     h: usize,
 }
 
-impl Level {
+impl Level<'_> {
     /// Half the size on each axis, each pixel the mean of a 2x2 block.
-    fn half(&self) -> Level {
+    fn half(&self) -> Level<'static> {
         let (w, h) = (self.w / 2, self.h / 2);
         let mut px = Vec::with_capacity(w * h);
         for y in 0..h {
@@ -233,7 +233,11 @@ impl Level {
                 ((s + 2) / 4) as u8
             }));
         }
-        Level { px, w, h }
+        Level {
+            px: px.into(),
+            w,
+            h,
+        }
     }
 
     /// Mean absolute difference between `self` (the current frame) and `prev` moved by
@@ -274,28 +278,37 @@ struct Motion {
     fraction: (f32, f32),
 }
 
+impl Motion {
+    const NONE: Motion = Motion {
+        whole: (0, 0),
+        fraction: (0.0, 0.0),
+    };
+
+    /// The motion in pixels, fraction included.
+    fn total(&self) -> (f32, f32) {
+        (
+            self.whole.0 as f32 + self.fraction.0,
+            self.whole.1 as f32 + self.fraction.1,
+        )
+    }
+}
+
 /// The motion of the whole picture from `prev` to `cur` (both packed `w x h` luma), up to
 /// [`MAX_SHIFT_SHARE`] of the smaller side. Searched coarse to fine on a pyramid of 2x2 means:
 /// exhaustively at the coarsest level (about 80 px wide), then within one pixel at each finer
-/// one; the fraction of a pixel comes from a parabola through the differences at the best
-/// whole shift and its neighbours. The result is only a guess: the block test that follows
+/// one; the fraction of a pixel (to 1/16) comes from a symmetric V through the differences at
+/// the best whole shift and its neighbours. The result is only a guess: the block test that follows
 /// decides whether it explains the picture.
-fn estimate_motion(prev: &[u8], cur: &[u8], w: usize, h: usize) -> Option<Motion> {
+fn estimate_motion<'a>(prev: &'a [u8], cur: &'a [u8], w: usize, h: usize) -> Option<Motion> {
     if w < 16 || h < 16 || prev.len() != w * h || cur.len() != w * h {
         return None;
     }
-    let mut pyramid = vec![(
-        Level {
-            px: prev.to_vec(),
-            w,
-            h,
-        },
-        Level {
-            px: cur.to_vec(),
-            w,
-            h,
-        },
-    )];
+    let base = |px: &'a [u8]| Level {
+        px: px.into(),
+        w,
+        h,
+    };
+    let mut pyramid = vec![(base(prev), base(cur))];
     while let Some((p, c)) = pyramid.last() {
         if p.w.min(p.h) < 64 {
             break;
@@ -420,11 +433,9 @@ pub struct ChangeSet {
     bh: usize,
     width: u32,
     height: u32,
-    /// How the whole picture moved since the last sweep, in whole pixels (`(0, 0)` for a
-    /// still camera): what the last sweep found has moved with it.
-    pub shift: (i32, i32),
-    /// The same motion with its fraction of a pixel.
-    motion: (f32, f32),
+    /// How the whole picture moved since the last sweep (none for a still camera): what the
+    /// last sweep found has moved with it.
+    motion: Motion,
     pub regions: Vec<Rect>,
 }
 
@@ -450,10 +461,7 @@ impl ChangeSet {
         let too_many = |changed: &[bool]| {
             changed.iter().filter(|&&c| c).count() as f32 > MAX_CHANGED_SHARE * changed.len() as f32
         };
-        let mut motion = Motion {
-            whole: (0, 0),
-            fraction: (0.0, 0.0),
-        };
+        let mut motion = Motion::NONE;
         let mut changed = changed_blocks(prev, cur, stride, width, height, Alignment::default());
         if too_many(&changed) {
             // Much changed: the camera may have moved (a pan, a tilt). When one motion of the
@@ -463,13 +471,11 @@ impl ChangeSet {
             // too, and both are smoothed, so that re-sampled detail is not taken for change.
             let cur = packed_luma(cur, stride, width, height);
             motion = estimate_motion(prev, &cur, w, h)?;
-            if motion.whole == (0, 0) && motion.fraction == (0.0, 0.0) {
+            if motion == Motion::NONE {
                 // Nothing moved as a whole: a cut, a lighting change, many things at once.
                 return None;
             }
             let moved = smooth3(&shift_fraction(prev, w, h, motion.fraction), w, h);
-            // Along an axis that moved, the pixel at the entering edge was partly outside the
-            // earlier frame; the smoothing's edge pixels of the later frame are not compared.
             // A fraction of a pixel reaches one pixel further into the earlier frame, on the
             // side it leans to; the smoothing's edge pixels of the later frame are not compared.
             let lean = |f: f32| (i64::from(f > 0.0), i64::from(f < 0.0));
@@ -541,21 +547,18 @@ impl ChangeSet {
             bh,
             width,
             height,
-            shift: motion.whole,
-            motion: (
-                motion.whole.0 as f32 + motion.fraction.0,
-                motion.whole.1 as f32 + motion.fraction.1,
-            ),
+            motion,
             regions,
         })
     }
 
     /// Where a face the last sweep found at `b` is now, when it can be kept without looking
-    /// again: moved with the picture ([`ChangeSet::shift`]), clipped to the frame, with no
+    /// again: moved with the picture (fraction of a pixel included), clipped to the frame, with no
     /// changed block around it. `None`: it must be looked for again (the pixels around it
     /// changed, or it left the frame).
     pub fn carry(&self, b: crate::geom::BoxF) -> Option<crate::geom::BoxF> {
-        let moved = crate::geom::BoxF::new(b.x + self.motion.0, b.y + self.motion.1, b.w, b.h)
+        let (dx, dy) = self.motion.total();
+        let moved = crate::geom::BoxF::new(b.x + dx, b.y + dy, b.w, b.h)
             .clip(self.width as f32, self.height as f32);
         (moved.area() > 0.0 && !self.touches(moved.x, moved.y, moved.w, moved.h)).then_some(moved)
     }
@@ -563,7 +566,13 @@ impl ChangeSet {
     /// Whether the picture moved as a whole since the last sweep (a pan, a tilt, a camera
     /// shaking by a fraction of a pixel) and the sweep follows it.
     pub fn follows_motion(&self) -> bool {
-        self.motion != (0.0, 0.0)
+        self.motion != Motion::NONE
+    }
+
+    /// How the whole picture moved since the last sweep, in whole pixels (`(0, 0)` for a
+    /// still camera or a move of less than half a pixel).
+    pub fn shift(&self) -> (i32, i32) {
+        self.motion.whole
     }
 
     /// Whether any changed block lies within one block of the box `(x, y, w, h)` (frame
@@ -863,6 +872,16 @@ mod tests {
         }
     }
 
+    /// `get` (a grid of samples, `get(x, y)`) at the non-negative point `(x, y)`, bilinear.
+    fn bilinear(get: impl Fn(usize, usize) -> f32, x: f32, y: f32) -> f32 {
+        let (ix, iy) = (x.floor() as usize, y.floor() as usize);
+        let (tx, ty) = (x - ix as f32, y - iy as f32);
+        get(ix, iy) * (1.0 - tx) * (1.0 - ty)
+            + get(ix + 1, iy) * tx * (1.0 - ty)
+            + get(ix, iy + 1) * (1.0 - tx) * ty
+            + get(ix + 1, iy + 1) * tx * ty
+    }
+
     /// A picture with detail at every scale, like a photo: random values on grids of 32, 8 and
     /// 2 px, each bilinearly interpolated, summed (deterministic for `seed`).
     fn photo(w: usize, h: usize, seed: u64) -> Vec<u8> {
@@ -887,13 +906,7 @@ mod tests {
             for y in 0..h {
                 for x in 0..w {
                     let (fx, fy) = (x as f32 / cell as f32, y as f32 / cell as f32);
-                    let (ix, iy) = (fx as usize, fy as usize);
-                    let (tx, ty) = (fx - ix as f32, fy - iy as f32);
-                    let g = |i: usize, j: usize| grid[j * gw + i];
-                    out[y * w + x] += g(ix, iy) * (1.0 - tx) * (1.0 - ty)
-                        + g(ix + 1, iy) * tx * (1.0 - ty)
-                        + g(ix, iy + 1) * (1.0 - tx) * ty
-                        + g(ix + 1, iy + 1) * tx * ty;
+                    out[y * w + x] += bilinear(|i, j| grid[j * gw + i], fx, fy);
                 }
             }
         }
@@ -919,7 +932,7 @@ mod tests {
         let cur = window(&scene, bw, 46, 27, w, h);
         let pad = 34usize;
         let c = ChangeSet::between(&prev, &cur, w, w as u32, h as u32, pad as u32).unwrap();
-        assert_eq!(c.shift, (-6, 3));
+        assert_eq!(c.shift(), (-6, 3));
         // Looked at again: the right edge (entered) and the top (entered), nothing else.
         for r in &c.regions {
             let right = r.x1 == w && r.x0 >= w - 6 - pad - 8;
@@ -954,16 +967,7 @@ mod tests {
         let g = |x: usize, y: usize| f32::from(src[y * big_w + x]);
         (0..h)
             .flat_map(|y| {
-                (0..w).map(move |x| {
-                    let (sx, sy) = (x as f32 + x0, y as f32 + y0);
-                    let (ix, iy) = (sx.floor() as usize, sy.floor() as usize);
-                    let (tx, ty) = (sx - ix as f32, sy - iy as f32);
-                    (g(ix, iy) * (1.0 - tx) * (1.0 - ty)
-                        + g(ix + 1, iy) * tx * (1.0 - ty)
-                        + g(ix, iy + 1) * (1.0 - tx) * ty
-                        + g(ix + 1, iy + 1) * tx * ty)
-                        .round() as u8
-                })
+                (0..w).map(move |x| bilinear(g, x as f32 + x0, y as f32 + y0).round() as u8)
             })
             .collect()
     }
@@ -985,7 +989,7 @@ mod tests {
         assert!(
             (kept.x - 93.6).abs() <= 0.2 && (kept.y - 102.7).abs() <= 0.2,
             "{kept:?} {:?}",
-            c.shift
+            c.shift()
         );
         // Only the edges the picture entered from are looked at again.
         for r in &c.regions {
@@ -1003,7 +1007,7 @@ mod tests {
         let prev = window_at(&scene, bw, 40.0, 30.0, w, h);
         let cur = window_at(&scene, bw, 40.4, 29.6, w, h);
         let c = ChangeSet::between(&prev, &cur, w, w as u32, h as u32, 34).unwrap();
-        assert_eq!(c.shift, (0, 0));
+        assert_eq!(c.shift(), (0, 0));
         assert!(c.follows_motion());
         // The picture moved by (-0.4, +0.4): a sliver entered at the right and at the top.
         for r in &c.regions {
@@ -1037,7 +1041,7 @@ mod tests {
             }
         }
         let c = ChangeSet::between(&prev, &cur, w, w as u32, h as u32, 34).unwrap();
-        assert_eq!(c.shift, (10, 0));
+        assert_eq!(c.shift(), (10, 0));
         assert!(
             c.regions
                 .iter()
@@ -1088,7 +1092,7 @@ mod tests {
             let cur = window(&scene, w + 80, (40 - dx) as usize, (40 - dy) as usize, w, h);
             let c = ChangeSet::between(&prev, &cur, w, w as u32, h as u32, 34);
             let c = c.expect("a pan within reach is followed");
-            prop_assert_eq!(c.shift, (dx, dy));
+            prop_assert_eq!(c.shift(), (dx, dy));
             let b = CHANGE_BLOCK as usize;
             let (bw, bh) = (w.div_ceil(b), h.div_ceil(b));
             for by in 0..bh {

@@ -333,7 +333,7 @@ impl DetectStage {
             tiles = tiles.len(),
             input_pixels,
             full = change.is_none(),
-            shift = ?change.as_ref().map(|c| c.shift),
+            shift = ?change.as_ref().map(|c| c.shift()),
             faces = found.len(),
             "zoom pass"
         );

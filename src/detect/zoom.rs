@@ -972,15 +972,26 @@ mod tests {
             .collect()
     }
 
+    /// Two 320x240 views of a sharp picture (detail down to single pixels, which a sub-pixel
+    /// move changes): through a window at (40, 30), then at `to`.
+    fn sharp_pan(seed: u64, to: (f32, f32)) -> (Vec<u8>, Vec<u8>) {
+        let scene = photo_with(
+            400,
+            300,
+            seed,
+            &[(32, 110.0), (8, 50.0), (2, 30.0), (1, 24.0)],
+        );
+        (
+            window_at(&scene, 400, 40.0, 30.0, 320, 240),
+            window_at(&scene, 400, to.0, to.1, 320, 240),
+        )
+    }
+
     #[test]
     fn a_pan_by_fractions_of_a_pixel_is_followed_as_closely() {
-        let (bw, bh) = (400usize, 300usize);
         let (w, h) = (320usize, 240usize);
-        // Sharp: detail down to single pixels, which a sub-pixel move changes.
-        let scene = photo_with(bw, bh, 13, &[(32, 110.0), (8, 50.0), (2, 30.0), (1, 24.0)]);
-        let prev = window_at(&scene, bw, 40.0, 30.0, w, h);
         // The picture moves by (-6.4, +2.7).
-        let cur = window_at(&scene, bw, 46.4, 27.3, w, h);
+        let (prev, cur) = sharp_pan(13, (46.4, 27.3));
         let pad = 34usize;
         let c = ChangeSet::between(&prev, &cur, w, w as u32, h as u32, pad as u32).unwrap();
         let kept = c
@@ -1001,11 +1012,8 @@ mod tests {
 
     #[test]
     fn a_camera_shaking_by_a_fraction_of_a_pixel_is_followed() {
-        let (bw, bh) = (400usize, 300usize);
         let (w, h) = (320usize, 240usize);
-        let scene = photo_with(bw, bh, 17, &[(32, 110.0), (8, 50.0), (2, 30.0), (1, 24.0)]);
-        let prev = window_at(&scene, bw, 40.0, 30.0, w, h);
-        let cur = window_at(&scene, bw, 40.4, 29.6, w, h);
+        let (prev, cur) = sharp_pan(17, (40.4, 29.6));
         let c = ChangeSet::between(&prev, &cur, w, w as u32, h as u32, 34).unwrap();
         assert_eq!(c.shift(), (0, 0));
         assert!(c.follows_motion());

@@ -66,7 +66,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             device: Device::Cpu,
-            intra_threads: 2,
+            intra_threads: 1,
             inter_threads: 1,
             spinning: false,
         }

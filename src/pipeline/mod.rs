@@ -267,6 +267,11 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         what: "preparing the output",
         source,
     })?;
+    // Frames each channel between stages holds (and the encoder's input queue): deep enough
+    // at 720p that the decoder runs ahead and the encoder keeps busy through a zoom sweep.
+    let queue_frames = video
+        .as_ref()
+        .map_or(4, |v| cfg.limits.queue_frames_for(v.width, v.height));
     let encoder = if mode == Mode::DecodeOnly {
         None
     } else {
@@ -291,7 +296,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
             audio: has_audio.then_some(AudioEncodeSpec { bitrate }),
             max_queue_bytes: video
                 .as_ref()
-                .map(|v| (u64::from(v.width) * u64::from(v.height) * 3 / 2) * 4)
+                .map(|v| (u64::from(v.width) * u64::from(v.height) * 3 / 2) * queue_frames as u64)
                 .unwrap_or(1 << 20),
         })?)
     };
@@ -310,7 +315,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         small,
         audio: has_audio && mode != Mode::DecodeOnly,
         vad: vad.is_some(),
-        video_queue: cfg.limits.queue_frames,
+        video_queue: queue_frames,
         audio_queue: 64,
     })?;
 
@@ -327,6 +332,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         voice_mode,
         det_size: (det_w, det_h),
         frame_size: (fw, fh),
+        queue_frames,
         zoom_tiles: match cfg.detect.zoom_for(fw, fh) {
             Some(z) if mode == Mode::Redact && video.is_some() => {
                 crate::detect::zoom::layout(fw, fh, z)
@@ -588,6 +594,8 @@ struct StageSetup<'a> {
     voice_mode: VoiceMode,
     det_size: (u32, u32),
     frame_size: (u32, u32),
+    /// Frames in each channel between stages.
+    queue_frames: usize,
     zoom_tiles: Vec<Tile>,
     fps: f64,
     streams: crate::media::decode::Streams,
@@ -632,7 +640,7 @@ impl Stages {
         let error = FirstError::default();
         let ticks = Arc::new(AtomicU64::new(0));
         let results = Arc::new(Mutex::new(StageResults::default()));
-        let q = s.cfg.limits.queue_frames;
+        let q = s.queue_frames;
         let (to_track, track_rx) = bounded::<DetectedFrame>(q);
         let (to_redact, redact_rx) = bounded::<TrackedFrame>(q);
         let mut handles = Vec::new();

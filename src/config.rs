@@ -786,10 +786,10 @@ pub struct Limits {
     pub stall_secs: u64,
     /// Seconds allowed for probing an input.
     pub probe_secs: u64,
-    /// Frames held in each bounded channel between stages; 0 (default) = auto: as many as
-    /// fit in [`QUEUE_BUDGET_MIB`], between 4 and 32 (32 at 720p, 16 at 1080p, 4 at 4K).
-    /// Deep queues let the decoder run ahead and the encoder keep working while the detector
-    /// is busy with a zoom sweep.
+    /// Frames held in the decoder's output channels and the tracker's output channel; 0
+    /// (default) = auto: as many as fit in [`QUEUE_BUDGET_MIB`], between 4 and 32 (32 at
+    /// 720p, 16 at 1080p, 4 at 4K). Deep queues let the decoder run ahead and the encoder keep
+    /// working while the detector is busy with a zoom sweep; the other hand-offs hold 4.
     pub queue_frames: usize,
     /// Largest accepted frame (width x height), to refuse absurd declared sizes.
     pub max_frame_pixels: u64,
@@ -810,13 +810,13 @@ impl Default for Limits {
     }
 }
 
-/// Memory (MiB of I420 frames) each channel between stages may hold when `queue_frames` is
-/// auto.
+/// Memory (MiB of I420 frames) each deep channel between stages may hold when
+/// `queue_frames` is auto.
 pub const QUEUE_BUDGET_MIB: u64 = 48;
 
 impl Limits {
-    /// Frames in each channel between stages for `w x h` video: `queue_frames`, or when it is
-    /// 0 as many as fit in [`QUEUE_BUDGET_MIB`], between 4 and 32.
+    /// Frames in each deep channel between stages for `w x h` video: `queue_frames`, or when
+    /// it is 0 as many as fit in [`QUEUE_BUDGET_MIB`], between 4 and 32.
     pub fn queue_frames_for(&self, w: u32, h: u32) -> usize {
         if self.queue_frames > 0 {
             return self.queue_frames;

@@ -267,8 +267,9 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         what: "preparing the output",
         source,
     })?;
-    // Frames each channel between stages holds (and the encoder's input queue): deep enough
-    // at 720p that the decoder runs ahead and the encoder keeps busy through a zoom sweep.
+    // Frames the decoder's channels and the tracker's output channel hold: deep enough at
+    // 720p that the decoder runs ahead and the encoder keeps busy through a zoom sweep. The
+    // other hand-offs stay short (every frame held is memory touched once more per file).
     let queue_frames = video
         .as_ref()
         .map_or(4, |v| cfg.limits.queue_frames_for(v.width, v.height));
@@ -296,7 +297,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
             audio: has_audio.then_some(AudioEncodeSpec { bitrate }),
             max_queue_bytes: video
                 .as_ref()
-                .map(|v| (u64::from(v.width) * u64::from(v.height) * 3 / 2) * queue_frames as u64)
+                .map(|v| (u64::from(v.width) * u64::from(v.height) * 3 / 2) * SHORT_QUEUE as u64)
                 .unwrap_or(1 << 20),
         })?)
     };
@@ -585,6 +586,10 @@ fn buffer_end(b: &gst::BufferRef) -> Option<gst::ClockTime> {
         .map(|p| p + b.duration().unwrap_or(gst::ClockTime::ZERO))
 }
 
+/// Frames held by the hand-offs that need no depth: detector to tracker (the tracker holds
+/// frames itself) and redactor to encoder (behind the tracker's deep output channel).
+const SHORT_QUEUE: usize = 4;
+
 struct StageSetup<'a> {
     input: PathBuf,
     cfg: Config,
@@ -594,7 +599,7 @@ struct StageSetup<'a> {
     voice_mode: VoiceMode,
     det_size: (u32, u32),
     frame_size: (u32, u32),
-    /// Frames in each channel between stages.
+    /// Frames in the tracker's output channel (see `limits.queue_frames`).
     queue_frames: usize,
     zoom_tiles: Vec<Tile>,
     fps: f64,
@@ -640,9 +645,8 @@ impl Stages {
         let error = FirstError::default();
         let ticks = Arc::new(AtomicU64::new(0));
         let results = Arc::new(Mutex::new(StageResults::default()));
-        let q = s.queue_frames;
-        let (to_track, track_rx) = bounded::<DetectedFrame>(q);
-        let (to_redact, redact_rx) = bounded::<TrackedFrame>(q);
+        let (to_track, track_rx) = bounded::<DetectedFrame>(SHORT_QUEUE);
+        let (to_redact, redact_rx) = bounded::<TrackedFrame>(s.queue_frames);
         let mut handles = Vec::new();
         let spawn = |name: &'static str,
                      f: Box<dyn FnOnce() -> Result<(), PipelineError> + Send>| {

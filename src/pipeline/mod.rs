@@ -170,7 +170,14 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
             .map_err(|e| internal(&input, format!("spawning hash thread: {e}")))?
     };
 
-    let info = crate::media::probe(&input, Duration::from_secs(cfg.limits.probe_secs))?;
+    // The first file of a process builds its model sessions while GStreamer probes it.
+    crate::detect::runtime::set_library_path(cfg.runtime.onnxruntime_lib.clone());
+    let warm = (mode == Mode::Redact).then(|| warm_sessions(cfg)).flatten();
+    let info = crate::media::probe(&input, Duration::from_secs(cfg.limits.probe_secs));
+    if let Some(w) = warm {
+        let _ = w.join();
+    }
+    let info = info?;
     let video = info.video.clone();
     if let Some(v) = &video
         && u64::from(v.width) * u64::from(v.height) > cfg.limits.max_frame_pixels
@@ -198,12 +205,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         .store(info.expected_frames().unwrap_or(0), Ordering::Relaxed);
 
     // Models are loaded (and verified) before any pipeline starts.
-    crate::detect::runtime::set_library_path(cfg.runtime.onnxruntime_lib.clone());
-    let opts = SessionOptions {
-        device: cfg.runtime.device,
-        intra_threads: cfg.runtime.threads,
-        ..Default::default()
-    };
+    let opts = session_options(cfg);
     let detect_err = |source| PipelineError::Detect {
         path: input.clone(),
         source,
@@ -589,6 +591,47 @@ fn buffer_end(b: &gst::BufferRef) -> Option<gst::ClockTime> {
 /// Frames held by the hand-offs that need no depth: detector to tracker (the tracker holds
 /// frames itself) and redactor to encoder (behind the tracker's deep output channel).
 const SHORT_QUEUE: usize = 4;
+
+/// The inference session settings of `cfg`.
+fn session_options(cfg: &Config) -> SessionOptions {
+    SessionOptions {
+        device: cfg.runtime.device,
+        intra_threads: cfg.runtime.threads,
+        ..Default::default()
+    }
+}
+
+/// When no session for the face detector is pooled yet (the first file of a process), builds
+/// the detector's and the voice detector's sessions on a thread of their own, so that the
+/// 0.1–0.2 s this takes overlaps GStreamer's probe; dropped, they wait in the pool for the
+/// loads that follow (which verify the model files again and report any failure — the
+/// warm-up's own errors are ignored). `None` when there is nothing to warm.
+fn warm_sessions(cfg: &Config) -> Option<JoinHandle<()>> {
+    let dir = cfg.runtime.models_dir.clone();
+    let opts = session_options(cfg);
+    let model = crate::detect::ModelFile::locate(cfg.detect.model, dir.as_deref()).ok()?;
+    if crate::detect::runtime::idle_sessions(&model, &opts) > 0 {
+        return None;
+    }
+    let (kind, threshold, vad) = (
+        cfg.detect.model,
+        cfg.detect.threshold,
+        cfg.voice.mode.needs_vad(),
+    );
+    std::thread::Builder::new()
+        .name("warm-up".into())
+        .spawn(move || {
+            let _ = crate::detect::load_face_detector(kind, dir.as_deref(), threshold, &opts);
+            if vad {
+                let _ = crate::detect::ModelFile::locate(
+                    crate::detect::ModelKind::SileroVad,
+                    dir.as_deref(),
+                )
+                .and_then(|m| Vad::new(m, &opts));
+            }
+        })
+        .ok()
+}
 
 struct StageSetup<'a> {
     input: PathBuf,

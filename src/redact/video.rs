@@ -238,8 +238,8 @@ fn blur_reduced(
         }
         for sx in 0..sw {
             let (x0, x1) = (sx * f, ((sx + 1) * f).min(w));
-            let sum: u32 = s.sums[x0..x1].iter().sum();
-            let n = ((y1 - y0) * (x1 - x0)) as u32;
+            let sum: u64 = s.sums[x0..x1].iter().map(|&c| u64::from(c)).sum();
+            let n = ((y1 - y0) * (x1 - x0)) as u64;
             let avg = (sum + n / 2) / n;
             s.small[sy * sw + sx] = avg as u8;
         }

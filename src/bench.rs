@@ -16,7 +16,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::detect::{DetectorImage, SessionOptions};
+use crate::detect::DetectorImage;
 use crate::pipeline::{Control, Job, Mode, PipelineError};
 
 #[derive(Debug, Clone, Serialize)]
@@ -383,11 +383,7 @@ fn bench_detector(
     tiles: &[crate::detect::zoom::Tile],
     batches: &[usize],
 ) -> Result<(DetectorBench, Option<u64>), PipelineError> {
-    let opts = SessionOptions {
-        device: cfg.runtime.device,
-        intra_threads: cfg.runtime.threads,
-        ..Default::default()
-    };
+    let opts = cfg.runtime.session_options();
     let mut det = crate::detect::load_face_detector(
         cfg.detect.model,
         cfg.runtime.models_dir.as_deref(),

@@ -397,6 +397,17 @@ pub struct RuntimeConfig {
     pub threads: usize,
 }
 
+impl RuntimeConfig {
+    /// The settings of every inference session built for this configuration.
+    pub fn session_options(&self) -> crate::detect::SessionOptions {
+        crate::detect::SessionOptions {
+            device: self.device,
+            intra_threads: self.threads,
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {

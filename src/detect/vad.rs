@@ -29,6 +29,15 @@ pub struct Vad {
 }
 
 impl Vad {
+    /// Finds the Silero VAD model (in `models_dir`, or the default places) and loads it.
+    pub fn load(
+        models_dir: Option<&std::path::Path>,
+        opts: &SessionOptions,
+    ) -> Result<Vad, DetectError> {
+        let model = ModelFile::locate(super::ModelKind::SileroVad, models_dir)?;
+        Vad::new(model, opts)
+    }
+
     /// Loads the model on one thread (`build_session` checks its sha256 first).
     pub fn new(model: ModelFile, opts: &SessionOptions) -> Result<Vad, DetectError> {
         let opts = SessionOptions {

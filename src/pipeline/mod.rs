@@ -32,7 +32,7 @@ use crate::config::{Config, VadFailure};
 use crate::detect::tracker::TrackLog;
 use crate::detect::vad::{SegmenterConfig, Vad};
 use crate::detect::zoom::Tile;
-use crate::detect::{DetectError, FaceDetector, SessionOptions};
+use crate::detect::{DetectError, FaceDetector};
 use crate::fsutil::{TempFile, sha256_file};
 use crate::media::decode::{DecodeConfig, Decoder, SmallSpec};
 use crate::media::encode::OutputFormat;
@@ -205,7 +205,7 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         .store(info.expected_frames().unwrap_or(0), Ordering::Relaxed);
 
     // Models are loaded (and verified) before any pipeline starts.
-    let opts = session_options(cfg);
+    let opts = cfg.runtime.session_options();
     let detect_err = |source| PipelineError::Detect {
         path: input.clone(),
         source,
@@ -228,12 +228,8 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         VoiceMode::Keep
     };
     let vad = if voice_mode.needs_vad() {
-        let loaded = crate::detect::ModelFile::locate(
-            crate::detect::ModelKind::SileroVad,
-            cfg.runtime.models_dir.as_deref(),
-        )
         // Verified by `build_session`, on the very bytes it loads.
-        .and_then(|m| Vad::new(m, &opts));
+        let loaded = Vad::load(cfg.runtime.models_dir.as_deref(), &opts);
         match loaded {
             Ok(v) => Some(v),
             Err(e) if cfg.voice.on_vad_failure == VadFailure::Mute => {
@@ -592,15 +588,6 @@ fn buffer_end(b: &gst::BufferRef) -> Option<gst::ClockTime> {
 /// frames itself) and redactor to encoder (behind the tracker's deep output channel).
 const SHORT_QUEUE: usize = 4;
 
-/// The inference session settings of `cfg`.
-fn session_options(cfg: &Config) -> SessionOptions {
-    SessionOptions {
-        device: cfg.runtime.device,
-        intra_threads: cfg.runtime.threads,
-        ..Default::default()
-    }
-}
-
 /// When no session for the face detector is pooled yet (the first file of a process), builds
 /// the detector's and the voice detector's sessions on a thread of their own, so that the
 /// 0.1–0.2 s this takes overlaps GStreamer's probe; dropped, they wait in the pool for the
@@ -608,7 +595,7 @@ fn session_options(cfg: &Config) -> SessionOptions {
 /// warm-up's own errors are ignored). `None` when there is nothing to warm.
 fn warm_sessions(cfg: &Config) -> Option<JoinHandle<()>> {
     let dir = cfg.runtime.models_dir.clone();
-    let opts = session_options(cfg);
+    let opts = cfg.runtime.session_options();
     let model = crate::detect::ModelFile::locate(cfg.detect.model, dir.as_deref()).ok()?;
     if crate::detect::runtime::idle_sessions(&model, &opts) > 0 {
         return None;
@@ -623,11 +610,7 @@ fn warm_sessions(cfg: &Config) -> Option<JoinHandle<()>> {
         .spawn(move || {
             let _ = crate::detect::load_face_detector(kind, dir.as_deref(), threshold, &opts);
             if vad {
-                let _ = crate::detect::ModelFile::locate(
-                    crate::detect::ModelKind::SileroVad,
-                    dir.as_deref(),
-                )
-                .and_then(|m| Vad::new(m, &opts));
+                let _ = Vad::load(dir.as_deref(), &opts);
             }
         })
         .ok()

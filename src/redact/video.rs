@@ -109,26 +109,34 @@ pub fn redact_planes(
     rayon::scope(|s| {
         for plane in planes.iter_mut() {
             s.spawn(move |_| {
-                let mut scratch = Scratch::default();
-                let (fw, fh) = (
-                    (plane.width * plane.sub) as f32,
-                    (plane.height * plane.sub) as f32,
-                );
-                for r in regions {
-                    let r = if style == Style::Ellipse {
-                        ellipse_square(r, fw, fh)
-                    } else {
-                        *r
-                    };
-                    if let Some(rect) =
-                        r.to_plane_rect(plane.width, plane.height, plane.sub, plane.sub)
-                    {
-                        redact_rect(plane, rect, style, params, &mut scratch);
+                SCRATCH.with_borrow_mut(|scratch| {
+                    let (fw, fh) = (
+                        (plane.width * plane.sub) as f32,
+                        (plane.height * plane.sub) as f32,
+                    );
+                    for r in regions {
+                        let r = if style == Style::Ellipse {
+                            ellipse_square(r, fw, fh)
+                        } else {
+                            *r
+                        };
+                        if let Some(rect) =
+                            r.to_plane_rect(plane.width, plane.height, plane.sub, plane.sub)
+                        {
+                            redact_rect(plane, rect, style, params, scratch);
+                        }
                     }
-                }
+                })
             });
         }
     });
+}
+
+thread_local! {
+    /// Each worker's buffers, kept from frame to frame (regions of a camera's faces change
+    /// little in size, so after the first frames nothing is allocated). `redact_rect` starts
+    /// no parallel work, so a worker never borrows its scratch twice.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 /// The rectangle whose inscribed ellipse passes through the corners of `r` (grown by sqrt 2
@@ -266,11 +274,11 @@ fn blur_reduced(
                 cells += rows * cols;
             }
         }
-        let mean = ((weighted + cells / 2) / cells) as i64;
-        let k = (contrast.max(0.0) * 256.0) as i64;
-        for v in s.small.iter_mut() {
-            *v = (mean + ((k * (*v as i64 - mean) + 128) >> 8)).clamp(0, 255) as u8;
-        }
+        pull_to_mean(
+            &mut s.small,
+            ((weighted + cells / 2) / cells) as i64,
+            contrast,
+        );
     }
     // Bilinear back up into the plane, in 8.8 fixed point: the two source rows blended once
     // per output row, then per-column taps.
@@ -318,6 +326,11 @@ fn reduce_contrast(buf: &mut [u8], k: f32) {
     }
     let n = buf.len() as i64;
     let mean = (buf.iter().map(|&v| v as i64).sum::<i64>() + n / 2) / n;
+    pull_to_mean(buf, mean, k);
+}
+
+/// `mean + k * (v - mean)` for every sample, in 8.8 fixed point.
+fn pull_to_mean(buf: &mut [u8], mean: i64, k: f32) {
     let k = (k.max(0.0) * 256.0) as i64;
     for v in buf.iter_mut() {
         *v = (mean + ((k * (*v as i64 - mean) + 128) >> 8)).clamp(0, 255) as u8;

@@ -114,11 +114,23 @@ fn shifted(b: &BoxF, v: &[f32; 4], frames: f32) -> BoxF {
 }
 
 /// Frames until a box moving by `v` per frame has left a `w x h` frame, when it touches an
-/// edge and moves out through it; `None` otherwise.
-fn frames_to_exit(b: &BoxF, v: &[f32; 4], (w, h): (f32, f32)) -> Option<u32> {
-    // Detector boxes of a face cut by the frame edge stop a little short of it.
+/// edge — or would within `ahead` frames, the time the detector may not look again — and
+/// moves out through it; `None` otherwise. (A face half out of the picture is the one the
+/// detector is likeliest to miss: the last box it gave may stop short of the edge.)
+fn frames_to_exit(b: &BoxF, v: &[f32; 4], (w, h): (f32, f32), ahead: u32) -> Option<u32> {
+    // Detector boxes of a face cut by the frame edge stop a little short of it; an unclipped
+    // box moving outwards gets there in `ahead` frames.
+    let ahead = ahead as f32;
     let edge_x = (0.15 * b.w).max(2.0);
     let edge_y = (0.15 * b.h).max(2.0);
+    let (to_left, to_right) = (
+        edge_x - v[0].min(0.0) * ahead,
+        edge_x + v[0].max(0.0) * ahead,
+    );
+    let (to_top, to_bottom) = (
+        edge_y - v[1].min(0.0) * ahead,
+        edge_y + v[1].max(0.0) * ahead,
+    );
     let mut best: Option<f32> = None;
     let mut consider = |t: f32| {
         if t.is_finite() && t >= 0.0 {
@@ -130,16 +142,16 @@ fn frames_to_exit(b: &BoxF, v: &[f32; 4], (w, h): (f32, f32)) -> Option<u32> {
     // edge (v[0] + v[2]), and likewise vertically.
     let (left, right) = (v[0], v[0] + v[2]);
     let (top, bottom) = (v[1], v[1] + v[3]);
-    if b.x <= edge_x && right < -0.05 {
+    if b.x <= to_left && right < -0.05 {
         consider(b.x2() / -right);
     }
-    if b.x2() >= w - edge_x && left > 0.05 {
+    if b.x2() >= w - to_right && left > 0.05 {
         consider((w - b.x) / left);
     }
-    if b.y <= edge_y && bottom < -0.05 {
+    if b.y <= to_top && bottom < -0.05 {
         consider(b.y2() / -bottom);
     }
-    if b.y2() >= h - edge_y && top > 0.05 {
+    if b.y2() >= h - to_bottom && top > 0.05 {
         consider((h - b.y) / top);
     }
     best.map(|t| (t.ceil() as u32).min(EDGE_REACH))
@@ -176,7 +188,7 @@ impl Track {
             let back_v = self.start_velocity().map(|v| [-v[0], -v[1], -v[2], -v[3]]);
             let mut reach = cfg.lookback.max(self.max_revisit.saturating_sub(1));
             if let (Some(v), Some(size)) = (back_v, cfg.frame)
-                && let Some(t) = frames_to_exit(&first.bbox, &v, size)
+                && let Some(t) = frames_to_exit(&first.bbox, &v, size, reach)
             {
                 reach = reach.max(t);
             }
@@ -196,7 +208,7 @@ impl Track {
             let d = frame - last.frame;
             let mut reach = cfg.lookahead.max(self.max_revisit.saturating_sub(1));
             if let (Some(v), Some(size)) = (self.velocity(), cfg.frame)
-                && let Some(t) = frames_to_exit(&last.bbox, &v, size)
+                && let Some(t) = frames_to_exit(&last.bbox, &v, size, reach)
             {
                 reach = reach.max(t);
             }
@@ -702,6 +714,45 @@ mod tests {
             assert!(b.x <= 40.0 + 4.0 * i as f32, "frame {i}: {b:?}");
         }
         assert!(out[17].boxes.is_empty());
+    }
+
+    /// faces_sizes.mp4, face 3 (64 px, 6 px/frame to the left): last detected at x = 16 by a
+    /// detector that runs every 5th frame, missed half out of the picture at x = -14, then
+    /// followed only 6 frames — 5 frames with 12..36 px of the face unredacted.
+    #[test]
+    fn a_face_last_seen_short_of_the_edge_is_followed_until_it_is_out() {
+        // 200x100 frame; a 40 px face moves left 6 px/frame, detected every 5th frame while
+        // whole; last at frame 20, x = 16. Fully out when x2 = 56 - 6 * d <= 0: d = 10.
+        let frames: Vec<_> = (0..60)
+            .map(|i| {
+                if i <= 20 && i % 5 == 0 {
+                    Some(vec![Detection {
+                        revisit: 5,
+                        ..det(136.0 - 6.0 * i as f32, 40.0, 40.0)
+                    }])
+                } else if i % 5 == 0 {
+                    Some(vec![])
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let cfg = TrackerConfig {
+            lookahead: 1,
+            frame: Some((200.0, 100.0)),
+            ..Default::default()
+        };
+        let out = run(cfg, &frames);
+        for i in 21..=29 {
+            assert_eq!(out[i].boxes.len(), 1, "frame {i} must still be covered");
+            let b = out[i].boxes[0].bbox;
+            let (face_x, face_x2) = (136.0 - 6.0 * i as f32, 176.0 - 6.0 * i as f32);
+            assert!(
+                b.x <= face_x.max(0.0) && b.x2() >= face_x2,
+                "frame {i}: {b:?}"
+            );
+        }
+        assert!(out[35].boxes.is_empty(), "followed past the exit");
     }
 
     #[test]

@@ -18,10 +18,13 @@ use crate::geom::BoxF;
 pub struct Frame {
     /// 0-based decode order index.
     pub index: u64,
+    /// Presentation time in running time (the demuxer's segment applied; starts at 0).
     pub pts: Option<gst::ClockTime>,
     pub duration: Option<gst::ClockTime>,
     /// The decoded stream's caps (I420, size, rate, colorimetry), passed on to the encoder.
     pub caps: gst::Caps,
+    /// The decoder's own buffer, shared with nobody once the decoder's branches are done with
+    /// it; its timestamps are still the stream's (the redact stage sets `pts` on it).
     pub buffer: gst::Buffer,
 }
 

@@ -14,9 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 
-use super::{
-    Control, DetectedFrame, FirstError, PipelineError, StageResults, buffer_end, internal,
-};
+use super::{Control, DetectedFrame, FirstError, PipelineError, StageResults, internal};
 use crate::detect::tracker::{TrackLog, Tracker};
 use crate::detect::zoom::Tile;
 use crate::detect::{DetectError, DetectorImage, FaceDetector, NchwTensor};
@@ -458,13 +456,15 @@ fn sample_to_frame(
     let caps = s
         .caps_owned()
         .ok_or_else(|| internal(input, format!("frame {index} has no caps")))?;
-    Ok(crate::media::decode::video_buffer(s).map(|buffer| Frame {
-        index,
-        pts: buffer.pts(),
-        duration: buffer.duration(),
-        caps,
-        buffer,
-    }))
+    Ok(
+        crate::media::decode::video_buffer(s).map(|(buffer, pts)| Frame {
+            index,
+            pts,
+            duration: buffer.duration(),
+            caps,
+            buffer,
+        }),
+    )
 }
 
 pub(super) fn track_stage(
@@ -542,7 +542,8 @@ impl RedactStage {
                 panic!("OBSCURA_FAULT redact-panic at frame {frames}");
             }
             let TrackedFrame { frame, boxes } = tf;
-            video_end = video_end.max(buffer_end(frame.buffer.as_ref()));
+            let (pts, duration) = (frame.pts, frame.duration);
+            video_end = video_end.max(pts.map(|p| p + duration.unwrap_or(gst::ClockTime::ZERO)));
             let t = Instant::now();
             let caps = frame.caps.clone();
             let buffer = if self.style.modifies_pixels() && !boxes.is_empty() {
@@ -572,6 +573,12 @@ impl RedactStage {
             } else {
                 frame.buffer
             };
+            // The decoder's buffer keeps its stream time until here, where this stage is its
+            // only holder (see `media::decode::video_buffer`): no copy is made.
+            let mut buffer = buffer;
+            if buffer.pts() != pts {
+                buffer.make_mut().set_pts(pts);
+            }
             redact_t += t.elapsed();
             if let Some(v) = self.video_in.as_mut() {
                 if fault == Some(super::fault::Fault::EncodeError(frames)) {

@@ -139,6 +139,32 @@ fn bench_zoom_render(c: &mut Criterion) {
     );
 }
 
+/// The main pass's input at 720p: the whole frame shrunk to 576x320 (area filter) straight into
+/// the NCHW tensor (`detect::shrink`; GStreamer's `videoscale ! videoconvert` did this before).
+fn bench_shrink(c: &mut Criterion) {
+    use obscura::detect::shrink::{ShrinkScratch, shrink_nchw};
+    let (w, h) = (1280usize, 720usize);
+    let y: Vec<u8> = (0..w * h).map(|i| (i * 7 % 251) as u8).collect();
+    let uv = vec![128u8; w * h / 4];
+    let frame = I420 {
+        y: &y,
+        u: &uv,
+        v: &uv,
+        strides: [w, w / 2, w / 2],
+        width: w as u32,
+        height: h as u32,
+    };
+    let (ow, oh) = (576usize, 320usize);
+    let mut out = vec![0f32; 3 * ow * oh];
+    let mut scratch = ShrinkScratch::default();
+    c.bench_function("shrink 720p to 576x320 (main pass input, NCHW)", |b| {
+        b.iter(|| {
+            shrink_nchw(&frame, ow, oh, ChannelOrder::Bgr, &mut scratch, &mut out);
+            std::hint::black_box(&out);
+        })
+    });
+}
+
 /// The zoom pass's change test at 720p: a still camera (no block changed) and a pan (the
 /// picture moved by (-12, 4): the motion search runs, then the shifted block test).
 fn bench_zoom_change(c: &mut Criterion) {
@@ -257,6 +283,7 @@ criterion_group!(
     bench_redact,
     bench_tracker,
     bench_zoom_render,
+    bench_shrink,
     bench_zoom_change,
     bench_detector,
     bench_end_to_end

@@ -151,7 +151,6 @@ impl LumaReader {
         let (decoder, streams) = Decoder::start(&DecodeConfig {
             path: path.to_path_buf(),
             video: true,
-            small: None,
             audio: false,
             vad: false,
             video_queue: 4,
@@ -297,7 +296,6 @@ pub fn decode_audio(path: &Path) -> Result<(Vec<f32>, u32), MediaError> {
     let (decoder, streams) = Decoder::start(&DecodeConfig {
         path: path.to_path_buf(),
         video: false,
-        small: None,
         audio: true,
         vad: false,
         video_queue: 4,

@@ -35,14 +35,6 @@ impl Frame {
     }
 }
 
-/// A frame paired with its downscaled detector copy (packed BGR or RGB at the detector's input
-/// size, made by GStreamer's scaler).
-#[derive(Debug)]
-pub struct FramePair {
-    pub frame: Frame,
-    pub small: gst::Buffer,
-}
-
 /// One face found by a detector, in full-frame input pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Detection {

@@ -8,6 +8,7 @@
 pub mod centerface;
 pub mod models;
 pub mod runtime;
+pub mod shrink;
 pub mod tracker;
 pub mod vad;
 pub mod yunet;

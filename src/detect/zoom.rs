@@ -713,7 +713,7 @@ fn sample(row: &[u32], x: (usize, usize, u32), lo: usize) -> i32 {
 
 /// BT.601 limited range to full-range RGB, integer arithmetic (coefficients x 256).
 #[inline]
-fn yuv_to_rgb(y: i32, u: i32, v: i32) -> (u8, u8, u8) {
+pub(crate) fn yuv_to_rgb(y: i32, u: i32, v: i32) -> (u8, u8, u8) {
     let c = 298 * (y - 16);
     let (d, e) = (u - 128, v - 128);
     let q = |v: i32| ((v + 128) >> 8).clamp(0, 255) as u8;

@@ -1,15 +1,14 @@
 //! Decoding a file into raw streams with GStreamer:
 //!
 //! ```text
-//! filesrc ! decodebin ─ video ─ queue ! videoconvert ! I420 ! tee ─ queue ! appsink "full"   (native size)
-//!                     │                                        └ queue ! videoscale ! videoconvert
-//!                     │                                              ! BGR/RGB WxH ! appsink "small" (detector)
+//! filesrc ! decodebin ─ video ─ queue ! videoconvert ! I420 ! appsink "full"   (native size)
 //!                     └ audio ─ queue ! audioconvert ! F32 interleaved ! tee ─ queue ! appsink "audio"
 //!                                                                          └ queue ! audioresample
 //!                                                                            ! F32 16 kHz mono ! appsink "vad"
 //! ```
 //!
-//! Frames stay in I420 at full resolution; the detector copy is scaled by GStreamer. Every
+//! Frames stay in I420 at full resolution (the detector's shrunk input is made from them by
+//! `detect::shrink`, not here). Every
 //! appsink hands its samples to a bounded channel from its callback (backpressure reaches the
 //! demuxer), and a closed channel means end of stream. A bus thread watches for errors and
 //! classifies them; [`Decoder::finish`] reports how the stream ended.
@@ -26,24 +25,11 @@ use gstreamer_app as gst_app;
 
 use super::{MediaError, classify, make};
 
-/// The detector copy of each video frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SmallSpec {
-    pub width: u32,
-    pub height: u32,
-    /// GStreamer format name: "BGR" or "RGB".
-    pub format: &'static str,
-    /// Only every `every`-th decoded frame (counting from the first, 0) gets a copy; the
-    /// others are dropped before scaling, so the detector's frame rate is all that is paid.
-    pub every: u32,
-}
-
 #[derive(Debug, Clone)]
 pub struct DecodeConfig {
     pub path: PathBuf,
-    /// Decode video (with a detector copy when `small` is set).
+    /// Decode video.
     pub video: bool,
-    pub small: Option<SmallSpec>,
     /// Decode audio at its own rate (F32 interleaved).
     pub audio: bool,
     /// Also make a 16 kHz mono F32 copy of the audio for voice activity detection.
@@ -58,7 +44,6 @@ pub struct DecodeConfig {
 /// decoder stopped: see [`Decoder::finish`]).
 pub struct Streams {
     pub full: Option<Receiver<gst::Sample>>,
-    pub small: Option<Receiver<gst::Sample>>,
     pub audio: Option<Receiver<gst::Sample>>,
     pub vad: Option<Receiver<gst::Sample>>,
 }
@@ -166,26 +151,6 @@ fn capsfilter(caps: &gst::Caps) -> Result<gst::Element, MediaError> {
     Ok(f)
 }
 
-/// Drops all but every `every`-th buffer arriving at `element`'s sink pad (the first is kept).
-fn decimate(element: &gst::Element, every: u32) {
-    let Some(pad) = element.static_pad("sink") else {
-        return;
-    };
-    let seen = std::sync::atomic::AtomicU64::new(0);
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let n = seen.fetch_add(1, Ordering::Relaxed);
-        if n.is_multiple_of(u64::from(every)) {
-            gst::PadProbeReturn::Ok
-        } else {
-            // The buffer is taken (and released) here rather than returned as `Drop`: in
-            // GStreamer 1.22 a dropped buffer makes the pad unref a null object and log a
-            // GStreamer-CRITICAL for every frame (fixed in 1.24.8).
-            drop(info.data.take());
-            gst::PadProbeReturn::Handled
-        }
-    });
-}
-
 fn link_all(elements: &[&gst::Element]) -> Result<(), MediaError> {
     gst::Element::link_many(elements.iter().copied())
         .map_err(|e| MediaError::Gst(format!("linking: {e}")))
@@ -226,7 +191,6 @@ impl Decoder {
 
         let mut streams = Streams {
             full: None,
-            small: None,
             audio: None,
             vad: None,
         };
@@ -242,40 +206,17 @@ impl Decoder {
                     .field("format", "I420")
                     .build(),
             )?;
-            let tee = make("tee")?;
-            let qf = queue(4)?;
             let full = appsink(
                 "full",
                 &gst::Caps::builder("video/x-raw")
                     .field("format", "I420")
                     .build(),
             )?;
-            add_all(&pipeline, &[&q, &conv, &i420, &tee, &qf, full.upcast_ref()])?;
-            link_all(&[&q, &conv, &i420, &tee])?;
-            link_all(&[&tee, &qf, full.upcast_ref()])?;
+            add_all(&pipeline, &[&q, &conv, &i420, full.upcast_ref()])?;
+            link_all(&[&q, &conv, &i420, full.upcast_ref()])?;
             let (tx, rx) = bounded(cfg.video_queue.max(1));
             appsink_to_channel(&full, tx, abort.clone(), &senders);
             streams.full = Some(rx);
-            if let Some(spec) = cfg.small {
-                let qs = queue(4)?;
-                let scale = make("videoscale")?;
-                scale.set_property("add-borders", false);
-                let conv2 = make("videoconvert")?;
-                let caps = gst::Caps::builder("video/x-raw")
-                    .field("format", spec.format)
-                    .field("width", spec.width as i32)
-                    .field("height", spec.height as i32)
-                    .build();
-                let small = appsink("small", &caps)?;
-                if spec.every > 1 {
-                    decimate(&qs, spec.every);
-                }
-                add_all(&pipeline, &[&qs, &scale, &conv2, small.upcast_ref()])?;
-                link_all(&[&tee, &qs, &scale, &conv2, small.upcast_ref()])?;
-                let (tx, rx) = bounded(cfg.video_queue.max(1));
-                appsink_to_channel(&small, tx, abort.clone(), &senders);
-                streams.small = Some(rx);
-            }
             video_entry = Some(q);
         }
 

@@ -122,7 +122,6 @@ pub const REQUIRED_ELEMENTS: &[(&str, &str)] = &[
     ("fakesink", "libgstreamer1.0-0"),
     ("decodebin", "gstreamer1.0-plugins-base"),
     ("videoconvert", "gstreamer1.0-plugins-base"),
-    ("videoscale", "gstreamer1.0-plugins-base"),
     ("audioconvert", "gstreamer1.0-plugins-base"),
     ("audioresample", "gstreamer1.0-plugins-base"),
     ("audiorate", "gstreamer1.0-plugins-base"),

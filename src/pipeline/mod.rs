@@ -1,7 +1,7 @@
 //! The redact pipeline: wires the stages on their own threads with bounded channels.
 //!
 //! ```text
-//! GStreamer decode ──full+small──▶ detect ──▶ track ──▶ redact ──▶ GStreamer encode ─▶ temp file
+//! GStreamer decode ──frames─────▶ detect ──▶ track ──▶ redact ──▶ GStreamer encode ─▶ temp file
 //!                  └─audio──────▶ voice ─────────────────────────▶ (same encoder)
 //! ```
 //!
@@ -34,7 +34,7 @@ use crate::detect::vad::{SegmenterConfig, Vad};
 use crate::detect::zoom::Tile;
 use crate::detect::{DetectError, FaceDetector};
 use crate::fsutil::{TempFile, sha256_file};
-use crate::media::decode::{DecodeConfig, Decoder, SmallSpec};
+use crate::media::decode::{DecodeConfig, Decoder};
 use crate::media::encode::OutputFormat;
 use crate::media::encode::{AudioEncodeSpec, EncodeConfig, Encoder, VideoEncodeSpec};
 use crate::media::{MediaError, MediaInfo};
@@ -299,19 +299,10 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
                 .unwrap_or(1 << 20),
         })?)
     };
-    let small = detector.as_ref().map(|d| SmallSpec {
-        width: det_w,
-        height: det_h,
-        format: d.channel_order().gst_format(),
-        every: cfg
-            .detect
-            .every_for(video.as_ref().map(|v| v.fps()).unwrap_or(0.0)),
-    });
     crate::media::choose_video_decoders(cfg.runtime.device != crate::detect::Device::Cpu)?;
     let (decoder, streams) = Decoder::start(&DecodeConfig {
         path: input.clone(),
         video: video.is_some(),
-        small,
         audio: has_audio && mode != Mode::DecodeOnly,
         vad: vad.is_some(),
         video_queue: queue_frames,
@@ -712,7 +703,6 @@ impl Stages {
             let ctx = DetectStage {
                 input: s.input.clone(),
                 full,
-                small: s.streams.small,
                 detector: s.detector,
                 det_size: s.det_size,
                 frame_size: s.frame_size,
@@ -722,6 +712,7 @@ impl Stages {
                 zoom_every: s.cfg.zoom_every(s.frame_size.0, s.frame_size.1, s.fps),
                 zoom_max_face: s.cfg.detect.zoom_max_face(),
                 tensor: Vec::new(),
+                shrink: Default::default(),
                 zoom_factor: s
                     .cfg
                     .detect
@@ -732,7 +723,6 @@ impl Stages {
                 zoom_memory: None,
                 zoom_sweeps: ZoomSweeps::default(),
                 out: to_track,
-                error: error.clone(),
                 ticks: ticks.clone(),
                 results: results.clone(),
             };

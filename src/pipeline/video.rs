@@ -1,5 +1,5 @@
-//! The video stages: detect (main pass on GStreamer's small copy, zoom pass on tiles of the
-//! full frame), track (boxes become final after the tracker's delay), redact (styles on the
+//! The video stages: detect (main pass on the frame shrunk to the detector's input by
+//! `detect::shrink`, zoom pass on magnified tiles of the full frame), track (boxes become final after the tracker's delay), redact (styles on the
 //! I420 planes in place, then hand-off to the encoder).
 //!
 //! Fail closed: a frame reaches the encoder only through the redact stage, and the redact
@@ -15,16 +15,17 @@ use gstreamer as gst;
 use gstreamer_video as gst_video;
 
 use super::{Control, DetectedFrame, FirstError, PipelineError, StageResults, internal};
+use crate::detect::shrink::{ShrinkScratch, shrink_nchw};
 use crate::detect::tracker::{TrackLog, Tracker};
+use crate::detect::zoom::I420;
 use crate::detect::zoom::Tile;
-use crate::detect::{DetectError, DetectorImage, FaceDetector, NchwTensor};
+use crate::detect::{DetectError, FaceDetector, NchwTensor};
 use crate::redact::video::{PlaneMut, redact_planes};
 use crate::types::*;
 
 pub(super) struct DetectStage {
     pub(super) input: PathBuf,
     pub(super) full: Receiver<gst::Sample>,
-    pub(super) small: Option<Receiver<gst::Sample>>,
     pub(super) detector: Option<Box<dyn FaceDetector>>,
     pub(super) det_size: (u32, u32),
     pub(super) frame_size: (u32, u32),
@@ -38,6 +39,8 @@ pub(super) struct DetectStage {
     /// The detector's input tensor (main pass and zoom tiles), kept between runs: tens of MB
     /// at 720p for a zoom sweep, not allocated afresh each time.
     pub(super) tensor: Vec<f32>,
+    /// The main pass's shrink (`detect::shrink`): its taps and rows, kept between frames.
+    pub(super) shrink: ShrinkScratch,
     /// Magnification of the zoom pass.
     pub(super) zoom_factor: f32,
     /// Every n-th sweep covers the whole frame (1: every sweep does).
@@ -50,7 +53,6 @@ pub(super) struct DetectStage {
     /// Sweeps so far (the sidecar's `detector.zoom`).
     pub(super) zoom_sweeps: ZoomSweeps,
     pub(super) out: Sender<DetectedFrame>,
-    pub(super) error: FirstError,
     pub(super) ticks: Arc<AtomicU64>,
     pub(super) results: Arc<Mutex<StageResults>>,
 }
@@ -62,11 +64,10 @@ pub(super) struct ZoomMemory {
     since_full: u32,
 }
 
-/// A frame waiting for the detector: its detector copy when the main pass runs on it, and
-/// whether the zoom pass runs on it.
+/// A frame waiting for the detector: whether the main pass and the zoom pass run on it.
 struct Pending {
     frame: Frame,
-    small: Option<gst::Sample>,
+    main: bool,
     zoom: bool,
 }
 
@@ -74,31 +75,15 @@ impl DetectStage {
     pub(super) fn run(mut self) -> Result<(), PipelineError> {
         let _span = tracing::debug_span!("detect").entered();
         let mut index: u64 = 0;
-        // Every decoded frame, shown or not: the decoder makes a detector copy of every
-        // `every`-th one of these (see `SmallSpec::every`).
+        // Every decoded frame, shown or not: the main pass runs on every `every`-th of these.
         let mut decoded: u64 = 0;
         let mut pending: Vec<Pending> = Vec::new();
         let mut detect_time = Duration::ZERO;
         let has_detector = self.detector.is_some();
         loop {
             let Ok(full) = self.full.recv() else { break };
-            let has_copy = decoded.is_multiple_of(u64::from(self.every));
+            let main = has_detector && decoded.is_multiple_of(u64::from(self.every));
             decoded += 1;
-            let small = match &self.small {
-                Some(rx) if has_copy => match rx.recv() {
-                    Ok(s) => Some(s),
-                    Err(_) => {
-                        if self.error.is_set() {
-                            return Ok(());
-                        }
-                        return Err(internal(
-                            &self.input,
-                            "detector copy ended before the frames".into(),
-                        ));
-                    }
-                },
-                _ => None,
-            };
             // Frames outside the demuxer's segment (cut by an edit list) are not shown.
             let Some(frame) = sample_to_frame(&self.input, index, &full)? else {
                 continue;
@@ -119,18 +104,13 @@ impl DetectStage {
                 }
                 _ => {}
             }
-            let main = has_detector && small.is_some();
             let zoom = has_detector
                 && !self.zoom_tiles.is_empty()
                 && index.is_multiple_of(u64::from(self.zoom_every));
             index += 1;
             self.ticks.fetch_add(1, Ordering::Relaxed);
-            pending.push(Pending {
-                frame,
-                small: if main { small } else { None },
-                zoom,
-            });
-            let mains = pending.iter().filter(|p| p.small.is_some()).count();
+            pending.push(Pending { frame, main, zoom });
+            let mains = pending.iter().filter(|p| p.main).count();
             // Zoom frames are not batched: they flush what is pending.
             if !has_detector || mains >= self.batch || zoom {
                 let t = Instant::now();
@@ -162,31 +142,34 @@ impl DetectStage {
         }
     }
 
-    /// Runs the main pass on the frames that have a detector copy (as one batch) and the zoom
+    /// Runs the main pass on the frames marked for it (as one batch) and the zoom
     /// pass on the frames marked for it, then sends every frame on, in order. Returns false
     /// when downstream has gone (the run is failing).
     fn flush(&mut self, batch: Vec<Pending>) -> Result<bool, PipelineError> {
         let mut main: Vec<Vec<Detection>> = Vec::new();
         if let Some(det) = self.detector.as_mut() {
-            let samples: Vec<&gst::Sample> =
-                batch.iter().filter_map(|p| p.small.as_ref()).collect();
-            if !samples.is_empty() {
-                let maps = samples
-                    .iter()
-                    .map(|s| map_small(&self.input, s))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let images: Vec<DetectorImage<'_>> = maps.iter().map(|m| m.image()).collect();
-                let (w, h) = (images[0].width, images[0].height);
+            let frames: Vec<&Frame> = batch.iter().filter(|p| p.main).map(|p| &p.frame).collect();
+            if !frames.is_empty() {
+                // Each frame shrunk straight from its planes into the input tensor.
+                let (w, h) = self.det_size;
+                let one = 3 * w as usize * h as usize;
+                let order = det.channel_order();
+                self.tensor.resize(one * frames.len(), 0.0);
+                for (f, dst) in frames.iter().zip(self.tensor.chunks_exact_mut(one)) {
+                    let scratch = &mut self.shrink;
+                    with_planes(&self.input, f, "the main pass", |planes| {
+                        shrink_nchw(planes, w as usize, h as usize, order, scratch, dst)
+                    })?;
+                }
                 let input = &self.input;
                 let err = |source| PipelineError::Detect {
                     path: input.clone(),
                     source,
                 };
-                crate::detect::to_nchw_into(&images, w, h, &mut self.tensor).map_err(err)?;
                 let raw = det
                     .detect_tensor(NchwTensor {
                         data: &self.tensor,
-                        batch: images.len(),
+                        batch: frames.len(),
                         width: w,
                         height: h,
                     })
@@ -203,8 +186,7 @@ impl DetectStage {
         }
         let mut main = main.into_iter();
         for p in batch {
-            let mut dets: Option<Vec<Detection>> =
-                if p.small.is_some() { main.next() } else { None };
+            let mut dets: Option<Vec<Detection>> = if p.main { main.next() } else { None };
             if p.zoom {
                 let z = self.zoom_detect(&p.frame)?;
                 let mut all = dets.take().unwrap_or_default();
@@ -244,31 +226,12 @@ impl DetectStage {
     /// The zoom pass on one frame: tiles rendered from the full-resolution planes at the zoom
     /// magnification, over the whole frame or over what changed since the last sweep.
     fn zoom_detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
-        use gst_video::prelude::*;
         let Some(det) = self.detector.as_ref() else {
             return Ok(Vec::new());
         };
         let order = det.channel_order();
-        let info = gst_video::VideoInfo::from_caps(&frame.caps)
-            .map_err(|_| internal(&self.input, "frame caps are not raw video".into()))?;
-        let vf = gst_video::VideoFrameRef::from_buffer_ref_readable(frame.buffer.as_ref(), &info)
-            .map_err(|_| {
-            internal(&self.input, "cannot map a frame for the zoom pass".into())
-        })?;
-        let strides = vf.plane_stride();
-        let plane = |i: u32| vf.plane_data(i).unwrap_or(&[]);
-        let planes = crate::detect::zoom::I420 {
-            y: plane(0),
-            u: plane(1),
-            v: plane(2),
-            strides: [
-                strides[0] as usize,
-                strides[1] as usize,
-                strides[2] as usize,
-            ],
-            width: info.width(),
-            height: info.height(),
-        };
+        let vf = map_readable(&self.input, frame, "the zoom pass")?;
+        let planes = planes_of(&vf);
         // Where to look: the whole frame on the first sweep, on every `zoom_full_every`-th and
         // when much changed (a pan, a lighting change); otherwise only around the blocks that
         // changed since the last sweep, keeping the last sweep's faces elsewhere — the same
@@ -416,31 +379,46 @@ fn merge(dets: Vec<Detection>) -> Vec<Detection> {
         .collect()
 }
 
-/// A mapped detector copy.
-struct SmallMap {
-    frame: gst_video::VideoFrame<gst_video::video_frame::Readable>,
+/// A frame mapped for reading (`what` names the reader in the error).
+fn map_readable<'a>(
+    input: &Path,
+    frame: &'a Frame,
+    what: &str,
+) -> Result<gst_video::VideoFrameRef<&'a gst::BufferRef>, PipelineError> {
+    let info = gst_video::VideoInfo::from_caps(&frame.caps)
+        .map_err(|_| internal(input, "frame caps are not raw video".into()))?;
+    gst_video::VideoFrameRef::from_buffer_ref_readable(frame.buffer.as_ref(), &info)
+        .map_err(|_| internal(input, format!("cannot map a frame for {what}")))
 }
 
-impl SmallMap {
-    fn image(&self) -> DetectorImage<'_> {
-        use gst_video::prelude::*;
-        DetectorImage {
-            data: self.frame.plane_data(0).unwrap_or(&[]),
-            width: self.frame.width(),
-            height: self.frame.height(),
-            stride: self.frame.plane_stride()[0].max(0) as usize,
-        }
+/// The I420 planes of a mapped frame.
+fn planes_of<'a>(vf: &'a gst_video::VideoFrameRef<&gst::BufferRef>) -> I420<'a> {
+    use gst_video::prelude::*;
+    let strides = vf.plane_stride();
+    let plane = |i: u32| vf.plane_data(i).unwrap_or(&[]);
+    I420 {
+        y: plane(0),
+        u: plane(1),
+        v: plane(2),
+        strides: [
+            strides[0].max(0) as usize,
+            strides[1].max(0) as usize,
+            strides[2].max(0) as usize,
+        ],
+        width: vf.width(),
+        height: vf.height(),
     }
 }
 
-fn map_small(input: &Path, s: &gst::Sample) -> Result<SmallMap, PipelineError> {
-    let bad = |m: &str| internal(input, format!("detector copy: {m}"));
-    let caps = s.caps().ok_or_else(|| bad("no caps"))?;
-    let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| bad("bad caps"))?;
-    let buffer = s.buffer_owned().ok_or_else(|| bad("no buffer"))?;
-    let frame = gst_video::VideoFrame::from_buffer_readable(buffer, &info)
-        .map_err(|_| bad("cannot map"))?;
-    Ok(SmallMap { frame })
+/// Runs `f` on a frame's planes mapped for reading.
+fn with_planes<R>(
+    input: &Path,
+    frame: &Frame,
+    what: &str,
+    f: impl FnOnce(&I420<'_>) -> R,
+) -> Result<R, PipelineError> {
+    let vf = map_readable(input, frame, what)?;
+    Ok(f(&planes_of(&vf)))
 }
 
 /// The frame of a decoded sample, its timestamp in running time; `None` when the frame lies

@@ -16,9 +16,9 @@
 //! plain plane slices).
 
 use super::ChannelOrder;
-use super::zoom::I420;
 #[cfg(test)]
 use super::zoom::yuv_to_rgb;
+use super::zoom::{I420, yuv_rows_to_rgb};
 
 /// Area-filter taps along one axis: for each output index the first source index and `k`
 /// weights (8.8 fixed point, summing to 256) of the consecutive source samples from there.
@@ -82,7 +82,7 @@ pub struct ShrinkScratch {
     sums: [Vec<u16>; 3],
     luma: Vec<i32>,
     chroma: [Vec<i32>; 2],
-    rgb_chroma: [Vec<i32>; 3],
+    wide_chroma: [Vec<i32>; 2],
     taps: Option<ShrinkTaps>,
 }
 
@@ -137,7 +137,7 @@ pub fn shrink_nchw(
         sums: [sy, su, sv],
         luma,
         chroma: [cu, cv],
-        rgb_chroma,
+        wide_chroma,
         ..
     } = scratch;
     let (c0, rest) = out.split_at_mut(plane);
@@ -163,31 +163,14 @@ pub fn shrink_nchw(
             &mut b_plane[row..row + out_w],
         );
         if oy % 2 == 0 {
-            // Chroma's share of each channel, one value per output column (each chroma
-            // sample serves two), so that the loop below is plain element-wise arithmetic.
-            widen(cu, cv, out_w, rgb_chroma);
+            // Each chroma sample serves two output columns.
+            for (wide, half) in wide_chroma.iter_mut().zip([&*cu, &*cv]) {
+                wide.clear();
+                wide.extend((0..out_w).map(|ox| half[ox / 2]));
+            }
         }
-        let [cr, cg, cb] = &*rgb_chroma;
-        for (ox, &l) in luma.iter().enumerate().take(out_w) {
-            let c = 298 * (l - 16) + 128;
-            r_row[ox] = ((c + cr[ox]) >> 8).clamp(0, 255) as f32;
-            g_row[ox] = ((c + cg[ox]) >> 8).clamp(0, 255) as f32;
-            b_row[ox] = ((c + cb[ox]) >> 8).clamp(0, 255) as f32;
-        }
-    }
-}
-
-/// The chroma terms of BT.601 limited-range YUV → RGB (as in [`yuv_to_rgb`]) for each of
-/// `out_w` output columns, from chroma samples that serve two columns each.
-fn widen(cu: &[i32], cv: &[i32], out_w: usize, out: &mut [Vec<i32>; 3]) {
-    for o in out.iter_mut() {
-        o.clear();
-    }
-    for ox in 0..out_w {
-        let (d, e) = (cu[ox / 2] - 128, cv[ox / 2] - 128);
-        out[0].push(409 * e);
-        out[1].push(-100 * d - 208 * e);
-        out[2].push(516 * d);
+        let [wu, wv] = &*wide_chroma;
+        yuv_rows_to_rgb(luma, wu, wv, [r_row, g_row, b_row]);
     }
 }
 

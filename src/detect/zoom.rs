@@ -652,6 +652,7 @@ pub fn render_nchw(frame: &I420<'_>, tile: &Tile, order: ChannelOrder, out: &mut
     };
     let (ylo, yhi) = span(&xs);
     let (clo, chi) = span(&cxs);
+    let (xs, cxs) = (RowTaps::new(&xs, ylo), RowTaps::new(&cxs, clo));
     // Output channel planes: c0 is B for BGR, R for RGB.
     let (c0, rest) = out.split_at_mut(plane);
     let (c1, c2) = rest.split_at_mut(plane);
@@ -664,23 +665,81 @@ pub fn render_nchw(frame: &I420<'_>, tile: &Tile, order: ChannelOrder, out: &mut
         .zip(c1.par_chunks_mut(ow))
         .zip(b_plane.par_chunks_mut(ow))
         .enumerate()
-        .for_each_init(
-            || (Vec::new(), Vec::new(), Vec::new()),
-            |(vy, vu, vv), (oy, ((r_row, g_row), b_row))| {
-                blend_rows(frame.y, frame.strides[0], ys[oy], ylo, yhi, vy);
-                blend_rows(frame.u, frame.strides[1], cys[oy], clo, chi, vu);
-                blend_rows(frame.v, frame.strides[2], cys[oy], clo, chi, vv);
-                for ox in 0..ow {
-                    let l = sample(vy, xs[ox], ylo);
-                    let u = sample(vu, cxs[ox], clo);
-                    let v = sample(vv, cxs[ox], clo);
-                    let (r, g, b) = yuv_to_rgb(l, u, v);
-                    r_row[ox] = f32::from(r);
-                    g_row[ox] = f32::from(g);
-                    b_row[ox] = f32::from(b);
-                }
-            },
+        .for_each_init(RowScratch::default, |sc, (oy, ((r_row, g_row), b_row))| {
+            blend_rows(
+                frame.y,
+                frame.strides[0],
+                ys[oy],
+                ylo,
+                yhi,
+                &mut sc.blended[0],
+            );
+            blend_rows(
+                frame.u,
+                frame.strides[1],
+                cys[oy],
+                clo,
+                chi,
+                &mut sc.blended[1],
+            );
+            blend_rows(
+                frame.v,
+                frame.strides[2],
+                cys[oy],
+                clo,
+                chi,
+                &mut sc.blended[2],
+            );
+            xs.sample(&sc.blended[0], &mut sc.sampled[0]);
+            cxs.sample(&sc.blended[1], &mut sc.sampled[1]);
+            cxs.sample(&sc.blended[2], &mut sc.sampled[2]);
+            let [l, u, v] = &sc.sampled;
+            yuv_rows_to_rgb(l, u, v, [r_row, g_row, b_row]);
+        });
+}
+
+/// One output row's working rows: blended source rows and their horizontal samples, per plane.
+#[derive(Default)]
+struct RowScratch {
+    blended: [Vec<u32>; 3],
+    sampled: [Vec<i32>; 3],
+}
+
+/// Horizontal bilinear taps as three arrays (source indices relative to the blended row's
+/// first column, and both weights), so that sampling a row is a plain loop.
+struct RowTaps {
+    i0: Vec<usize>,
+    i1: Vec<usize>,
+    w0: Vec<u32>,
+    w1: Vec<u32>,
+}
+
+impl RowTaps {
+    fn new(taps: &[(usize, usize, u32)], lo: usize) -> RowTaps {
+        RowTaps {
+            i0: taps.iter().map(|t| t.0 - lo).collect(),
+            i1: taps.iter().map(|t| t.1 - lo).collect(),
+            w0: taps.iter().map(|t| 256 - t.2).collect(),
+            w1: taps.iter().map(|t| t.2).collect(),
+        }
+    }
+
+    /// Samples a blended row (8.8 fixed point, as [`blend_rows`] makes it) at every output
+    /// column, rounded to 0..255.
+    #[inline]
+    fn sample(&self, row: &[u32], out: &mut Vec<i32>) {
+        out.clear();
+        out.extend(
+            self.i0
+                .iter()
+                .zip(&self.i1)
+                .zip(self.w0.iter().zip(&self.w1))
+                .map(|((&a, &b), (&wa, &wb))| {
+                    let v = row[a] * wa + row[b] * wb;
+                    ((v + (1 << 15)) >> 16) as i32
+                }),
         );
+    }
 }
 
 /// Blends source rows `y.0` and `y.1` (weight `y.2` / 256 on the second) over columns
@@ -704,15 +763,29 @@ fn blend_rows(
     );
 }
 
-/// Samples a blended row (starting at source column `lo`) between `x.0` and `x.1`.
-#[inline]
-fn sample(row: &[u32], x: (usize, usize, u32), lo: usize) -> i32 {
-    let v = row[x.0 - lo] * (256 - x.2) + row[x.1 - lo] * x.2;
-    ((v + (1 << 15)) >> 16) as i32
+/// [`yuv_to_rgb`] over whole rows (one Y, U and V value per output pixel) into the float
+/// rows of the R, G and B planes: plain element-wise arithmetic, which the compiler
+/// vectorises.
+pub(crate) fn yuv_rows_to_rgb(l: &[i32], u: &[i32], v: &[i32], [r, g, b]: [&mut [f32]; 3]) {
+    let n = r
+        .len()
+        .min(g.len())
+        .min(b.len())
+        .min(l.len())
+        .min(u.len())
+        .min(v.len());
+    for i in 0..n {
+        let c = 298 * (l[i] - 16) + 128;
+        let (d, e) = (u[i] - 128, v[i] - 128);
+        r[i] = ((c + 409 * e) >> 8).clamp(0, 255) as f32;
+        g[i] = ((c - 100 * d - 208 * e) >> 8).clamp(0, 255) as f32;
+        b[i] = ((c + 516 * d) >> 8).clamp(0, 255) as f32;
+    }
 }
 
-/// BT.601 limited range to full-range RGB, integer arithmetic (coefficients x 256).
-#[inline]
+/// BT.601 limited range to full-range RGB, integer arithmetic (coefficients x 256): the
+/// reference the row conversion is tested against.
+#[cfg(test)]
 pub(crate) fn yuv_to_rgb(y: i32, u: i32, v: i32) -> (u8, u8, u8) {
     let c = 298 * (y - 16);
     let (d, e) = (u - 128, v - 128);

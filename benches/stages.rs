@@ -105,18 +105,27 @@ fn bench_tracker(c: &mut Criterion) {
     });
 }
 
-fn bench_zoom_render(c: &mut Criterion) {
+/// Planes of a synthetic 720p frame: textured luma, neutral chroma.
+fn planes_720p() -> (usize, usize, Vec<u8>, Vec<u8>) {
     let (w, h) = (1280usize, 720usize);
     let y: Vec<u8> = (0..w * h).map(|i| (i * 7 % 251) as u8).collect();
-    let uv = vec![128u8; w * h / 4];
-    let frame = I420 {
-        y: &y,
-        u: &uv,
-        v: &uv,
+    (w, h, y, vec![128u8; w * h / 4])
+}
+
+fn i420<'a>(w: usize, h: usize, y: &'a [u8], uv: &'a [u8]) -> I420<'a> {
+    I420 {
+        y,
+        u: uv,
+        v: uv,
         strides: [w, w / 2, w / 2],
         width: w as u32,
         height: h as u32,
-    };
+    }
+}
+
+fn bench_zoom_render(c: &mut Criterion) {
+    let (w, h, y, uv) = planes_720p();
+    let frame = i420(w, h, &y, &uv);
     let tiles = layout(w as u32, h as u32, 2.0);
     let mut out = vec![
         0f32;
@@ -143,17 +152,8 @@ fn bench_zoom_render(c: &mut Criterion) {
 /// the NCHW tensor (`detect::shrink`; GStreamer's `videoscale ! videoconvert` did this before).
 fn bench_shrink(c: &mut Criterion) {
     use obscura::detect::shrink::{ShrinkScratch, shrink_nchw};
-    let (w, h) = (1280usize, 720usize);
-    let y: Vec<u8> = (0..w * h).map(|i| (i * 7 % 251) as u8).collect();
-    let uv = vec![128u8; w * h / 4];
-    let frame = I420 {
-        y: &y,
-        u: &uv,
-        v: &uv,
-        strides: [w, w / 2, w / 2],
-        width: w as u32,
-        height: h as u32,
-    };
+    let (w, h, y, uv) = planes_720p();
+    let frame = i420(w, h, &y, &uv);
     let (ow, oh) = (576usize, 320usize);
     let mut out = vec![0f32; 3 * ow * oh];
     let mut scratch = ShrinkScratch::default();

@@ -240,6 +240,23 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Shrinks a `w x h` luma plane with neutral chroma to `ow x oh`, as RGB planes.
+    fn shrink_luma(y: &[u8], w: u32, h: u32, ow: usize, oh: usize) -> Vec<f32> {
+        let c = (w.div_ceil(2) * h.div_ceil(2)) as usize;
+        let neutral = vec![128u8; c];
+        let f = frame_of(y, &neutral, &neutral, w, h);
+        let mut out = vec![0f32; 3 * ow * oh];
+        shrink_nchw(
+            &f,
+            ow,
+            oh,
+            ChannelOrder::Rgb,
+            &mut ShrinkScratch::default(),
+            &mut out,
+        );
+        out
+    }
+
     fn frame_of<'a>(y: &'a [u8], u: &'a [u8], v: &'a [u8], w: u32, h: u32) -> I420<'a> {
         I420 {
             y,
@@ -295,19 +312,8 @@ mod tests {
         let y: Vec<u8> = (0..h)
             .flat_map(|r| (0..w).map(move |c| (c * 3 + r) as u8))
             .collect();
-        let c = (w / 2 * h / 2) as usize;
-        let (u, v) = (vec![128u8; c], vec![128u8; c]);
-        let f = frame_of(&y, &u, &v, w, h);
         let (ow, oh) = (16usize, 8usize);
-        let mut out = vec![0f32; 3 * ow * oh];
-        shrink_nchw(
-            &f,
-            ow,
-            oh,
-            ChannelOrder::Rgb,
-            &mut ShrinkScratch::default(),
-            &mut out,
-        );
+        let out = shrink_luma(&y, w, h, ow, oh);
         for oy in 0..oh {
             for ox in 0..ow {
                 let mut sum = 0u32;
@@ -335,19 +341,8 @@ mod tests {
         let y: Vec<u8> = (0..h)
             .flat_map(|_| (0..w).map(|c| if c % 2 == 0 { 16u8 } else { 235 }))
             .collect();
-        let c = (w.div_ceil(2) * h.div_ceil(2)) as usize;
-        let (u, v) = (vec![128u8; c], vec![128u8; c]);
-        let f = frame_of(&y, &u, &v, w, h);
         let (ow, oh) = (576usize, 320usize);
-        let mut out = vec![0f32; 3 * ow * oh];
-        shrink_nchw(
-            &f,
-            ow,
-            oh,
-            ChannelOrder::Rgb,
-            &mut ShrinkScratch::default(),
-            &mut out,
-        );
+        let out = shrink_luma(&y, w, h, ow, oh);
         let row = &out[..ow];
         let (lo, hi) = row
             .iter()

@@ -597,6 +597,21 @@ pub struct I420<'a> {
     pub height: u32,
 }
 
+impl I420<'_> {
+    /// Whether every plane holds all of its rows (Y at full size, U and V at half size,
+    /// rounded up) at its stride: what the renderers here read.
+    pub fn is_complete(&self) -> bool {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let holds = |p: &[u8], stride: usize, pw: usize, ph: usize| {
+            ph == 0 || (stride >= pw && p.len() >= stride * (ph - 1) + pw)
+        };
+        holds(self.y, self.strides[0], w, h)
+            && holds(self.u, self.strides[1], cw, ch)
+            && holds(self.v, self.strides[2], cw, ch)
+    }
+}
+
 /// Bilinear sample positions along one axis: for each output index the two source indices
 /// and the weight of the second, in 8.8 fixed point.
 fn axis_taps(
@@ -809,6 +824,28 @@ mod tests {
             t.iter()
                 .all(|t| t.in_w <= MAX_TILE_W + 96 && t.in_h <= MAX_TILE_H + 96)
         );
+    }
+
+    #[test]
+    fn planes_short_of_their_rows_are_not_complete() {
+        fn f<'a>(y: &'a [u8], u: &'a [u8], stride: usize) -> I420<'a> {
+            I420 {
+                y,
+                u,
+                v: u,
+                strides: [stride, 8, 8],
+                width: 16,
+                height: 8,
+            }
+        }
+        let (y, c) = (vec![0u8; 16 * 8], vec![0u8; 8 * 4]);
+        assert!(f(&y, &c, 16).is_complete());
+        assert!(!f(&y[..16 * 7], &c, 16).is_complete(), "a row short");
+        assert!(
+            !f(&y, &c[..8 * 3 + 7], 16).is_complete(),
+            "a chroma byte short"
+        );
+        assert!(!f(&y, &c, 15).is_complete(), "stride below the width");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The video stages: detect (main pass on the frame shrunk to the detector's input by
-//! `detect::shrink`, zoom pass on magnified tiles of the full frame), track (boxes become final after the tracker's delay), redact (styles on the
-//! I420 planes in place, then hand-off to the encoder).
+//! `detect::shrink`, zoom pass on magnified tiles of the full frame), track (boxes become
+//! final after the tracker's delay), redact (styles on the I420 planes in place, then
+//! hand-off to the encoder).
 //!
 //! Fail closed: a frame reaches the encoder only through the redact stage, and the redact
 //! stage stops handing frames on as soon as any stage has failed.
@@ -17,8 +18,7 @@ use gstreamer_video as gst_video;
 use super::{Control, DetectedFrame, FirstError, PipelineError, StageResults, internal};
 use crate::detect::shrink::{ShrinkScratch, shrink_nchw};
 use crate::detect::tracker::{TrackLog, Tracker};
-use crate::detect::zoom::I420;
-use crate::detect::zoom::Tile;
+use crate::detect::zoom::{I420, Tile};
 use crate::detect::{DetectError, FaceDetector, NchwTensor};
 use crate::redact::video::{PlaneMut, redact_planes};
 use crate::types::*;
@@ -231,7 +231,7 @@ impl DetectStage {
         };
         let order = det.channel_order();
         let vf = map_readable(&self.input, frame, "the zoom pass")?;
-        let planes = planes_of(&vf);
+        let planes = planes_of(&self.input, &vf)?;
         // Where to look: the whole frame on the first sweep, on every `zoom_full_every`-th and
         // when much changed (a pan, a lighting change); otherwise only around the blocks that
         // changed since the last sweep, keeping the last sweep's faces elsewhere — the same
@@ -391,12 +391,15 @@ fn map_readable<'a>(
         .map_err(|_| internal(input, format!("cannot map a frame for {what}")))
 }
 
-/// The I420 planes of a mapped frame.
-fn planes_of<'a>(vf: &'a gst_video::VideoFrameRef<&gst::BufferRef>) -> I420<'a> {
+/// The I420 planes of a mapped frame; an error when a plane is missing or short of its rows.
+fn planes_of<'a>(
+    input: &Path,
+    vf: &'a gst_video::VideoFrameRef<&gst::BufferRef>,
+) -> Result<I420<'a>, PipelineError> {
     use gst_video::prelude::*;
     let strides = vf.plane_stride();
     let plane = |i: u32| vf.plane_data(i).unwrap_or(&[]);
-    I420 {
+    let planes = I420 {
         y: plane(0),
         u: plane(1),
         v: plane(2),
@@ -407,7 +410,18 @@ fn planes_of<'a>(vf: &'a gst_video::VideoFrameRef<&gst::BufferRef>) -> I420<'a> 
         ],
         width: vf.width(),
         height: vf.height(),
+    };
+    if vf.n_planes() != 3 || !planes.is_complete() {
+        return Err(internal(
+            input,
+            format!(
+                "a decoded frame is not whole I420 ({} planes, strides {:?})",
+                vf.n_planes(),
+                planes.strides
+            ),
+        ));
     }
+    Ok(planes)
 }
 
 /// Runs `f` on a frame's planes mapped for reading.
@@ -418,7 +432,7 @@ fn with_planes<R>(
     f: impl FnOnce(&I420<'_>) -> R,
 ) -> Result<R, PipelineError> {
     let vf = map_readable(input, frame, what)?;
-    Ok(f(&planes_of(&vf)))
+    Ok(f(&planes_of(input, &vf)?))
 }
 
 /// The frame of a decoded sample, its timestamp in running time; `None` when the frame lies

@@ -270,3 +270,29 @@ fn regression_kill_between_store_and_audit_left_a_clip_unaudited() {
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(ingest_entries(dir.path()).values().sum::<usize>(), 1);
 }
+
+/// CI (`s3 kill 2 at 1.164s: work left [ingest-1190.3089409-…/media.flac, …]`): a run killed
+/// after its clip was stored but before its work folder was removed left the folder (the
+/// redacted media and its sidecar) for good when every re-run was a duplicate: the sweep of
+/// stale work folders came after the early return for a clip already stored.
+#[test]
+fn regression_a_killed_runs_work_folder_was_kept_when_every_rerun_was_a_duplicate() {
+    let dir = common::scratch();
+    let cfg = write_config(
+        dir.path(),
+        &format!("file://{}", dir.path().join("store").display()),
+    );
+    let seed = common::repo().join("tests/corpus/seeds/speech.flac");
+    let o = ingest_cmd(&cfg, &seed).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    // The state such a kill leaves: the clip stored, the killed run's work folder still there
+    // (a pid above the kernel's pid_max limit of 2^22 cannot be running).
+    let stale = dir.path().join("work/ingest-4194321.1234-abcdef");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("media.flac"), b"redacted media").unwrap();
+    std::fs::write(stale.join("media.flac.json"), b"{}").unwrap();
+    let o = ingest_cmd(&cfg, &seed).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let work = common::files_under(&dir.path().join("work"));
+    assert!(work.is_empty(), "work left {work:?}");
+}

@@ -340,6 +340,10 @@ impl Router {
             source,
         })?;
         let clip_id = clip_id(&input_sha, device_id);
+        // Work folders carry their owner's mark: those of killed runs are swept here, before
+        // anything can return early — a run killed after storing its clip leaves its folder,
+        // and the re-runs that follow may all be duplicates.
+        crate::fsutil::sweep_stale(&self.cfg.paths.work, Some("ingest-"));
         // Idempotent: the clip exists once its sidecar does.
         let sidecar_key = format!("clips/{clip_id}/sidecar.json");
         if let Some(existing) = self
@@ -388,8 +392,6 @@ impl Router {
             path: self.cfg.paths.work.clone(),
             source,
         })?;
-        // Work folders carry their owner's mark: those of killed runs are swept here.
-        crate::fsutil::sweep_stale(&self.cfg.paths.work, Some("ingest-"));
         let work = tempfile::Builder::new()
             .prefix(&format!("ingest-{}-", crate::fsutil::owner_tag()))
             .tempdir_in(&self.cfg.paths.work)

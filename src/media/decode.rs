@@ -491,7 +491,8 @@ fn watch_bus(
 /// hands it on sets the running time once it is the buffer's only holder. A copy — even a
 /// shallow one that shares the pixels — outlives the original, so the decoder's pool finds the
 /// pixels still in use when the original comes back, throws the buffer away and decodes every
-/// frame into freshly allocated memory (~340 page faults per 720p frame, ~5% of a run's CPU).
+/// frame into freshly allocated memory (a new 1.38 MB buffer and ~340 page faults per 720p
+/// frame).
 pub fn video_buffer(sample: &gst::Sample) -> Option<(gst::Buffer, Option<gst::ClockTime>)> {
     let buffer = sample.buffer_owned()?;
     let pts = match (

@@ -62,16 +62,6 @@ pub enum ChannelOrder {
     Rgb,
 }
 
-impl ChannelOrder {
-    /// The GStreamer raw video format name for this order.
-    pub fn gst_format(&self) -> &'static str {
-        match self {
-            ChannelOrder::Bgr => "BGR",
-            ChannelOrder::Rgb => "RGB",
-        }
-    }
-}
-
 /// A packed 3-channel 8-bit image at the detector's input size.
 #[derive(Debug, Clone, Copy)]
 pub struct DetectorImage<'a> {
@@ -173,22 +163,9 @@ pub(crate) fn to_nchw(
     w: u32,
     h: u32,
 ) -> Result<Vec<f32>, DetectError> {
-    let mut out = Vec::new();
-    to_nchw_into(batch, w, h, &mut out)?;
-    Ok(out)
-}
-
-/// [`to_nchw`] into a buffer the caller keeps between runs (resized to fit; every value is
-/// written).
-pub fn to_nchw_into(
-    batch: &[DetectorImage<'_>],
-    w: u32,
-    h: u32,
-    out: &mut Vec<f32>,
-) -> Result<(), DetectError> {
     let (wu, hu) = (w as usize, h as usize);
     let plane = wu * hu;
-    out.resize(batch.len() * 3 * plane, 0.0);
+    let mut out = vec![0.0; batch.len() * 3 * plane];
     for (b, img) in batch.iter().enumerate() {
         if img.width != w
             || img.height != h
@@ -214,7 +191,7 @@ pub fn to_nchw_into(
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]

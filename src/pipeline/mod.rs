@@ -571,8 +571,15 @@ struct StageResults {
 
 /// End time of a buffer, when it has a timestamp.
 fn buffer_end(b: &gst::BufferRef) -> Option<gst::ClockTime> {
-    b.pts()
-        .map(|p| p + b.duration().unwrap_or(gst::ClockTime::ZERO))
+    end_time(b.pts(), b.duration())
+}
+
+/// End time of something shown from `pts` for `duration` (none: an instant).
+fn end_time(
+    pts: Option<gst::ClockTime>,
+    duration: Option<gst::ClockTime>,
+) -> Option<gst::ClockTime> {
+    pts.map(|p| p + duration.unwrap_or(gst::ClockTime::ZERO))
 }
 
 /// Frames held by the hand-offs that need no depth: detector to tracker (the tracker holds
@@ -713,6 +720,7 @@ impl Stages {
                 zoom_max_face: s.cfg.detect.zoom_max_face(),
                 tensor: Vec::new(),
                 shrink: Default::default(),
+                info: Default::default(),
                 zoom_factor: s
                     .cfg
                     .detect

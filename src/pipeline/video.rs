@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 
-use super::{Control, DetectedFrame, FirstError, PipelineError, StageResults, internal};
+use super::{Control, DetectedFrame, FirstError, PipelineError, StageResults, end_time, internal};
 use crate::detect::shrink::{ShrinkScratch, shrink_nchw};
 use crate::detect::tracker::{TrackLog, Tracker};
 use crate::detect::zoom::{I420, Tile};
@@ -41,6 +41,8 @@ pub(super) struct DetectStage {
     pub(super) tensor: Vec<f32>,
     /// The main pass's shrink (`detect::shrink`): its taps and rows, kept between frames.
     pub(super) shrink: ShrinkScratch,
+    /// The frames' `VideoInfo`, for mapping them.
+    pub(super) info: FrameInfo,
     /// Magnification of the zoom pass.
     pub(super) zoom_factor: f32,
     /// Every n-th sweep covers the whole frame (1: every sweep does).
@@ -157,7 +159,7 @@ impl DetectStage {
                 self.tensor.resize(one * frames.len(), 0.0);
                 for (f, dst) in frames.iter().zip(self.tensor.chunks_exact_mut(one)) {
                     let scratch = &mut self.shrink;
-                    with_planes(&self.input, f, "the main pass", |planes| {
+                    with_planes(&self.input, f, &mut self.info, "the main pass", |planes| {
                         shrink_nchw(planes, w as usize, h as usize, order, scratch, dst)
                     })?;
                 }
@@ -230,7 +232,7 @@ impl DetectStage {
             return Ok(Vec::new());
         };
         let order = det.channel_order();
-        let vf = map_readable(&self.input, frame, "the zoom pass")?;
+        let vf = map_readable(&self.input, frame, &mut self.info, "the zoom pass")?;
         let planes = planes_of(&self.input, &vf)?;
         // Where to look: the whole frame on the first sweep, on every `zoom_full_every`-th and
         // when much changed (a pan, a lighting change); otherwise only around the blocks that
@@ -379,15 +381,37 @@ fn merge(dets: Vec<Detection>) -> Vec<Detection> {
         .collect()
 }
 
+/// The `VideoInfo` of the frames' caps, parsed again only when the caps change (they stay the
+/// same for a whole stream).
+#[derive(Default)]
+pub(super) struct FrameInfo {
+    last: Option<(gst::Caps, gst_video::VideoInfo)>,
+}
+
+impl FrameInfo {
+    fn of(
+        &mut self,
+        input: &Path,
+        caps: &gst::Caps,
+    ) -> Result<&gst_video::VideoInfo, PipelineError> {
+        if self.last.as_ref().is_none_or(|(c, _)| c != caps) {
+            let info = gst_video::VideoInfo::from_caps(caps)
+                .map_err(|_| internal(input, "frame caps are not raw video".into()))?;
+            self.last = Some((caps.clone(), info));
+        }
+        Ok(&self.last.as_ref().expect("set above").1)
+    }
+}
+
 /// A frame mapped for reading (`what` names the reader in the error).
 fn map_readable<'a>(
     input: &Path,
     frame: &'a Frame,
+    info: &mut FrameInfo,
     what: &str,
 ) -> Result<gst_video::VideoFrameRef<&'a gst::BufferRef>, PipelineError> {
-    let info = gst_video::VideoInfo::from_caps(&frame.caps)
-        .map_err(|_| internal(input, "frame caps are not raw video".into()))?;
-    gst_video::VideoFrameRef::from_buffer_ref_readable(frame.buffer.as_ref(), &info)
+    let info = info.of(input, &frame.caps)?;
+    gst_video::VideoFrameRef::from_buffer_ref_readable(frame.buffer.as_ref(), info)
         .map_err(|_| internal(input, format!("cannot map a frame for {what}")))
 }
 
@@ -428,10 +452,11 @@ fn planes_of<'a>(
 fn with_planes<R>(
     input: &Path,
     frame: &Frame,
+    info: &mut FrameInfo,
     what: &str,
     f: impl FnOnce(&I420<'_>) -> R,
 ) -> Result<R, PipelineError> {
-    let vf = map_readable(input, frame, what)?;
+    let vf = map_readable(input, frame, info, what)?;
     Ok(f(&planes_of(input, &vf)?))
 }
 
@@ -523,7 +548,7 @@ impl RedactStage {
         let mut frames = 0u64;
         let mut video_end = None;
         let (mut redact_t, mut push_t) = (Duration::ZERO, Duration::ZERO);
-        let mut info: Option<(gst::Caps, gst_video::VideoInfo)> = None;
+        let mut info = FrameInfo::default();
         for tf in self.rx.iter() {
             if self.error.is_set() {
                 // Fail closed: once anything failed, nothing more goes to the encoder.
@@ -534,18 +559,12 @@ impl RedactStage {
                 panic!("OBSCURA_FAULT redact-panic at frame {frames}");
             }
             let TrackedFrame { frame, boxes } = tf;
-            let (pts, duration) = (frame.pts, frame.duration);
-            video_end = video_end.max(pts.map(|p| p + duration.unwrap_or(gst::ClockTime::ZERO)));
+            let pts = frame.pts;
+            video_end = video_end.max(end_time(pts, frame.duration));
             let t = Instant::now();
             let caps = frame.caps.clone();
-            let buffer = if self.style.modifies_pixels() && !boxes.is_empty() {
-                if info.as_ref().is_none_or(|(c, _)| c != &caps) {
-                    let vi = gst_video::VideoInfo::from_caps(&caps).map_err(|_| {
-                        internal(&self.input, "frame caps are not raw video".into())
-                    })?;
-                    info = Some((caps.clone(), vi));
-                }
-                let vi = &info.as_ref().expect("set above").1;
+            let mut buffer = if self.style.modifies_pixels() && !boxes.is_empty() {
+                let vi = info.of(&self.input, &caps)?;
                 let (fw, fh) = (vi.width() as f32, vi.height() as f32);
                 let regions: Vec<crate::geom::BoxF> = boxes
                     .iter()
@@ -567,7 +586,6 @@ impl RedactStage {
             };
             // The decoder's buffer keeps its stream time until here, where this stage is its
             // only holder (see `media::decode::video_buffer`): no copy is made.
-            let mut buffer = buffer;
             if buffer.pts() != pts {
                 buffer.make_mut().set_pts(pts);
             }

@@ -55,3 +55,22 @@ fn video_sidecar_keeps_its_shape() {
 fn audio_only_sidecar_keeps_its_shape() {
     check("audio_only", "audio/librivox_gaps_16k.wav", "out.wav");
 }
+
+/// Fuzzing (sidecar target, CI 2026-12-02): a sidecar whose `stage_ms_per_frame.detect` was
+/// written with 20 decimals (0.10111111111111111111) parsed to one float, serialized, and
+/// parsed back to the next float up — serde_json's default float parser is not correctly
+/// rounded for long decimals. A sidecar read back (`--resume`, ingest, the store) must mean
+/// what was written: serde_json's `float_roundtrip` parser is on.
+#[test]
+fn regression_a_sidecar_with_a_long_decimal_changed_when_read_back() {
+    let seed = std::fs::read_to_string(common::repo().join("fuzz/seeds/sidecar/speech.json"))
+        .unwrap()
+        .replace("\"detect\": 0.0,", "\"detect\": 0.10111111111111111111,");
+    let s: obscura::types::Sidecar = serde_json::from_str(&seed).unwrap();
+    let again: obscura::types::Sidecar =
+        serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+    assert_eq!(
+        serde_json::to_value(&again).unwrap(),
+        serde_json::to_value(&s).unwrap()
+    );
+}

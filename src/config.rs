@@ -805,7 +805,10 @@ pub struct Limits {
     /// Largest accepted frame (width x height), to refuse absurd declared sizes.
     pub max_frame_pixels: u64,
     /// Most memory (MiB) the tracker may hold in frames waiting for their final boxes; a
-    /// sparse zoom pass on large frames is made more frequent to fit.
+    /// sparse zoom pass on large frames is made more frequent to fit. Also the most
+    /// decoded-frame memory a finished file leaves for the next one of the process
+    /// (`media::frame_memory`: the next file's decoder reuses it instead of faulting in
+    /// fresh pages).
     pub max_held_mib: u64,
 }
 

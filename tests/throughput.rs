@@ -1,7 +1,8 @@
 //! Issue #6: `obscura bench --json` reports what the issue asks for (checked for content and
 //! consistency, never for speed: the machines are shared), and the device choice behaves on a
 //! host without a GPU — `cuda` is a clear environment error with nothing written, `auto`
-//! falls back to the CPU (inference and video decoding) with a log line and redacts.
+//! falls back to the CPU (inference and video decoding) with a log line and redacts; the
+//! files after the first of a process decode into the frame memory the first one left.
 
 mod common;
 
@@ -130,5 +131,50 @@ fn device_auto_without_cuda_falls_back_to_the_cpu_with_a_log_line_and_redacts() 
         r.leak_rate < 0.02,
         "redacted on the CPU path: {}",
         r.leak_rate
+    );
+}
+
+/// A batch runs its files in one process: the second file's decoder must take the frame
+/// memory the first one left (no fresh pages to fault in), and redact exactly as the first.
+#[test]
+fn a_second_file_in_one_process_decodes_into_the_first_files_frame_memory() {
+    use obscura::media::frame_memory::counts;
+    use obscura::pipeline::{Control, Job, Mode};
+    let cfg = common::config();
+    let clip = common::sample("city_pan.mp4");
+    let gt = obscura::eval::GroundTruth::load(&common::sample("city_pan.gt.json")).unwrap();
+    let tmp = common::scratch();
+    let mut runs = Vec::new();
+    for i in 0..2 {
+        let job = Job {
+            input: clip.clone(),
+            output: tmp.path().join(format!("run{i}.mp4")),
+            sidecar: None,
+        };
+        let (reused, fresh) = counts();
+        obscura::pipeline::run(&job, &cfg, &Control::default(), Mode::Redact).unwrap();
+        let (reused_after, fresh_after) = counts();
+        let e = obscura::eval::evaluate(&clip, &job.output, &gt).unwrap();
+        runs.push((
+            reused_after - reused,
+            fresh_after - fresh,
+            e.redacted,
+            e.outside_unchanged,
+        ));
+    }
+    eprintln!("frame memory per run (reused, fresh, redacted, outside unchanged): {runs:?}");
+    let (first, second) = (runs[0], runs[1]);
+    assert!(
+        first.1 >= 10,
+        "the first file allocates its frames: {runs:?}"
+    );
+    assert!(
+        second.1 * 4 <= first.1 && second.0 * 2 >= first.1,
+        "the second file reuses the first one's frame memory: {runs:?} (reused, fresh, ..)"
+    );
+    assert_eq!(
+        (first.2, first.3),
+        (second.2, second.3),
+        "same redaction: {runs:?}"
     );
 }

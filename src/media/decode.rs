@@ -137,6 +137,25 @@ fn appsink(name: &str, caps: &gst::Caps) -> Result<gst_app::AppSink, MediaError>
     Ok(sink)
 }
 
+/// Answers the allocation query that reaches `sink` with the frame allocator (see
+/// `frame_memory`), so that the pool the decoder (or a converter) fills keeps its memory
+/// for the next file instead of faulting in fresh pages.
+fn offer_frame_allocator(sink: &gst_app::AppSink) {
+    let Some(pad) = sink.static_pad("sink") else {
+        return;
+    };
+    let allocator = super::frame_memory::allocator();
+    pad.add_probe(gst::PadProbeType::QUERY_DOWNSTREAM, move |_, info| {
+        if let Some(gst::PadProbeData::Query(q)) = info.data.as_mut()
+            && let gst::QueryViewMut::Allocation(a) = q.view_mut()
+        {
+            a.add_allocation_param(Some(&allocator), gst::AllocationParams::default());
+            return gst::PadProbeReturn::Handled;
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 fn queue(max_buffers: u32) -> Result<gst::Element, MediaError> {
     let q = make("queue")?;
     q.set_property("max-size-buffers", max_buffers);
@@ -212,6 +231,7 @@ impl Decoder {
                     .field("format", "I420")
                     .build(),
             )?;
+            offer_frame_allocator(&full);
             add_all(&pipeline, &[&q, &conv, &i420, full.upcast_ref()])?;
             link_all(&[&q, &conv, &i420, full.upcast_ref()])?;
             let (tx, rx) = bounded(cfg.video_queue.max(1));

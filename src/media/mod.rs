@@ -6,6 +6,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod frame_memory;
 pub mod probe;
 
 use std::path::{Path, PathBuf};

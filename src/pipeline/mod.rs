@@ -300,6 +300,11 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         })?)
     };
     crate::media::choose_video_decoders(cfg.runtime.device != crate::detect::Device::Cpu)?;
+    // A finished file's decoded-frame memory waits for the next one, up to what one file's
+    // tracker may hold.
+    crate::media::frame_memory::set_capacity(
+        usize::try_from(cfg.limits.max_held_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+    );
     let (decoder, streams) = Decoder::start(&DecodeConfig {
         path: input.clone(),
         video: video.is_some(),

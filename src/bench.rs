@@ -3,7 +3,8 @@
 //!
 //! Owns: timing decode-only, transcode-only (same encoder settings, no AI) and the full
 //! pipeline on the same file — wall-clock fps and CPU time per frame (the process's
-//! `getrusage`, all threads: steadier than fps on a shared machine) —, N copies of the full
+//! `getrusage`, all threads: steadier than fps on a shared machine), the full/transcode ratios
+//! round by round (their spread is the machine's noise) —, N copies of the full
 //! run at once, the detector alone at the sizes the pipeline uses (batch 1/8/32), the device
 //! that ran (inference provider, video decoder, GPU memory), and — when the input has a
 //! ground-truth file beside it (`X.gt.json`) — the leak rate of the full run.
@@ -32,11 +33,16 @@ pub struct BenchReport {
     pub full_fps: f64,
     /// full / transcode-only.
     pub full_vs_transcode: f64,
+    /// Each round's full run against the transcode-only run just before it (fps), in run
+    /// order: on a shared machine the spread says how far one figure can be trusted.
+    pub full_vs_transcode_rounds: Vec<f64>,
     /// CPU milliseconds per frame of each mode (median run; all threads of the process).
     pub cpu_ms_per_frame: CpuPerFrame,
     /// transcode-only CPU / full CPU per frame: the share of the machine's limit the full
     /// pipeline reaches when the machine is saturated, measured without the wall clock.
     pub full_vs_transcode_cpu: f64,
+    /// The same by CPU time, round by round.
+    pub full_vs_transcode_cpu_rounds: Vec<f64>,
     /// `concurrent` full runs of the same input at once (absent with `--concurrent 0`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrent: Option<ConcurrentBench>,
@@ -220,6 +226,16 @@ pub fn run(
             }
         }
     }
+    // Round by round: the full run and the transcode-only run just before it saw about the
+    // same load.
+    let rounds = |num: &[f64], den: &[f64]| -> Vec<f64> {
+        num.iter()
+            .zip(den)
+            .map(|(n, d)| if *d > 0.0 { round3(n / d) } else { 0.0 })
+            .collect()
+    };
+    let fps_rounds = rounds(&times[2], &times[1]);
+    let cpu_rounds = rounds(&cpu[1], &cpu[2]);
     let decode = median(times[0].clone());
     let transcode = median(times[1].clone());
     let full = median(times[2].clone());
@@ -269,6 +285,8 @@ pub fn run(
         } else {
             0.0
         },
+        full_vs_transcode_rounds: fps_rounds,
+        full_vs_transcode_cpu_rounds: cpu_rounds,
         cpu_ms_per_frame: CpuPerFrame {
             decode_only: round2(cpu_ms[0]),
             transcode_only: round2(cpu_ms[1]),
@@ -319,6 +337,10 @@ fn round1(v: f64) -> f64 {
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 /// `n` full runs of `input` at once, each on its own thread (as `batch --jobs n` runs files).

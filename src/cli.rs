@@ -725,6 +725,16 @@ fn default_bench_input() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// "; rounds 64–76%" for two or more per-round ratios, else nothing.
+fn spread(rounds: &[f64]) -> String {
+    let lo = rounds.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if rounds.len() < 2 {
+        return String::new();
+    }
+    format!("; rounds {:.0}–{:.0}%", lo * 100.0, hi * 100.0)
+}
+
 fn cmd_bench(a: BenchArgs) -> u8 {
     let cfg = match resolve_or_usage(&a.processing) {
         Ok(c) => c,
@@ -746,9 +756,10 @@ fn cmd_bench(a: BenchArgs) -> u8 {
                 println!("decode only      {:>8.1} fps", r.decode_only_fps);
                 println!("transcode only   {:>8.1} fps", r.transcode_only_fps);
                 println!(
-                    "full pipeline    {:>8.1} fps  ({:.0}% of transcode)",
+                    "full pipeline    {:>8.1} fps  ({:.0}% of transcode{})",
                     r.full_fps,
-                    r.full_vs_transcode * 100.0
+                    r.full_vs_transcode * 100.0,
+                    spread(&r.full_vs_transcode_rounds)
                 );
                 let st = &r.stage_ms_per_frame;
                 println!(
@@ -783,11 +794,12 @@ fn cmd_bench(a: BenchArgs) -> u8 {
                 }
                 let cpu = &r.cpu_ms_per_frame;
                 println!(
-                    "cpu ms/frame     decode {:.2}  transcode {:.2}  full {:.2}  (transcode/full {:.0}%)",
+                    "cpu ms/frame     decode {:.2}  transcode {:.2}  full {:.2}  (transcode/full {:.0}%{})",
                     cpu.decode_only,
                     cpu.transcode_only,
                     cpu.full,
-                    r.full_vs_transcode_cpu * 100.0
+                    r.full_vs_transcode_cpu * 100.0,
+                    spread(&r.full_vs_transcode_cpu_rounds)
                 );
                 if let Some(c) = &r.concurrent {
                     println!(

@@ -44,6 +44,23 @@ fn bench_json_reports_modes_cpu_concurrency_batches_device_and_leak() {
     let ratio = r["full_vs_transcode_cpu"].as_f64().unwrap();
     let expect = cpu["transcode_only"].as_f64().unwrap() / cpu["full"].as_f64().unwrap();
     assert!((ratio - expect).abs() < 0.01, "ratio {ratio} vs {expect}");
+    // One round: the per-round ratios are the medians' ratios.
+    for (rounds, median) in [
+        ("full_vs_transcode_rounds", "full_vs_transcode"),
+        ("full_vs_transcode_cpu_rounds", "full_vs_transcode_cpu"),
+    ] {
+        let v: Vec<f64> = r[rounds]
+            .as_array()
+            .unwrap_or_else(|| panic!("{rounds}: {r}"))
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(v.len(), 1, "{rounds}: {r}");
+        assert!(
+            (v[0] - r[median].as_f64().unwrap()).abs() < 0.002,
+            "{rounds}: {r}"
+        );
+    }
 
     let c = &r["concurrent"];
     assert_eq!(c["files"], 2, "{r}");

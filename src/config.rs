@@ -91,6 +91,10 @@ pub struct DaemonConfig {
     pub drain_secs: u64,
     /// Longest wait before retrying a clip that failed for a passing reason (store or disk).
     pub retry_max_secs: u64,
+    /// Seconds with no clip in flight after which the decoded-frame memory kept for the next
+    /// clip (`media::frame_memory`, up to `limits.max_held_mib`) is given back to the system;
+    /// 0 keeps it.
+    pub release_memory_after_secs: u64,
 }
 
 impl Default for DaemonConfig {
@@ -104,6 +108,7 @@ impl Default for DaemonConfig {
             max_backlog: 1000,
             drain_secs: 30,
             retry_max_secs: 300,
+            release_memory_after_secs: 30,
         }
     }
 }

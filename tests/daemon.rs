@@ -950,3 +950,29 @@ fn daemon_killed_at_random_points_s3_store_loses_and_duplicates_nothing() {
         ],
     );
 }
+
+/// An idle daemon gives the decoded-frame memory it kept for the next clip back to the
+/// system (`daemon.release_memory_after_secs`), and /metrics shows it.
+#[test]
+fn an_idle_daemon_gives_back_the_frame_memory_kept_for_the_next_clip() {
+    let dir = scratch();
+    let port = free_port();
+    let inbox = dir.path().join("inbox");
+    let extra = format!(
+        "release_memory_after_secs = 1\n[[inbox]]\npath = \"{}\"\n",
+        inbox.display()
+    );
+    let cfg = daemon_config(dir.path(), port, &extra);
+    let _d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
+    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
+    unique_clip(&inbox.join("cam-1/20261202T080000Z-idle.mp4"), "idle");
+    wait_for(Duration::from_secs(120), "the clip to be processed", || {
+        metric(port, "obscura_clips_total{result=\"processed\"}") == 1.0
+    });
+    wait_for(Duration::from_secs(30), "the idle release", || {
+        metric(port, "obscura_frame_memory_released_bytes_total") > 0.0
+    });
+    // city_pan's decoder held dozens of 640x360 frames (345,600 bytes each).
+    assert!(metric(port, "obscura_frame_memory_released_bytes_total") >= 10.0 * 345_600.0);
+    assert_eq!(metric(port, "obscura_frame_memory_idle_bytes"), 0.0);
+}

@@ -60,6 +60,10 @@ pub struct Metrics {
     /// Clips waiting on disk (stable, not yet taken).
     pub queue_depth: AtomicI64,
     pub in_flight: AtomicI64,
+    /// Decoded-frame memory kept for the next clip (`media::frame_memory`), and what an idle
+    /// daemon has given back.
+    pub frame_memory_idle_bytes: AtomicU64,
+    pub frame_memory_released_bytes: AtomicU64,
     /// Failures to write because a disk or store was full.
     pub no_space: AtomicU64,
     pub jobs_published: AtomicU64,
@@ -147,6 +151,16 @@ impl Metrics {
             o,
             "# HELP obscura_clips_in_flight Clips being processed now.\n# TYPE obscura_clips_in_flight gauge\nobscura_clips_in_flight {}",
             self.in_flight.load(Ordering::Relaxed).max(0)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP obscura_frame_memory_idle_bytes Decoded-frame memory kept for the next clip.\n# TYPE obscura_frame_memory_idle_bytes gauge\nobscura_frame_memory_idle_bytes {}",
+            g(&self.frame_memory_idle_bytes)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP obscura_frame_memory_released_bytes_total Decoded-frame memory given back while idle.\n# TYPE obscura_frame_memory_released_bytes_total counter\nobscura_frame_memory_released_bytes_total {}",
+            g(&self.frame_memory_released_bytes)
         );
         let _ = writeln!(
             o,

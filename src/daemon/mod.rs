@@ -263,6 +263,27 @@ fn handle_failure(router: &Router, w: &Work, e: &RouteError, shared: &Shared) ->
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns after a clean drain.
+/// Gives the decoded-frame memory kept for the next clip back to the system once no clip has
+/// been in flight for `after` (zero: never), and shows what is kept and given back.
+fn release_memory_when_idle(metrics: &Metrics, after: Duration, idle_since: &mut Option<Instant>) {
+    use crate::media::frame_memory;
+    if metrics.in_flight.load(Ordering::Relaxed) > 0 {
+        *idle_since = None;
+    } else {
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        if !after.is_zero() && since.elapsed() >= after && frame_memory::idle_bytes() > 0 {
+            let freed = frame_memory::release_idle();
+            tracing::debug!(freed, "idle: decoded-frame memory given back");
+        }
+    }
+    metrics
+        .frame_memory_idle_bytes
+        .store(frame_memory::idle_bytes() as u64, Ordering::Relaxed);
+    metrics
+        .frame_memory_released_bytes
+        .store(frame_memory::released_bytes(), Ordering::Relaxed);
+}
+
 pub fn run(mut cfg: Config) -> Result<(), DaemonError> {
     let d = cfg.daemon.clone();
     // The daemon's scratch space is its own (a stale one from a killed run is cleared below).
@@ -418,8 +439,11 @@ pub fn run(mut cfg: Config) -> Result<(), DaemonError> {
     );
     let poll = Duration::from_millis(d.poll_ms);
     let mut last_model_check = Instant::now();
+    let release_after = Duration::from_secs(d.release_memory_after_secs);
+    let mut idle_since: Option<Instant> = None;
     // The scanner loop.
     while SIGNALS.load(Ordering::SeqCst) == 0 {
+        release_memory_when_idle(&metrics, release_after, &mut idle_since);
         while let Ok((p, o)) = done_rx.try_recv() {
             scanner.finished(&p, o);
         }

@@ -13,7 +13,7 @@
 //! (under [`MIN_CACHED`]) go to GStreamer's system allocator unchanged.
 //!
 //! Owns: the allocator and its cache (bounded by [`set_capacity`]; blocks of the size in
-//! use are kept before others). Must not touch: pipelines — `decode` offers the allocator
+//! use are kept before others; [`release_idle`] empties it). Must not touch: pipelines — `decode` offers the allocator
 //! in its sink's allocation query, and any buffer pool may use it.
 
 use std::alloc::Layout;
@@ -120,6 +120,7 @@ static CACHE: Mutex<Cache> = Mutex::new(Cache {
 /// Blocks handed out from the cache, and fresh ones (for tests and the bench).
 static REUSED: AtomicU64 = AtomicU64::new(0);
 static FRESH: AtomicU64 = AtomicU64::new(0);
+static RELEASED: AtomicU64 = AtomicU64::new(0);
 
 /// How many idle bytes the cache may keep (frames of finished files). Lowering it frees the
 /// excess now; 0 turns caching off.
@@ -141,6 +142,28 @@ pub fn counts() -> (u64, u64) {
 /// Idle bytes the cache holds now.
 pub fn idle_bytes() -> usize {
     CACHE.lock().map(|c| c.bytes).unwrap_or(0)
+}
+
+/// Frees every idle block now (an idle daemon gives its memory back); returns the bytes
+/// freed. The capacity stays: the next files fill the cache again.
+pub fn release_idle() -> usize {
+    let freed = match CACHE.lock() {
+        Ok(mut c) => {
+            let capacity = c.capacity;
+            let before = c.bytes;
+            c.trim_to(0);
+            c.capacity = capacity;
+            before
+        }
+        Err(_) => 0,
+    };
+    RELEASED.fetch_add(freed as u64, Ordering::Relaxed);
+    freed
+}
+
+/// Bytes [`release_idle`] has freed since the process started.
+pub fn released_bytes() -> u64 {
+    RELEASED.load(Ordering::Relaxed)
 }
 
 /// A zeroed block of `len` bytes: a cached one when there is one, else a fresh one.
@@ -374,6 +397,27 @@ mod tests {
             prop_assert_eq!(len % BLOCK_ALIGN, 0);
             prop_assert!(len < offset + size + padding + BLOCK_ALIGN);
         }
+    }
+
+    #[test]
+    fn releasing_the_idle_blocks_frees_them_all_and_keeps_caching() {
+        crate::media::init().expect("gstreamer");
+        let a = allocator();
+        let size = MIN_CACHED + 54_321; // a size of this test's own
+        drop(a.alloc(size, None).expect("memory"));
+        assert!(idle_bytes() >= size, "the freed block waits in the cache");
+        let released = released_bytes();
+        assert!(release_idle() >= size);
+        assert!(released_bytes() >= released + size as u64);
+        let first = a.alloc(size, None).expect("memory");
+        let p = first.map_readable().expect("map").as_ptr() as usize;
+        drop(first);
+        let again = a.alloc(size, None).expect("memory");
+        assert_eq!(
+            again.map_readable().expect("map").as_ptr() as usize,
+            p,
+            "still caching"
+        );
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //! (under [`MIN_CACHED`]) go to GStreamer's system allocator unchanged.
 //!
 //! Owns: the allocator and its cache (bounded by [`set_capacity`]; blocks of the size in
-//! use are kept before others; [`release_idle`] empties it). Must not touch: pipelines — `decode` offers the allocator
-//! in its sink's allocation query, and any buffer pool may use it.
+//! use are kept before others; [`release_idle`] empties it). Must not touch: pipelines —
+//! `decode` offers the allocator in its sink's allocation query, and any buffer pool may use
+//! it.
 
 use std::alloc::Layout;
 use std::collections::VecDeque;
@@ -41,7 +42,8 @@ struct Block {
 unsafe impl Send for Block {}
 
 impl Block {
-    /// A fresh zeroed block (`calloc`-like: large ones are untouched zero pages).
+    /// A fresh zeroed block. (A page-aligned zeroed allocation writes its zeros, so its pages
+    /// are faulted in here rather than by the decoder: the same count, once per block.)
     fn new_zeroed(size: usize) -> Option<Block> {
         let layout = Layout::from_size_align(size, BLOCK_ALIGN).ok()?;
         // SAFETY: the layout has a non-zero size (callers ask for at least MIN_CACHED).
@@ -184,7 +186,8 @@ fn block(len: usize) -> Option<Block> {
 
 /// GstMemory's destroy notify: the block goes back to the cache.
 unsafe extern "C" fn give_back(data: glib::ffi::gpointer) {
-    // SAFETY: `data` is the Box<Block> leaked by `wrap` for this memory, released once.
+    // SAFETY: `data` is the Box<Block> the allocator's `alloc` leaked for this memory;
+    // GStreamer calls the notify once, when the memory is freed.
     let b = unsafe { Box::from_raw(data as *mut Block) };
     match CACHE.lock() {
         Ok(mut c) => c.put(*b),

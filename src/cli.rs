@@ -727,11 +727,11 @@ fn default_bench_input() -> Option<PathBuf> {
 
 /// "; rounds 64–76%" for two or more per-round ratios, else nothing.
 fn spread(rounds: &[f64]) -> String {
-    let lo = rounds.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if rounds.len() < 2 {
         return String::new();
     }
+    let lo = rounds.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = rounds.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!("; rounds {:.0}–{:.0}%", lo * 100.0, hi * 100.0)
 }
 

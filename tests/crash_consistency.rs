@@ -248,18 +248,21 @@ fn ingest_killed_at_random_points_into_s3_loses_and_duplicates_nothing() {
     );
 }
 
+/// A config in `dir` with a local store, and the corpus seed `name` ingested into it once.
+fn stored_once(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let cfg = write_config(dir, &format!("file://{}", dir.join("store").display()));
+    let seed = common::repo().join("tests/corpus/seeds").join(name);
+    let o = ingest_cmd(&cfg, &seed).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    (cfg, seed)
+}
+
 /// A run killed after the sidecar was stored but before the audit entry was appended left
 /// the clip stored and unaudited for good (a re-run found the sidecar and returned early).
 #[test]
 fn regression_kill_between_store_and_audit_left_a_clip_unaudited() {
     let dir = common::scratch();
-    let cfg = write_config(
-        dir.path(),
-        &format!("file://{}", dir.path().join("store").display()),
-    );
-    let seed = common::repo().join("tests/corpus/seeds/speech.wav");
-    let o = ingest_cmd(&cfg, &seed).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let (cfg, seed) = stored_once(dir.path(), "speech.wav");
     // The state such a kill leaves: the clip stored, the log without its ingest entry.
     std::fs::write(dir.path().join("audit.jsonl"), b"").unwrap();
     let o = ingest_cmd(&cfg, &seed).output().unwrap();
@@ -278,13 +281,7 @@ fn regression_kill_between_store_and_audit_left_a_clip_unaudited() {
 #[test]
 fn regression_a_killed_runs_work_folder_was_kept_when_every_rerun_was_a_duplicate() {
     let dir = common::scratch();
-    let cfg = write_config(
-        dir.path(),
-        &format!("file://{}", dir.path().join("store").display()),
-    );
-    let seed = common::repo().join("tests/corpus/seeds/speech.flac");
-    let o = ingest_cmd(&cfg, &seed).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let (cfg, seed) = stored_once(dir.path(), "speech.flac");
     // The state such a kill leaves: the clip stored, the killed run's work folder still there
     // (a pid above the kernel's pid_max limit of 2^22 cannot be running).
     let stale = dir.path().join("work/ingest-4194321.1234-abcdef");

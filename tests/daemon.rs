@@ -101,6 +101,15 @@ audit = "{d}/audit.jsonl"
     p
 }
 
+/// A daemon config in `dir` watching `dir/inbox` (its `cam-1/` made), with `daemon_keys`
+/// added to the `[daemon]` table: the inbox and the config file.
+fn inbox_config(dir: &Path, port: u16, daemon_keys: &str) -> (PathBuf, PathBuf) {
+    let inbox = dir.join("inbox");
+    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
+    let extra = format!("{daemon_keys}[[inbox]]\npath = \"{}\"\n", inbox.display());
+    (inbox, daemon_config(dir, port, &extra))
+}
+
 fn start_daemon(config: &Path, port: u16, log: &Path) -> Proc {
     let log = std::fs::File::create(log).unwrap();
     let child = bin()
@@ -198,16 +207,13 @@ fn start_rtsp(port: u16, args: &[&str], out: &Path) -> Proc {
 fn inbox_files_are_routed_removed_only_after_commit_and_counted() {
     let dir = scratch();
     let port = free_port();
-    let inbox = dir.path().join("inbox");
-    let extra = format!("[[inbox]]\npath = \"{}\"\n", inbox.display());
-    let cfg = daemon_config(dir.path(), port, &extra);
+    let (inbox, cfg) = inbox_config(dir.path(), port, "");
     let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
     assert_eq!(
         http_get(port, "/readyz").unwrap().0,
         200,
         "ready with models present"
     );
-    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
     std::fs::create_dir_all(inbox.join("cam-9")).unwrap();
     let good = inbox.join("cam-1/20261129T101500Z-a.mp4");
     unique_clip(&good, "a");
@@ -296,10 +302,7 @@ fn inbox_files_are_routed_removed_only_after_commit_and_counted() {
 fn kill_9_mid_clip_loses_nothing_and_sigterm_abandons_cleanly() {
     let dir = scratch();
     let port = free_port();
-    let inbox = dir.path().join("inbox");
-    let extra = format!("[[inbox]]\npath = \"{}\"\n", inbox.display());
-    let cfg = daemon_config(dir.path(), port, &extra);
-    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
+    let (inbox, cfg) = inbox_config(dir.path(), port, "");
     for i in 0..3 {
         unique_clip(&inbox.join(format!("cam-1/c{i}.mp4")), &format!("k{i}"));
     }
@@ -629,14 +632,8 @@ fn full_store_keeps_the_input_reports_not_ready_and_recovers_when_space_returns(
     }
     let _guard = Unmount(small.clone());
     let port = free_port();
-    let inbox = dir.path().join("inbox");
-    let extra = format!(
-        "retry_max_secs = 2\n[[inbox]]\npath = \"{}\"\n",
-        inbox.display()
-    );
-    let cfg = daemon_config(dir.path(), port, &extra);
+    let (inbox, cfg) = inbox_config(dir.path(), port, "retry_max_secs = 2\n");
     let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
-    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
     let input = inbox.join("cam-1/full.mp4");
     unique_clip(&input, "full");
     wait_for(Duration::from_secs(90), "a no-space failure", || {
@@ -841,14 +838,11 @@ fn daemon_kill_loop(store_url: &str, store_dir: &Path, dir: &Path, env: &[(&str,
     let kills = env_num("OBSCURA_DAEMON_KILLS", 6);
     let mut rng = Rng(env_num("OBSCURA_KILL_SEED", 7));
     let port = free_port();
-    let inbox = dir.join("inbox");
-    let extra = format!("[[inbox]]\npath = \"{}\"\n", inbox.display());
-    let cfg = daemon_config(dir, port, &extra);
+    let (inbox, cfg) = inbox_config(dir, port, "");
     let t = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace(&format!("file://{}/store", dir.display()), store_url);
     std::fs::write(&cfg, t).unwrap();
-    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
     // Keep work in the inbox so that every kill lands on a busy daemon.
     let mut n = 0;
     let top_up = |n: &mut usize| {
@@ -957,14 +951,8 @@ fn daemon_killed_at_random_points_s3_store_loses_and_duplicates_nothing() {
 fn an_idle_daemon_gives_back_the_frame_memory_kept_for_the_next_clip() {
     let dir = scratch();
     let port = free_port();
-    let inbox = dir.path().join("inbox");
-    let extra = format!(
-        "release_memory_after_secs = 1\n[[inbox]]\npath = \"{}\"\n",
-        inbox.display()
-    );
-    let cfg = daemon_config(dir.path(), port, &extra);
+    let (inbox, cfg) = inbox_config(dir.path(), port, "release_memory_after_secs = 1\n");
     let _d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
-    std::fs::create_dir_all(inbox.join("cam-1")).unwrap();
     unique_clip(&inbox.join("cam-1/20261202T080000Z-idle.mp4"), "idle");
     wait_for(Duration::from_secs(120), "the clip to be processed", || {
         metric(port, "obscura_clips_total{result=\"processed\"}") == 1.0

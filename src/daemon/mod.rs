@@ -262,7 +262,6 @@ fn handle_failure(router: &Router, w: &Work, e: &RouteError, shared: &Shared) ->
     Outcome::Retry
 }
 
-/// Runs the daemon until SIGTERM/SIGINT. Returns after a clean drain.
 /// Gives the decoded-frame memory kept for the next clip back to the system once no clip has
 /// been in flight for `after` (zero: never), and shows what is kept and given back.
 fn release_memory_when_idle(metrics: &Metrics, after: Duration, idle_since: &mut Option<Instant>) {
@@ -284,6 +283,7 @@ fn release_memory_when_idle(metrics: &Metrics, after: Duration, idle_since: &mut
         .store(frame_memory::released_bytes(), Ordering::Relaxed);
 }
 
+/// Runs the daemon until SIGTERM/SIGINT. Returns after a clean drain.
 pub fn run(mut cfg: Config) -> Result<(), DaemonError> {
     let d = cfg.daemon.clone();
     // The daemon's scratch space is its own (a stale one from a killed run is cleared below).

@@ -151,11 +151,8 @@ pub fn idle_bytes() -> usize {
 pub fn release_idle() -> usize {
     let freed = match CACHE.lock() {
         Ok(mut c) => {
-            let capacity = c.capacity;
-            let before = c.bytes;
-            c.trim_to(0);
-            c.capacity = capacity;
-            before
+            c.idle.clear();
+            std::mem::take(&mut c.bytes)
         }
         Err(_) => 0,
     };

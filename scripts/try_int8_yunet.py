@@ -30,12 +30,14 @@ def bgr_nchw(path, w, h):
     return np.asarray(im, dtype=np.float32)[:, :, ::-1].transpose(2, 0, 1)[None].copy()
 
 
-class Photos(CalibrationDataReader):
-    def __init__(self, paths):
-        self.data = [bgr_nchw(p, w, h) for p in paths for (w, h, _) in SIZES]
+class Calibration(CalibrationDataReader):
+    """Hands the same prepared tensors to each quantisation run."""
+
+    def __init__(self, tensors):
+        self.pending = list(tensors)
 
     def get_next(self):
-        return {"input": self.data.pop()} if self.data else None
+        return {"input": self.pending.pop()} if self.pending else None
 
 
 def session(path):
@@ -51,7 +53,13 @@ def main():
     photos = sorted(glob.glob(os.path.join(IMAGES, "*.png")) + glob.glob(os.path.join(IMAGES, "*.jpg")))
     if not photos:
         sys.exit(f"no calibration photos in {IMAGES}")
-    tmp = tempfile.mkdtemp(prefix="yunet-int8-")
+    calibration = [bgr_nchw(p, w, h) for p in photos for (w, h, _) in SIZES]
+    with tempfile.TemporaryDirectory(prefix="yunet-int8-") as tmp:
+        time_models(quantised_models(tmp, calibration))
+
+
+def quantised_models(tmp, calibration):
+    """Writes the int8 copies under `tmp`; returns label -> model path, the float model first."""
     # Per-channel quantisation needs opset 13 (the model is opset 11).
     op13 = os.path.join(tmp, "op13.onnx")
     onnx.save(version_converter.convert_version(onnx.load(MODEL), 13), op13)
@@ -61,9 +69,13 @@ def main():
     for fmt_name, fmt in [("qdq", QuantFormat.QDQ), ("qoperator", QuantFormat.QOperator)]:
         for wname, wtype in [("u8s8", QuantType.QInt8), ("u8u8", QuantType.QUInt8)]:
             out = os.path.join(tmp, f"yunet_{fmt_name}_{wname}.onnx")
-            quantize_static(pre, out, Photos(photos), quant_format=fmt,
+            quantize_static(pre, out, Calibration(calibration), quant_format=fmt,
                             activation_type=QuantType.QUInt8, weight_type=wtype, per_channel=True)
             models[f"{fmt_name} {wname}"] = out
+    return models
+
+
+def time_models(models):
     sessions = {k: session(v) for k, v in models.items()}
     for w, h, n in SIZES:
         x = np.random.RandomState(0).uniform(0, 255, (1, 3, h, w)).astype(np.float32)

@@ -100,7 +100,42 @@ struct ShrinkTaps {
 /// of that size, and each chroma sample serves its 2x2 output pixels.
 ///
 /// Panics if `out` is shorter than `3 * out_w * out_h`.
+///
+/// On x86-64 CPUs with AVX2 the same code runs compiled for AVX2 (chosen at run time; the
+/// binary targets baseline x86-64).
 pub fn shrink_nchw(
+    frame: &I420<'_>,
+    out_w: usize,
+    out_h: usize,
+    order: ChannelOrder,
+    scratch: &mut ShrinkScratch,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { shrink_nchw_avx2(frame, out_w, out_h, order, scratch, out) };
+        return;
+    }
+    shrink_nchw_body(frame, out_w, out_h, order, scratch, out);
+}
+
+/// [`shrink_nchw`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn shrink_nchw_avx2(
+    frame: &I420<'_>,
+    out_w: usize,
+    out_h: usize,
+    order: ChannelOrder,
+    scratch: &mut ShrinkScratch,
+    out: &mut [f32],
+) {
+    shrink_nchw_body(frame, out_w, out_h, order, scratch, out);
+}
+
+#[inline(always)]
+fn shrink_nchw_body(
     frame: &I420<'_>,
     out_w: usize,
     out_h: usize,
@@ -176,7 +211,7 @@ pub fn shrink_nchw(
 
 /// The vertical pass for output row `oy`: the weighted sum of the source rows it covers, over
 /// the plane's `width` columns (8.8 fixed point; 255 x 256 fits 16 bits).
-#[inline]
+#[inline(always)]
 fn sum_rows(p: &[u8], stride: usize, width: usize, taps: &AxisTaps, oy: usize, out: &mut Vec<u16>) {
     out.clear();
     out.resize(width, 0);
@@ -198,6 +233,7 @@ fn sum_rows(p: &[u8], stride: usize, width: usize, taps: &AxisTaps, oy: usize, o
 
 /// The horizontal pass over a row of vertical sums: each output the weighted sum of the
 /// columns it covers, rounded to 0..255.
+#[inline(always)]
 fn sample_row(sums: &[u16], taps: &AxisTaps, out: &mut Vec<i32>) {
     out.clear();
     match taps.k {
@@ -218,7 +254,7 @@ fn sample_row(sums: &[u16], taps: &AxisTaps, out: &mut Vec<i32>) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn sample_row_k<const K: usize>(sums: &[u16], taps: &AxisTaps, out: &mut Vec<i32>) {
     out.extend(
         taps.starts
@@ -377,5 +413,51 @@ mod tests {
         );
         let (r, _, _) = yuv_to_rgb(200, 128, 128);
         assert!(out.iter().all(|&x| x == f32::from(r)));
+    }
+
+    #[test]
+    fn the_avx2_build_and_the_portable_build_give_the_same_floats() {
+        // `shrink_nchw` picks the AVX2 build where the CPU has it: the portable body must
+        // give exactly the same tensor (integer arithmetic, then exact conversions).
+        let (w, h) = (1283u32, 721u32);
+        let stride = 1296usize;
+        let cstride = 656usize;
+        let noise = |n: usize, seed: usize| -> Vec<u8> {
+            (0..n)
+                .map(|i| ((i * 2654435761 + seed) >> 7) as u8)
+                .collect()
+        };
+        let y = noise(stride * h as usize, 1);
+        let c = cstride * h.div_ceil(2) as usize;
+        let (u, v) = (noise(c, 2), noise(c, 3));
+        let f = I420 {
+            y: &y,
+            u: &u,
+            v: &v,
+            strides: [stride, cstride, cstride],
+            width: w,
+            height: h,
+        };
+        for (ow, oh) in [(576usize, 320usize), (448, 256), (1283, 721), (37, 19)] {
+            let mut a = vec![0f32; 3 * ow * oh];
+            let mut b = vec![1f32; 3 * ow * oh];
+            shrink_nchw(
+                &f,
+                ow,
+                oh,
+                ChannelOrder::Rgb,
+                &mut ShrinkScratch::default(),
+                &mut a,
+            );
+            shrink_nchw_body(
+                &f,
+                ow,
+                oh,
+                ChannelOrder::Rgb,
+                &mut ShrinkScratch::default(),
+                &mut b,
+            );
+            assert!(a == b, "{ow}x{oh}");
+        }
     }
 }

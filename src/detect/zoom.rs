@@ -780,7 +780,9 @@ fn blend_rows(
 
 /// [`yuv_to_rgb`] over whole rows (one Y, U and V value per output pixel) into the float
 /// rows of the R, G and B planes: plain element-wise arithmetic, which the compiler
-/// vectorises.
+/// vectorises. Always inlined, so that it is compiled for the CPU features of its caller
+/// (`shrink` has an AVX2 build).
+#[inline(always)]
 pub(crate) fn yuv_rows_to_rgb(l: &[i32], u: &[i32], v: &[i32], [r, g, b]: [&mut [f32]; 3]) {
     let n = r
         .len()

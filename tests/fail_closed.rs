@@ -131,7 +131,7 @@ fn a_model_corrupted_or_removed_mid_batch_stops_every_later_clip() {
         let dir = common::scratch();
         let models = dir.path().join("models");
         std::fs::create_dir_all(&models).unwrap();
-        for m in ["yunet_n_dynamic.onnx", "silero_vad.onnx"] {
+        for m in ["yunet_n_dynamic.onnx", "silero_vad_16k_b1_static.onnx"] {
             std::fs::copy(common::models().join(m), models.join(m)).unwrap();
         }
         let input = dir.path().join("in");

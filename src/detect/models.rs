@@ -16,7 +16,7 @@ pub enum ModelKind {
     Yunet,
     /// CenterFace face detector (about 8x slower than YuNet; higher recall on some footage).
     Centerface,
-    /// Silero voice activity detector.
+    /// Silero voice activity detector (its 16 kHz, batch-1 graph with fixed shapes).
     #[value(skip)]
     #[serde(rename = "silero-vad")]
     SileroVad,
@@ -34,7 +34,7 @@ impl ModelKind {
         match self {
             ModelKind::Yunet => "yunet_n_dynamic.onnx",
             ModelKind::Centerface => "centerface_dynamic.onnx",
-            ModelKind::SileroVad => "silero_vad.onnx",
+            ModelKind::SileroVad => "silero_vad_16k_b1_static.onnx",
         }
     }
     pub fn sha256(&self) -> &'static str {
@@ -44,7 +44,7 @@ impl ModelKind {
                 "5aaf17b351911ad4a27f126d2de45809710c458b95cba4a6478c4fd4e2e9d978"
             }
             ModelKind::SileroVad => {
-                "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
+                "6dcffbade0d5f1d4fc2e56719d476a5469588d2c3ce2154c1231d3664404de4a"
             }
         }
     }

@@ -1,10 +1,12 @@
 //! Voice activity detection: Silero VAD on ONNX Runtime, and the segmenter that turns its
 //! per-window probabilities into speech segments with hysteresis.
 //!
-//! Silero (`silero_vad.onnx`, 16 kHz): each call takes 64 samples of context (the end of the
-//! previous window) + 512 new samples, the recurrent `state` [2,1,128] carried over, and `sr`
-//! as an int64 scalar; it returns the speech probability of the 32 ms window. Port of
-//! `shared/models/tools/vad.py`.
+//! Silero (`silero_vad_16k_b1_static.onnx`): each call takes 64 samples of context (the end of
+//! the previous window) + 512 new samples and the recurrent `state` [2,1,128] carried over; it
+//! returns the speech probability of the 32 ms window. Port of `shared/models/tools/vad.py`.
+//! The model is silero's own graph with the sample rate made a constant (16 kHz), its `If` on
+//! the rate folded away and the shapes fixed: the same probabilities as `silero_vad.onnx` to
+//! 2.4e-7, at ~0.10 instead of ~0.12 ms a window (ONNX Runtime, 1 thread; see models/README.md).
 //!
 //! Owns: the VAD session and segmenting. Must not touch: audio samples of the output (the
 //! redactor applies the segments).
@@ -68,15 +70,13 @@ impl Vad {
         self.input.clear();
         self.input.extend_from_slice(&self.context);
         self.input.extend_from_slice(samples);
-        let sr = [i64::from(SAMPLE_RATE)];
         let input = TensorRef::from_array_view(([1usize, CONTEXT + WINDOW], self.input.as_slice()))
             .map_err(err)?;
         let state =
             TensorRef::from_array_view(([2usize, 1, 128], self.state.as_slice())).map_err(err)?;
-        let sr = TensorRef::from_array_view(((), &sr[..])).map_err(err)?;
         let out = self
             .session
-            .run(ort::inputs!["input" => input, "state" => state, "sr" => sr])
+            .run(ort::inputs!["input" => input, "state" => state])
             .map_err(err)?;
         let p = out["output"]
             .try_extract_tensor::<f32>()

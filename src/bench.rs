@@ -106,6 +106,9 @@ pub struct BenchSettings {
     pub zoom_every: u32,
     /// Every n-th sweep covers the whole frame; the others only what changed.
     pub zoom_full_every: u32,
+    /// Every n-th main pass covers the whole frame; on a still camera the others only what
+    /// changed.
+    pub main_full_every: u32,
     pub zoom_tiles: Vec<[u32; 2]>,
     pub quality: String,
     pub style: String,
@@ -315,6 +318,7 @@ pub fn run(
             zoom,
             zoom_every: cfg.zoom_every(video.width, video.height, video.fps()),
             zoom_full_every: cfg.detect.zoom_full_every,
+            main_full_every: cfg.detect.main_full_every,
             zoom_tiles: tiles.iter().map(|t| [t.in_w, t.in_h]).collect(),
             quality: format!("{:?}", cfg.encode.quality).to_lowercase(),
             style: cfg.redact.style.name().into(),

@@ -496,6 +496,11 @@ pub struct DetectConfig {
     /// where the picture changed since the last sweep and keep the faces found elsewhere.
     /// 1 = every sweep covers the whole frame.
     pub zoom_full_every: u32,
+    /// Every n-th main pass covers the whole frame (default 4); the passes between, on a still
+    /// camera, look only around what changed since the last pass (and at the whole of every
+    /// face found there before) and keep the faces found elsewhere. 1 = every main pass covers
+    /// the whole frame. Only with `batch` 1 (the CPU); batched runs always cover it all.
+    pub main_full_every: u32,
     /// Zoom pass for faces too small for the main pass: `auto` (on when `min_face_px` < 16,
     /// at 24/min_face_px magnification), `off`, or a magnification factor (1.2..4).
     pub zoom: Zoom,
@@ -563,6 +568,7 @@ impl Default for DetectConfig {
             zoom: Zoom::Auto,
             zoom_every: 0,
             zoom_full_every: 4,
+            main_full_every: 4,
         }
     }
 }
@@ -630,6 +636,13 @@ impl DetectConfig {
     /// face the main pass could miss lies whole inside the region looked at.
     pub fn zoom_change_pad(&self) -> u32 {
         (1.5 * self.min_face_px as f32).ceil() as u32 + 2 * crate::detect::zoom::CHANGE_BLOCK
+    }
+
+    /// How far around a changed block a partial main pass looks (frame pixels of a
+    /// `frame_w` wide frame whose main pass is `det_w` wide): 16 detector pixels of context
+    /// for a face that just came into view.
+    pub fn main_change_pad(&self, frame_w: u32, det_w: u32) -> u32 {
+        (16.0 * frame_w as f32 / det_w.max(1) as f32).ceil() as u32
     }
 
     /// Largest face (source pixels) the zoom pass reports; bigger ones are the main pass's.
@@ -929,6 +942,12 @@ impl Config {
             return Err(invalid(
                 "detect.zoom_full_every",
                 "must be between 1 (every sweep covers the whole frame) and 60",
+            ));
+        }
+        if d.main_full_every == 0 || d.main_full_every > 60 {
+            return Err(invalid(
+                "detect.main_full_every",
+                "must be between 1 (every main pass covers the whole frame) and 60",
             ));
         }
         if d.batch > 64 {

@@ -168,6 +168,10 @@ pub struct DetectorInfo {
     pub every: u32,
     /// Execution provider that ran it: `cpu` or `cuda`.
     pub provider: String,
+    /// What the main pass did: how many runs covered the whole frame; absent in sidecars
+    /// written before it could look at only part of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main: Option<MainPasses>,
     /// What the zoom pass (small faces) did; absent when it was off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zoom: Option<ZoomSweeps>,
@@ -184,6 +188,20 @@ pub struct ZoomSweeps {
     /// was looked at again.
     pub followed_motion: u64,
     /// Detector input over all sweeps, megapixels.
+    pub input_mpx: f64,
+}
+
+/// The main pass over one clip: how many frames it ran on, how many of those it looked at
+/// whole, how many it skipped altogether (nothing changed), and what the detector was given.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+pub struct MainPasses {
+    pub passes: u64,
+    /// Over the whole frame: the first, every `main_full_every`-th, after a camera moved or
+    /// where too much changed.
+    pub full: u64,
+    /// Nothing changed: the faces of the pass before stood, the detector did not run.
+    pub unchanged: u64,
+    /// Detector input over all passes, megapixels.
     pub input_mpx: f64,
 }
 

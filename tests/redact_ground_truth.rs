@@ -13,6 +13,7 @@ struct Checked {
     leak_rate: f64,
     outside_unchanged: f64,
     zoom: obscura::types::ZoomSweeps,
+    main: obscura::types::MainPasses,
 }
 
 fn redact_and_check(name: &str, cfg: &obscura::config::Config) -> Checked {
@@ -87,6 +88,7 @@ fn redact_and_check_with(
         leak_rate: rep.leak_rate,
         outside_unchanged: rep.outside_unchanged,
         zoom: s.detector.as_ref().and_then(|d| d.zoom).unwrap_or_default(),
+        main: s.detector.as_ref().and_then(|d| d.main).unwrap_or_default(),
     }
 }
 
@@ -158,6 +160,128 @@ fn zoom_sweeps_limited_to_what_changed_still_redact_every_face() {
             _ => assert!(z.sweeps >= 4 && z.followed_motion == 0, "{z:?}"),
         }
     }
+}
+
+/// Only every 60th main pass covers the whole frame; the others look only around what changed
+/// since the last one and at the whole of each face a change touches. On faces_sizes the faces
+/// never stop moving: none may leak.
+#[test]
+fn main_passes_limited_to_what_changed_still_redact_every_face() {
+    let mut cfg = common::config();
+    cfg.detect.main_full_every = 60;
+    let c = redact_and_check("faces_sizes", &cfg);
+    assert!(c.leak_rate <= 0.0, "leak rate {}", c.leak_rate);
+    assert!(c.outside_unchanged >= 0.95);
+    let m = c.main;
+    // The first pass is whole; later ones only where at most 35% of the blocks changed.
+    assert!(m.passes >= 40 && m.full >= 1 && m.full < m.passes, "{m:?}");
+    assert!(m.input_mpx < m.passes as f64 * 576.0 * 320.0 / 1e6, "{m:?}");
+}
+
+/// The first frame of faces_sizes held for `frames` frames at 30 fps (a still camera), encoded
+/// by GStreamer's x264 as the bundled samples are.
+fn make_still_clip(src: &std::path::Path, dst: &std::path::Path, frames: u32) {
+    use gstreamer::prelude::*;
+    gstreamer::init().unwrap();
+    let p = gstreamer::parse::launch(&format!(
+        "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! \
+         imagefreeze num-buffers={frames} ! video/x-raw,framerate=30/1 ! \
+         x264enc speed-preset=slow pass=qual quantizer=20 key-int-max=60 ! h264parse ! \
+         mp4mux ! filesink location=\"{}\"",
+        src.display(),
+        dst.display()
+    ))
+    .unwrap();
+    p.set_state(gstreamer::State::Playing).unwrap();
+    let msg = p
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gstreamer::ClockTime::from_seconds(120),
+            &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
+        )
+        .expect("the still clip is written in time");
+    assert_eq!(msg.type_(), gstreamer::MessageType::Eos, "{msg:?}");
+    p.set_state(gstreamer::State::Null).unwrap();
+}
+
+/// A still camera: the main pass does not run where nothing changed (the faces of the pass
+/// before stand), still covers the whole frame every `main_full_every`-th time, and every face
+/// stays redacted in every frame — the same faces as with every pass over the whole frame.
+#[test]
+fn a_still_camera_skips_main_passes_where_nothing_changed_and_redacts_every_face() {
+    let dir = common::scratch();
+    let clip = dir.path().join("still.mp4");
+    let frames = 120u64;
+    make_still_clip(&common::sample("faces_sizes.mp4"), &clip, frames as u32);
+    // Ground truth: faces_sizes's faces of its first frame, on every frame.
+    let mut gt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(common::sample("faces_sizes.gt.json")).unwrap())
+            .unwrap();
+    let faces: Vec<serde_json::Value> = gt["faces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| {
+            let first = f["boxes"].as_array()?.iter().find(|b| b[0] == 0)?.clone();
+            let boxes: Vec<serde_json::Value> = (0..frames)
+                .map(|i| {
+                    let mut b = first.clone();
+                    b[0] = i.into();
+                    b
+                })
+                .collect();
+            let mut f = f.clone();
+            f["boxes"] = boxes.into();
+            Some(f)
+        })
+        .collect();
+    assert!(
+        faces.len() >= 5,
+        "faces in the first frame: {}",
+        faces.len()
+    );
+    gt["faces"] = faces.into();
+    gt["frames"] = frames.into();
+    gt["speech"] = serde_json::json!([]);
+    let gt_path = dir.path().join("still.gt.json");
+    std::fs::write(&gt_path, serde_json::to_vec(&gt).unwrap()).unwrap();
+    let gt = GroundTruth::load(&gt_path).unwrap();
+
+    let redact = |main_full_every: u32, name: &str| {
+        let mut cfg = common::config();
+        cfg.detect.main_full_every = main_full_every;
+        let job = Job {
+            input: clip.clone(),
+            output: dir.path().join(name),
+            sidecar: None,
+        };
+        let out = redact_file(&job, &cfg, &Control::default()).expect("redaction succeeds");
+        let rep = evaluate_with(&clip, &out.output, &gt, obscura::eval::REDACTED_BELOW).unwrap();
+        assert_eq!(rep.frames_output, frames);
+        assert!(rep.boxes >= 5 * frames, "{}", rep.boxes);
+        assert_eq!(rep.leak_rate, 0.0, "{name}: {:?}", rep.leaks);
+        let d = out.sidecar.detector.clone().unwrap();
+        (d.main.unwrap(), out.sidecar.totals.clone())
+    };
+    let (m, totals) = redact(4, "gated.mp4");
+    let (whole, totals_whole) = redact(1, "whole.mp4");
+    println!("still camera: {m:?} against {whole:?}");
+    assert_eq!(m.passes, whole.passes);
+    assert!(m.passes >= 20, "{m:?}");
+    // Every 4th pass whole; of the others most found nothing changed.
+    assert!(
+        m.full >= m.passes / 4 && m.full <= m.passes / 4 + 2,
+        "{m:?}"
+    );
+    assert!(m.unchanged >= m.passes / 2, "{m:?}");
+    assert!(
+        m.input_mpx < 0.5 * whole.input_mpx,
+        "{m:?} against {whole:?}"
+    );
+    assert_eq!((whole.full, whole.unchanged), (whole.passes, 0));
+    assert_eq!(totals.tracks, totals_whole.tracks);
+    assert_eq!(totals.frames_with_faces, totals_whole.frames_with_faces);
 }
 
 #[test]

@@ -451,6 +451,32 @@ impl ChangeSet {
         height: u32,
         pad: u32,
     ) -> Option<Self> {
+        Self::compare(prev, cur, stride, width, height, pad, true)
+    }
+
+    /// As [`ChangeSet::between`] for a still camera only: `None` as soon as more than
+    /// [`MAX_CHANGED_SHARE`] of the blocks changed, without looking for a pan (that search
+    /// costs as much as a main-pass detector run at 360p).
+    pub fn still(
+        prev: &[u8],
+        cur: &[u8],
+        stride: usize,
+        width: u32,
+        height: u32,
+        pad: u32,
+    ) -> Option<Self> {
+        Self::compare(prev, cur, stride, width, height, pad, false)
+    }
+
+    fn compare(
+        prev: &[u8],
+        cur: &[u8],
+        stride: usize,
+        width: u32,
+        height: u32,
+        pad: u32,
+        follow_motion: bool,
+    ) -> Option<Self> {
         let b = CHANGE_BLOCK;
         let (w, h) = (width as usize, height as usize);
         let (bw, bh) = (width.div_ceil(b) as usize, height.div_ceil(b) as usize);
@@ -464,6 +490,9 @@ impl ChangeSet {
         let mut motion = Motion::NONE;
         let mut changed = changed_blocks(prev, cur, stride, width, height, Alignment::default());
         if too_many(&changed) {
+            if !follow_motion {
+                return None;
+            }
             // Much changed: the camera may have moved (a pan, a tilt). When one motion of the
             // whole picture explains all but a few blocks, the rest was seen by the last sweep
             // and only what entered the frame or moved on its own is looked at again. A real
@@ -563,6 +592,11 @@ impl ChangeSet {
         (moved.area() > 0.0 && !self.touches(moved.x, moved.y, moved.w, moved.h)).then_some(moved)
     }
 
+    /// Whether any block changed at all.
+    pub fn any(&self) -> bool {
+        self.changed.iter().any(|&c| c)
+    }
+
     /// Whether the picture moved as a whole since the last sweep (a pan, a tilt, a camera
     /// shaking by a fraction of a pixel) and the sweep follows it.
     pub fn follows_motion(&self) -> bool {
@@ -585,6 +619,31 @@ impl ChangeSet {
         let (by0, by1) = (clampy(y - b), clampy(y + h + b));
         (by0..=by1).any(|by| (bx0..=bx1).any(|bx| self.changed[by * self.bw + bx]))
     }
+}
+
+/// Merges rectangles until no two overlap and no two lie so close that one rectangle over
+/// both costs at most `slack` more pixels than the two apart (a detector run has a fixed cost
+/// too: fewer, larger runs can be cheaper). Every pixel of the input lies in the output.
+pub fn merge_regions(mut regions: Vec<Rect>, slack: u64) -> Vec<Rect> {
+    let mut merged = true;
+    while merged {
+        merged = false;
+        let mut out: Vec<Rect> = Vec::with_capacity(regions.len());
+        for r in regions {
+            match out
+                .iter_mut()
+                .find(|o| o.overlaps(&r) || o.union(&r).area() <= o.area() + r.area() + slack)
+            {
+                Some(o) => {
+                    *o = o.union(&r);
+                    merged = true;
+                }
+                None => out.push(r),
+            }
+        }
+        regions = out;
+    }
+    regions
 }
 
 /// Read-only I420 planes of a frame.
@@ -1073,6 +1132,41 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_still_camera_test_gives_up_on_a_pan_and_sees_a_still_frame_unchanged() {
+        let (bw, bh) = (400usize, 300usize);
+        let (w, h) = (320usize, 240usize);
+        let scene = photo(bw, bh, 7);
+        let prev = window(&scene, bw, 40, 30, w, h);
+        let cur = window(&scene, bw, 46, 27, w, h);
+        assert!(ChangeSet::between(&prev, &cur, w, w as u32, h as u32, 34).is_some());
+        assert!(ChangeSet::still(&prev, &cur, w, w as u32, h as u32, 34).is_none());
+        let same = ChangeSet::still(&prev, &prev, w, w as u32, h as u32, 34).unwrap();
+        assert!(!same.any() && same.regions.is_empty());
+        // One patch changed: it is the only thing to look at again.
+        let mut patched = prev.clone();
+        for y in 100..120 {
+            for x in 200..230 {
+                patched[y * w + x] = patched[y * w + x].wrapping_add(60);
+            }
+        }
+        let c = ChangeSet::still(&prev, &patched, w, w as u32, h as u32, 16).unwrap();
+        assert!(c.any() && !c.follows_motion());
+        assert!(
+            c.regions
+                .iter()
+                .all(|r| r.x0 >= 200 - 16 - 8 && r.x1 <= 230 + 16 + 8)
+        );
+        assert!(
+            c.carry(crate::geom::BoxF::new(20.0, 20.0, 40.0, 40.0))
+                .is_some()
+        );
+        assert!(
+            c.carry(crate::geom::BoxF::new(190.0, 90.0, 40.0, 40.0))
+                .is_none()
+        );
+    }
+
     /// `src` seen through a window at a fractional position, bilinear (what a camera's pan
     /// gives: no frame's pixels are a copy of the last one's).
     fn window_at(src: &[u8], big_w: usize, x0: f32, y0: f32, w: usize, h: usize) -> Vec<u8> {
@@ -1226,6 +1320,31 @@ mod tests {
                     if x0 < 0 || y0 < 0 || x1 > w as i32 || y1 > h as i32 {
                         prop_assert!(c.changed[by * bw + bx], "block ({}, {})", bx, by);
                     }
+                }
+            }
+        }
+
+        #[test]
+        fn merged_regions_hold_every_input_and_do_not_overlap(
+            rects in proptest::collection::vec((0usize..600, 0usize..400, 1usize..200, 1usize..200), 0..24),
+            slack in 0u64..20_000,
+        ) {
+            let input: Vec<Rect> = rects
+                .iter()
+                .map(|&(x0, y0, w, h)| Rect { x0, y0, x1: x0 + w, y1: y0 + h })
+                .collect();
+            let out = merge_regions(input.clone(), slack);
+            prop_assert!(out.len() <= input.len());
+            for r in &input {
+                prop_assert!(
+                    out.iter().any(|o| o.x0 <= r.x0 && o.y0 <= r.y0 && r.x1 <= o.x1 && r.y1 <= o.y1),
+                    "{:?} not held by {:?}", r, out
+                );
+            }
+            for (i, a) in out.iter().enumerate() {
+                for b in &out[i + 1..] {
+                    prop_assert!(!a.overlaps(b), "{:?} overlaps {:?}", a, b);
+                    prop_assert!(a.union(b).area() > a.area() + b.area() + slack);
                 }
             }
         }

@@ -572,6 +572,8 @@ struct StageResults {
     voice: Option<voice::VoiceOutcome>,
     /// What the zoom pass did, when it ran.
     zoom: Option<ZoomSweeps>,
+    /// What the main pass did, when a detector ran.
+    main: Option<MainPasses>,
 }
 
 /// End time of a buffer, when it has a timestamp.
@@ -735,6 +737,11 @@ impl Stages {
                 zoom_change_pad: s.cfg.detect.zoom_change_pad(),
                 zoom_memory: None,
                 zoom_sweeps: ZoomSweeps::default(),
+                main_full_every: s.cfg.detect.main_full_every.max(1),
+                main_change_pad: s.cfg.detect.main_change_pad(s.frame_size.0, s.det_size.0),
+                main_memory: None,
+                main_passes: MainPasses::default(),
+                crop: Vec::new(),
                 out: to_track,
                 ticks: ticks.clone(),
                 results: results.clone(),
@@ -975,6 +982,10 @@ fn build_sidecar(p: SidecarParts<'_>) -> Sidecar {
             input_size: [p.det_size.0, p.det_size.1],
             every: cfg.detect.every_for(fps),
             provider,
+            main: p.frames.main.map(|m| MainPasses {
+                input_mpx: round(m.input_mpx, 3),
+                ..m
+            }),
             zoom: p.frames.zoom.map(|z| ZoomSweeps {
                 input_mpx: round(z.input_mpx, 3),
                 ..z

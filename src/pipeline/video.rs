@@ -343,7 +343,12 @@ impl DetectStage {
                 .unwrap_or_default();
             self.main_passes.full += 1;
             self.main_passes.input_mpx += (w * h) as f64 / 1e6;
-            let luma = crate::detect::zoom::packed_luma(planes.y, planes.strides[0], fw, fh);
+            let luma = crate::detect::zoom::packed_luma(
+                planes.y,
+                planes.strides[0],
+                planes.width,
+                planes.height,
+            );
             self.main_memory = Some(MainMemory {
                 luma,
                 dets: dets.clone(),
@@ -400,12 +405,19 @@ impl DetectStage {
         if let Some(m) = self.main_memory.as_mut() {
             // The regions looked at now hold this frame's luma; the rest keeps the luma it
             // had when it was last looked at.
-            let stride = planes.strides[0];
+            // The change test compared planes of the remembered size: `regions` lie inside.
+            let (stride, pw, ph) = (
+                planes.strides[0],
+                planes.width as usize,
+                planes.height as usize,
+            );
             for r in &regions {
-                for y in r.y0..r.y1.min(fh as usize) {
-                    let x1 = r.x1.min(fw as usize);
-                    m.luma[y * fw as usize + r.x0..y * fw as usize + x1]
-                        .copy_from_slice(&planes.y[y * stride + r.x0..y * stride + x1]);
+                let x1 = r.x1.min(pw);
+                for y in r.y0..r.y1.min(ph) {
+                    if r.x0 < x1 {
+                        m.luma[y * pw + r.x0..y * pw + x1]
+                            .copy_from_slice(&planes.y[y * stride + r.x0..y * stride + x1]);
+                    }
                 }
             }
             m.dets = dets.clone();

@@ -181,47 +181,12 @@ impl DetectStage {
     /// when downstream has gone (the run is failing).
     fn flush(&mut self, batch: Vec<Pending>) -> Result<bool, PipelineError> {
         let mut main: Vec<Vec<Detection>> = Vec::new();
-        if let Some(det) = self.detector.as_mut() {
+        if self.detector.is_some() {
             let frames: Vec<&Frame> = batch.iter().filter(|p| p.main).map(|p| &p.frame).collect();
             if frames.len() == 1 && self.batch == 1 && self.main_full_every > 1 {
                 main.push(self.main_pass_one(frames[0])?);
             } else if !frames.is_empty() {
-                let (w, h) = self.det_size;
-                self.main_passes.passes += frames.len() as u64;
-                self.main_passes.full += frames.len() as u64;
-                self.main_passes.input_mpx += (frames.len() as u64 * u64::from(w * h)) as f64 / 1e6;
-                // Each frame shrunk straight from its planes into the input tensor.
-                let (w, h) = self.det_size;
-                let one = 3 * w as usize * h as usize;
-                let order = det.channel_order();
-                self.tensor.resize(one * frames.len(), 0.0);
-                for (f, dst) in frames.iter().zip(self.tensor.chunks_exact_mut(one)) {
-                    let scratch = &mut self.shrink;
-                    with_planes(&self.input, f, &mut self.info, "the main pass", |planes| {
-                        shrink_nchw(planes, w as usize, h as usize, order, scratch, dst)
-                    })?;
-                }
-                let input = &self.input;
-                let err = |source| PipelineError::Detect {
-                    path: input.clone(),
-                    source,
-                };
-                let raw = det
-                    .detect_tensor(NchwTensor {
-                        data: &self.tensor,
-                        batch: frames.len(),
-                        width: w,
-                        height: h,
-                    })
-                    .map_err(err)?;
-                let (sx, sy) = (
-                    self.frame_size.0 as f32 / self.det_size.0 as f32,
-                    self.frame_size.1 as f32 / self.det_size.1 as f32,
-                );
-                main = raw
-                    .into_iter()
-                    .map(|dets| self.to_frame(dets, (0.0, 0.0), (sx, sy), self.every))
-                    .collect();
+                main = self.main_pass_whole(&frames)?;
             }
         }
         let mut main = main.into_iter();
@@ -240,6 +205,50 @@ impl DetectStage {
         Ok(true)
     }
 
+    /// The main pass over the whole of `frames` (as one batch): each frame shrunk straight
+    /// from its planes into the input tensor.
+    fn main_pass_whole(&mut self, frames: &[&Frame]) -> Result<Vec<Vec<Detection>>, PipelineError> {
+        let det = self
+            .detector
+            .as_mut()
+            .ok_or_else(|| internal(&self.input, "the main pass ran without a detector".into()))?;
+        let (w, h) = self.det_size;
+        let one = 3 * w as usize * h as usize;
+        let order = det.channel_order();
+        self.tensor.resize(one * frames.len(), 0.0);
+        for (f, dst) in frames.iter().zip(self.tensor.chunks_exact_mut(one)) {
+            let scratch = &mut self.shrink;
+            with_planes(&self.input, f, &mut self.info, "the main pass", |planes| {
+                shrink_nchw(planes, w as usize, h as usize, order, scratch, dst)
+            })?;
+        }
+        let input = &self.input;
+        let err = |source| PipelineError::Detect {
+            path: input.clone(),
+            source,
+        };
+        let raw = det
+            .detect_tensor(NchwTensor {
+                data: &self.tensor,
+                batch: frames.len(),
+                width: w,
+                height: h,
+            })
+            .map_err(err)?;
+        let n = frames.len() as u64;
+        self.main_passes.passes += n;
+        self.main_passes.full += n;
+        self.main_passes.input_mpx += (n * u64::from(w * h)) as f64 / 1e6;
+        let scale = (
+            self.frame_size.0 as f32 / w as f32,
+            self.frame_size.1 as f32 / h as f32,
+        );
+        Ok(raw
+            .into_iter()
+            .map(|dets| self.to_frame(dets, (0.0, 0.0), scale, self.every))
+            .collect())
+    }
+
     /// The main pass on one frame, over the whole frame or, on a still camera, only around
     /// what changed since the last pass: the regions around the changed blocks and every face
     /// of the last pass that a changed block touches, whole (a face that turns or speaks is
@@ -247,10 +256,12 @@ impl DetectStage {
     /// elsewhere stand — the same pixels give the detector the same answer. Every
     /// `main_full_every`-th pass, a pan, a cut or a frame with much change looks at it all.
     fn main_pass_one(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
-        let Some(det) = self.detector.as_mut() else {
-            return Ok(Vec::new());
-        };
-        let order = det.channel_order();
+        let no_detector = || internal(&self.input, "the main pass ran without a detector".into());
+        let order = self
+            .detector
+            .as_ref()
+            .map(|d| d.channel_order())
+            .ok_or_else(no_detector)?;
         let (w, h) = (self.det_size.0 as usize, self.det_size.1 as usize);
         let (fw, fh) = self.frame_size;
         let vf = map_readable(&self.input, frame, &mut self.info, "the main pass")?;
@@ -268,7 +279,6 @@ impl DetectStage {
             }
             _ => None,
         };
-        self.main_passes.passes += 1;
         // The regions to look at again, as crops of the detector's input (multiples of 32).
         let plan = change.and_then(|c| {
             let m = self.main_memory.as_ref()?;
@@ -307,11 +317,10 @@ impl DetectStage {
                 })
                 .collect();
             let cost: u64 = crops.iter().map(|r| r.area() + MAIN_RUN_COST_PX).sum();
-            (c.any() && (cost as f32) < MAIN_PARTIAL_MAX_SHARE * (w * h) as f32 || !c.any())
+            (!c.any() || (cost as f32) < MAIN_PARTIAL_MAX_SHARE * (w * h) as f32)
                 .then_some((carried, regions, crops))
         });
         let one = 3 * w * h;
-        self.tensor.resize(one, 0.0);
         let (fsx, fsy) = (fw as f32 / w as f32, fh as f32 / h as f32);
         let input = self.input.clone();
         let err = |source| PipelineError::Detect {
@@ -320,29 +329,7 @@ impl DetectStage {
         };
         let Some((carried, regions, crops)) = plan else {
             // The whole frame.
-            shrink_nchw(
-                &planes,
-                w,
-                h,
-                order,
-                &mut self.shrink,
-                &mut self.tensor[..one],
-            );
-            let raw = det
-                .detect_tensor(NchwTensor {
-                    data: &self.tensor[..one],
-                    batch: 1,
-                    width: w as u32,
-                    height: h as u32,
-                })
-                .map_err(err)?;
-            let dets = raw
-                .into_iter()
-                .next()
-                .map(|d| self.to_frame(d, (0.0, 0.0), (fsx, fsy), self.every))
-                .unwrap_or_default();
-            self.main_passes.full += 1;
-            self.main_passes.input_mpx += (w * h) as f64 / 1e6;
+            let dets = self.main_pass_whole(&[frame])?.pop().unwrap_or_default();
             let luma = crate::detect::zoom::packed_luma(
                 planes.y,
                 planes.strides[0],
@@ -357,6 +344,7 @@ impl DetectStage {
             return Ok(dets);
         };
         let mut found = Vec::new();
+        self.tensor.resize(one, 0.0);
         if !crops.is_empty() {
             shrink_nchw(
                 &planes,
@@ -379,9 +367,9 @@ impl DetectStage {
                     row.copy_from_slice(&src[at..at + cw]);
                 }
             }
-            let Some(det) = self.detector.as_mut() else {
-                return Ok(Vec::new());
-            };
+            let det = self.detector.as_mut().ok_or_else(|| {
+                internal(&self.input, "the main pass ran without a detector".into())
+            })?;
             let raw = det
                 .detect_tensor(NchwTensor {
                     data: &self.crop,
@@ -396,6 +384,7 @@ impl DetectStage {
             }
             self.main_passes.input_mpx += (cw * ch) as f64 / 1e6;
         }
+        self.main_passes.passes += 1;
         self.main_passes.unchanged += u64::from(crops.is_empty());
         // A face seen whole before and away from every change stands; what a crop found over
         // it was cut by the crop's edge.

@@ -441,10 +441,14 @@ impl DetectStage {
     /// The zoom pass on one frame: tiles rendered from the full-resolution planes at the zoom
     /// magnification, over the whole frame or over what changed since the last sweep.
     fn zoom_detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
-        let Some(det) = self.detector.as_ref() else {
-            return Ok(Vec::new());
-        };
-        let order = det.channel_order();
+        // The zoom pass is scheduled only with a detector (see `run`); none here would
+        // mean no boxes for this frame, so it is an error, never an empty result.
+        let no_detector = || internal(&self.input, "the zoom pass ran without a detector".into());
+        let order = self
+            .detector
+            .as_ref()
+            .ok_or_else(no_detector)?
+            .channel_order();
         let vf = map_readable(&self.input, frame, &mut self.info, "the zoom pass")?;
         let planes = planes_of(&self.input, &vf)?;
         // Where to look: the whole frame on the first sweep, on every `zoom_full_every`-th and
@@ -556,9 +560,9 @@ impl DetectStage {
             for (t, dst) in tiles.iter().zip(self.tensor.chunks_exact_mut(one)) {
                 crate::detect::zoom::render_nchw(planes, t, order, dst);
             }
-            let Some(det) = self.detector.as_mut() else {
-                return Ok(Vec::new());
-            };
+            let det = self.detector.as_mut().ok_or_else(|| {
+                internal(&self.input, "the zoom pass ran without a detector".into())
+            })?;
             let raw = det
                 .detect_tensor(NchwTensor {
                     data: &self.tensor,

@@ -22,6 +22,36 @@ pub struct Item {
     pub output: PathBuf,
 }
 
+/// What walking a folder found and left out, and why (the report's `ignored`): a file is
+/// never passed over without a word.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ignored {
+    pub path: String,
+    pub reason: String,
+}
+
+/// The files to process, and what a folder walk passed over.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inputs {
+    pub items: Vec<Item>,
+    pub ignored: Vec<Ignored>,
+}
+
+/// Why [`collect`] refused the input as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "--out {} is the input folder itself: outputs would land beside the originals and be walked as inputs by the next run; choose another folder (a sub-folder is fine)",
+        .0.display()
+    )]
+    OutIsInput(PathBuf),
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
     pub input: String,
@@ -45,6 +75,8 @@ pub struct BatchReport {
     pub settings_sha256: String,
     pub jobs: usize,
     pub files: Vec<FileReport>,
+    /// Files a folder walk passed over (not media by their extension, symbolic links).
+    pub ignored: Vec<Ignored>,
     pub ok: usize,
     pub skipped: usize,
     pub failed: usize,
@@ -52,10 +84,13 @@ pub struct BatchReport {
     pub wall_s: f64,
 }
 
-/// Media extensions picked up when walking a folder (case-insensitive).
+/// Media extensions picked up when walking a folder (case-insensitive); other files are
+/// listed in the report's `ignored`. Raw H.264/H.265 streams (`.h264`, `.264`, `.hevc`, …)
+/// are what many recorders write.
 const MEDIA_EXT: &[&str] = &[
-    "mp4", "m4v", "mov", "mkv", "webm", "avi", "ts", "mts", "m2ts", "mpg", "mpeg", "3gp", "flv",
-    "wmv", "mjpeg", "wav", "flac", "mp3", "m4a", "aac", "ogg", "oga", "opus",
+    "mp4", "m4v", "mov", "mkv", "mka", "webm", "avi", "ts", "mts", "m2ts", "mpg", "mpeg", "3gp",
+    "flv", "wmv", "asf", "mxf", "ogv", "mjpeg", "h264", "264", "h265", "265", "hevc", "wav",
+    "flac", "mp3", "m4a", "aac", "ogg", "oga", "opus",
 ];
 const AUDIO_EXT: &[&str] = &["wav", "flac", "mp3", "m4a", "aac", "ogg", "oga", "opus"];
 
@@ -78,19 +113,32 @@ pub fn output_for(out: &Path, rel: &Path) -> PathBuf {
     }
 }
 
-/// Finds the inputs: every media file under a folder (recursively, sorted, hidden entries and
-/// temporary files skipped), the lines of a list file (`.txt`/`.list`), standard input for `-`,
-/// or one media file.
-pub fn collect(input: &Path, out: &Path) -> std::io::Result<Vec<Item>> {
+/// Finds the inputs: every media file under a folder (recursively, sorted; hidden entries,
+/// temporary files and the output folder where it lies inside skipped; other files and
+/// symbolic links listed as ignored), the lines of a list file (`.txt`/`.list`), standard
+/// input for `-`, or one media file. Listed and named files are taken as they are.
+pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CollectError::Io { path, source }
+    };
     let mut items = Vec::new();
+    let mut ignored = Vec::new();
     if input == Path::new("-") {
         for line in std::io::stdin().lock().lines() {
-            push_listed(&mut items, out, &line?);
+            push_listed(&mut items, out, &line.map_err(io(input))?);
         }
     } else if input.is_dir() {
+        // Outputs inside the input tree are not inputs of the next run.
+        let input_real = std::fs::canonicalize(input).map_err(io(input))?;
+        let out_real = std::fs::canonicalize(out).ok();
+        if out_real.as_deref() == Some(input_real.as_path()) {
+            return Err(CollectError::OutIsInput(out.to_path_buf()));
+        }
         let mut files = Vec::new();
-        walk(input, &mut files)?;
+        walk(input, out_real.as_deref(), &mut files, &mut ignored)?;
         files.sort();
+        ignored.sort_by(|a, b| a.path.cmp(&b.path));
         for f in files {
             let rel = f.strip_prefix(input).unwrap_or(&f).to_path_buf();
             items.push(Item {
@@ -99,7 +147,7 @@ pub fn collect(input: &Path, out: &Path) -> std::io::Result<Vec<Item>> {
             });
         }
     } else if matches!(ext_of(input).as_str(), "txt" | "list") {
-        let text = std::fs::read_to_string(input)?;
+        let text = std::fs::read_to_string(input).map_err(io(input))?;
         for line in text.lines() {
             push_listed(&mut items, out, line);
         }
@@ -134,7 +182,7 @@ pub fn collect(input: &Path, out: &Path) -> std::io::Result<Vec<Item>> {
         }
         it.output = candidate;
     }
-    Ok(items)
+    Ok(Inputs { items, ignored })
 }
 
 fn push_listed(items: &mut Vec<Item>, out: &Path, line: &str) {
@@ -153,20 +201,48 @@ fn push_listed(items: &mut Vec<Item>, out: &Path, line: &str) {
     });
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
+/// Collects the media files under `dir` into `files` and what it passes over into
+/// `ignored`; `out` (canonical) is not entered.
+fn walk(
+    dir: &Path,
+    out: Option<&Path>,
+    files: &mut Vec<PathBuf>,
+    ignored: &mut Vec<Ignored>,
+) -> Result<(), CollectError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CollectError::Io { path, source }
+    };
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
         let name = e.file_name();
         let name = name.to_string_lossy();
         if name.starts_with('.') {
             continue;
         }
-        let ft = e.file_type()?;
         let p = e.path();
+        let ft = e.file_type().map_err(io(&p))?;
+        let mut ignore = |reason: &str| {
+            ignored.push(Ignored {
+                path: p.display().to_string(),
+                reason: reason.into(),
+            })
+        };
         if ft.is_dir() {
-            walk(&p, files)?;
-        } else if ft.is_file() && MEDIA_EXT.contains(&ext_of(&p).as_str()) {
+            if out.is_some() && std::fs::canonicalize(&p).ok().as_deref() == out {
+                continue;
+            }
+            walk(&p, out, files, ignored)?;
+        } else if ft.is_symlink() {
+            // Not followed: a link can lead out of the tree or around in a loop. List the
+            // file it points to to process it.
+            ignore("symbolic link (not followed; list its target to process it)");
+        } else if !ft.is_file() {
+            ignore("not a regular file");
+        } else if MEDIA_EXT.contains(&ext_of(&p).as_str()) {
             files.push(p);
+        } else {
+            ignore("not a media file extension");
         }
     }
     Ok(())
@@ -196,13 +272,14 @@ fn already_done(item: &Item, settings: &str) -> bool {
 
 /// Runs the batch; `on_done` is called after each file (for progress).
 pub fn run(
-    items: &[Item],
+    inputs: &Inputs,
     cfg: &Config,
     jobs: usize,
     resume: bool,
     ctl: &Control,
     on_done: &(dyn Fn(&FileReport, usize) + Sync),
 ) -> BatchReport {
+    let items = &inputs.items;
     let started = chrono::Utc::now();
     let t0 = std::time::Instant::now();
     let settings = cfg.fingerprint();
@@ -267,6 +344,7 @@ pub fn run(
         frames: files.iter().map(|f| f.frames).sum(),
         wall_s: (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         files,
+        ignored: inputs.ignored.clone(),
     }
 }
 
@@ -359,11 +437,70 @@ mod tests {
         ] {
             std::fs::write(d.path().join(f), b"x").unwrap();
         }
-        let items = collect(d.path(), Path::new("/out")).unwrap();
-        let rel: Vec<String> = items
+        let found = collect(d.path(), Path::new("/out")).unwrap();
+        let rel: Vec<String> = found
+            .items
             .iter()
             .map(|i| i.output.display().to_string())
             .collect();
         assert_eq!(rel, vec!["/out/a.mp4", "/out/b/c/z.mp4", "/out/b/y.wav"]);
+        assert_eq!(
+            found.ignored,
+            vec![Ignored {
+                path: d.path().join("notes.txt").display().to_string(),
+                reason: "not a media file extension".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn raw_streams_count_as_media_and_links_are_listed_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["cam.h264", "door.265", "a.HEVC"] {
+            std::fs::write(d.path().join(f), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(d.path().join("cam.h264"), d.path().join("link.mp4")).unwrap();
+        std::os::unix::fs::symlink(d.path(), d.path().join("loop")).unwrap();
+        let found = collect(d.path(), Path::new("/out")).unwrap();
+        let outputs: Vec<String> = found
+            .items
+            .iter()
+            .map(|i| i.output.display().to_string())
+            .collect();
+        assert_eq!(outputs, vec!["/out/a.mp4", "/out/cam.mp4", "/out/door.mp4"]);
+        let ignored: Vec<&str> = found.ignored.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            ignored,
+            vec![
+                d.path().join("link.mp4").to_str().unwrap(),
+                d.path().join("loop").to_str().unwrap()
+            ]
+        );
+        assert!(
+            found
+                .ignored
+                .iter()
+                .all(|i| i.reason.starts_with("symbolic link"))
+        );
+    }
+
+    #[test]
+    fn an_output_folder_inside_the_input_is_not_walked_and_the_input_itself_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("redacted/sub")).unwrap();
+        std::fs::write(d.path().join("cam.mp4"), b"x").unwrap();
+        std::fs::write(d.path().join("redacted/cam.mp4"), b"x").unwrap();
+        std::fs::write(d.path().join("redacted/sub/cam.mp4"), b"x").unwrap();
+        // Named with a detour: the comparison is of the folders, not of their spelling.
+        let out = d.path().join("redacted/sub/..");
+        let found = collect(d.path(), &out).unwrap();
+        let inputs: Vec<&Path> = found.items.iter().map(|i| i.input.as_path()).collect();
+        assert_eq!(inputs, vec![d.path().join("cam.mp4")]);
+        assert!(found.ignored.is_empty(), "{:?}", found.ignored);
+        let same = d.path().join("redacted/..");
+        assert!(matches!(
+            collect(d.path(), &same),
+            Err(CollectError::OutIsInput(_))
+        ));
     }
 }

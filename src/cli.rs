@@ -944,13 +944,25 @@ fn cmd_batch(a: BatchArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let items = match crate::batch::collect(&a.input, &a.out) {
+    let inputs = match crate::batch::collect(&a.input, &a.out) {
         Ok(i) => i,
+        Err(e @ crate::batch::CollectError::OutIsInput(_)) => {
+            fail(e.to_string());
+            return exit::USAGE;
+        }
         Err(e) => {
-            fail(format!("{}: {e}", a.input.display()));
+            fail(e.to_string());
             return exit::INPUT;
         }
     };
+    let items = &inputs.items;
+    if !inputs.ignored.is_empty() && !a.json {
+        eprintln!(
+            "{} files in {} are not processed (not media by their extension, or symbolic links); report.json lists them",
+            inputs.ignored.len(),
+            a.input.display()
+        );
+    }
     if let Err(e) = std::fs::create_dir_all(&a.out) {
         fail(format!("{}: {e}", a.out.display()));
         return exit::OUTPUT;
@@ -1011,7 +1023,7 @@ fn cmd_batch(a: BatchArgs) -> u8 {
                 std::thread::sleep(std::time::Duration::from_millis(500));
             }
         });
-        let report = crate::batch::run(&items, &cfg, jobs, a.resume, &ctl, &on_done);
+        let report = crate::batch::run(&inputs, &cfg, jobs, a.resume, &ctl, &on_done);
         ticking.store(false, Ordering::Relaxed);
         report
     });
@@ -1025,11 +1037,16 @@ fn cmd_batch(a: BatchArgs) -> u8 {
         println!("{}", String::from_utf8_lossy(&json));
     } else {
         eprintln!(
-            "{} files: {} ok, {} skipped, {} failed; {} frames in {:.1} s; report {}",
+            "{} files: {} ok, {} skipped, {} failed{}; {} frames in {:.1} s; report {}",
             report.files.len(),
             report.ok,
             report.skipped,
             report.failed,
+            if report.ignored.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} other files ignored)", report.ignored.len())
+            },
             report.frames,
             report.wall_s,
             a.out.join("report.json").display()

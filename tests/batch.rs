@@ -372,3 +372,50 @@ fn a_batch_killed_at_random_points_and_resumed_loses_and_duplicates_nothing() {
     }
     plan.finish("batch");
 }
+
+/// Issue 6 (found in a user's walk-through): `--out` inside the input tree made every resumed
+/// run redact the previous run's outputs again (`OUT/OUT/x.mp4`, then `OUT/OUT/OUT/…`), and
+/// `--out` naming the input folder failed every file one by one. Files the walk passes over
+/// were not mentioned anywhere; now the report lists them.
+#[test]
+fn regression_issue_6_an_output_folder_inside_the_input_is_not_redacted_again() {
+    let dir = common::scratch();
+    let input = dir.path().join("archive");
+    std::fs::create_dir_all(input.join("cam")).unwrap();
+    std::fs::copy(common::sample("city_pan.mp4"), input.join("cam/door.mp4")).unwrap();
+    std::fs::write(input.join("cam/door.jpg"), b"a thumbnail").unwrap();
+    let cfg = config(dir.path());
+    let out = input.join("redacted");
+    for extra in [&["--json"][..], &["--json", "--resume"][..]] {
+        let o = batch(&input, &out, &cfg, extra);
+        assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    }
+    let o = batch(&input, &out, &cfg, &["--json", "--resume"]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (r["ok"].as_u64(), r["skipped"].as_u64()),
+        (Some(0), Some(1)),
+        "{r}"
+    );
+    assert_eq!(r["files"].as_array().unwrap().len(), 1, "{r}");
+    let ignored = r["ignored"].as_array().unwrap();
+    assert_eq!(ignored.len(), 1, "{r}");
+    assert!(
+        ignored[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("cam/door.jpg")
+    );
+    assert_eq!(ignored[0]["reason"], "not a media file extension");
+    assert_eq!(
+        common::files_under(&out),
+        vec!["cam/door.mp4", "cam/door.mp4.json", "report.json"]
+    );
+
+    // The input folder itself as `--out`: a usage error before anything is written.
+    let before = common::files_under(&input);
+    let o = batch(&input, &input.join("cam/.."), &cfg, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+    assert!(common::stderr(&o).contains("is the input folder itself"));
+    assert_eq!(common::files_under(&input), before);
+}

@@ -956,6 +956,15 @@ fn cmd_batch(a: BatchArgs) -> u8 {
         }
     };
     let items = &inputs.items;
+    if items.is_empty() {
+        // Not an error (a day's folder may be empty), but never silent: a wrong path looks
+        // like this too.
+        tracing::warn!(
+            input = %a.input.display(),
+            ignored = inputs.ignored.len(),
+            "no media files to process"
+        );
+    }
     if !inputs.ignored.is_empty() && !a.json {
         eprintln!(
             "{} files in {} are not processed (not media by their extension, or symbolic links); report.json lists them",

@@ -419,3 +419,28 @@ fn regression_issue_6_an_output_folder_inside_the_input_is_not_redacted_again() 
     assert!(common::stderr(&o).contains("is the input folder itself"));
     assert_eq!(common::files_under(&input), before);
 }
+
+/// A folder with nothing to process is not an error (a day's folder may be empty), but it is
+/// said: a mistyped path looks the same.
+#[test]
+fn a_folder_without_media_says_so_and_lists_what_it_passed_over() {
+    let dir = common::scratch();
+    let input = dir.path().join("day");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("index.html"), b"<html>").unwrap();
+    let out = dir.path().join("out");
+    let o = batch(&input, &out, &config(dir.path()), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("no media files to process"),
+        "{}",
+        common::stderr(&o)
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["files"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(
+        r["ignored"][0]["reason"], "not a media file extension",
+        "{r}"
+    );
+}

@@ -200,3 +200,21 @@ fn regression_every_dropped_detector_copy_logged_a_gstreamer_critical() {
         criticals.first()
     );
 }
+
+/// An output named for a container this does not write was filled with MP4 under a `.mkv`
+/// name; now it is a usage error before any work, naming the extensions that are written.
+#[test]
+fn regression_issue_6_an_output_named_mkv_is_refused_not_filled_with_mp4() {
+    let dir = common::scratch();
+    let out = dir.path().join("out.mkv");
+    let o = common::run(&[
+        "redact",
+        common::sample("city_pan.mp4").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+    let err = common::stderr(&o);
+    assert!(err.contains("out.mkv") && err.contains(".mp4"), "{err}");
+    assert_eq!(common::listing(dir.path()), Vec::<String>::new());
+}

@@ -226,6 +226,29 @@ impl Container {
     }
 }
 
+/// Container extensions that name a format other than the ones written here; an output
+/// named so is refused rather than filled with MP4.
+const NOT_WRITTEN: &[(&str, &str)] = &[
+    ("mkv", "Matroska"),
+    ("mka", "Matroska"),
+    ("webm", "WebM"),
+    ("avi", "AVI"),
+    ("ts", "MPEG-TS"),
+    ("mts", "MPEG-TS"),
+    ("m2ts", "MPEG-TS"),
+    ("mpg", "MPEG-PS"),
+    ("mpeg", "MPEG-PS"),
+    ("flv", "FLV"),
+    ("wmv", "ASF"),
+    ("wma", "ASF"),
+    ("asf", "ASF"),
+    ("mxf", "MXF"),
+    ("ogv", "Ogg video"),
+    ("3gp", "3GPP"),
+    ("aif", "AIFF"),
+    ("aiff", "AIFF"),
+];
+
 /// What an output file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputFormat {
@@ -242,7 +265,9 @@ impl OutputFormat {
     /// The format for writing `output`: by its extension when it names one (`.mp4 .m4v .mov`
     /// → H.264/AAC in MP4; `.m4a .aac` → AAC in MP4; `.ogg .opus .oga` → Opus in Ogg;
     /// `.flac`; `.mp3`; `.wav` → 16-bit PCM), otherwise MP4 for video and the input's codec
-    /// family for audio-only inputs. Video always goes into MP4.
+    /// family for audio-only inputs. Video always goes into MP4. An extension naming a
+    /// container this does not write (`.mkv`, `.avi`, `.ts`, …) is an error: a file named
+    /// `.mkv` holding MP4 misleads whatever reads it next.
     pub fn for_output(
         output: &Path,
         has_video: bool,
@@ -273,6 +298,16 @@ impl OutputFormat {
             }),
             _ => None,
         };
+        if let Some((_, name)) = NOT_WRITTEN.iter().find(|(e, _)| *e == ext) {
+            let instead = if has_video {
+                ".mp4 (video is written as H.264/AAC in MP4)"
+            } else {
+                ".wav, .flac, .mp3, .m4a, .ogg or .opus"
+            };
+            return Err(format!(
+                "a .{ext} ({name}) file is not written here: name the output {instead}"
+            ));
+        }
         if has_video {
             return match by_ext {
                 None => Ok(OutputFormat::MP4),
@@ -619,6 +654,16 @@ mod tests {
         assert_eq!(f("a.mp4", true, None).unwrap(), OutputFormat::MP4);
         assert_eq!(f("a.whatever", true, None).unwrap(), OutputFormat::MP4);
         assert!(f("a.wav", true, None).unwrap_err().contains("cannot hold"));
+        // A container this does not write is refused, not filled with MP4 or WAV.
+        for name in ["a.mkv", "a.AVI", "a.ts", "a.webm"] {
+            let e = f(name, true, None).unwrap_err();
+            assert!(
+                e.contains("is not written here") && e.contains(".mp4"),
+                "{e}"
+            );
+        }
+        let e = f("a.mka", false, Some("Uncompressed 16-bit PCM audio")).unwrap_err();
+        assert!(e.contains(".wav"), "{e}");
         assert_eq!(f("a.flac", false, None).unwrap().container, Container::Flac);
         assert_eq!(f("a.OPUS", false, None).unwrap().audio, AudioCodec::Opus);
         assert_eq!(

@@ -390,7 +390,19 @@ pub fn init_logging(json: bool, verbose: u8) {
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
-        builder.compact().try_init()
+        // Field values are shown with their control characters escaped: a file name or a
+        // device id from an inbox can hold a line break, which must not end the log line
+        // and forge the next one (JSON lines escape them already).
+        use tracing_subscriber::field::MakeExt;
+        let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+            let value = printable_name(&format!("{value:?}"));
+            match field.name() {
+                "message" => write!(w, "{value}"),
+                name => write!(w, "{name}={value}"),
+            }
+        })
+        .delimited(" ");
+        builder.compact().fmt_fields(fields).try_init()
     };
 }
 
@@ -474,8 +486,33 @@ fn resolve_or_usage(p: &ProcessingArgs) -> Result<Config, u8> {
 /// The one stderr line of a failure (newlines inside a message are flattened, so the
 /// one-line contract holds whatever a lower layer returns).
 fn fail(message: impl std::fmt::Display) {
-    let line = message.to_string().replace(['\n', '\r'], " ");
-    eprintln!("obscura: error: {line}");
+    eprintln!("obscura: error: {}", one_line(&message.to_string()));
+}
+
+/// A message as one line: line breaks become spaces, other control characters escapes.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .flat_map(|c| match c {
+            '\n' | '\r' => vec![' '],
+            c if c.is_control() => c.escape_default().collect(),
+            c => vec![c],
+        })
+        .collect()
+}
+
+/// An untrusted name (a file name from a walked folder) for a line of output: every control
+/// character escaped, so that a name cannot end the line or forge the next one.
+fn printable_name(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn cmd_redact(a: RedactArgs) -> u8 {
@@ -1013,12 +1050,12 @@ fn cmd_batch(a: BatchArgs) -> u8 {
                 "[{n}/{}] {} {} ({} frames, {:.1} s){}",
                 items.len(),
                 r.status,
-                r.input,
+                printable_name(&r.input),
                 r.frames,
                 r.wall_s,
                 r.error
                     .as_deref()
-                    .map(|e| format!(": {e}"))
+                    .map(|e| format!(": {}", one_line(e)))
                     .unwrap_or_default()
             );
         }
@@ -1072,5 +1109,23 @@ fn cmd_batch(a: BatchArgs) -> u8 {
         exit::INPUT
     } else {
         exit::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_cannot_break_or_forge_a_line_of_output() {
+        assert_eq!(
+            printable_name("/in/a\n[2/2] ok b.mp4"),
+            "/in/a\\n[2/2] ok b.mp4"
+        );
+        assert_eq!(
+            printable_name("/in/ü ß\t\u{1b}[31m.mp4"),
+            "/in/ü ß\\t\\u{1b}[31m.mp4"
+        );
+        assert_eq!(one_line("x.mp4: bad\nmore\u{7}"), "x.mp4: bad more\\u{7}");
     }
 }

@@ -198,3 +198,42 @@ fn regression_symlink_planted_in_a_store_let_a_clip_escape() {
         );
     }
 }
+
+/// A file or folder name with a line break printed raw could end a line of output or of the
+/// log and forge the next one ("[9/9] ok …", a fake WARN). Every line is escaped now: the
+/// per-file lines of `batch` and the text log's field values.
+#[test]
+fn regression_issue_6_a_name_with_a_line_break_cannot_forge_a_line_of_output() {
+    let dir = common::scratch();
+    // The `/` of "[9/9]" is the path's separator: a folder "\n[9" holding "9] ok …".
+    let forged = "9] ok forged.mp4 (1 frames, 0.0 s)\n2026-01-01T00:00:00Z  WARN forged";
+    let with_file = dir.path().join("in");
+    std::fs::create_dir_all(with_file.join("cam\n[9")).unwrap();
+    std::fs::write(
+        with_file.join(format!("cam\n[9/{forged}.mp4")),
+        b"not media",
+    )
+    .unwrap();
+    let empty = dir.path().join(format!("day\n[9/{forged}"));
+    std::fs::create_dir_all(&empty).unwrap();
+    for (input, what) in [(&with_file, "per-file line"), (&empty, "log line")] {
+        let o = common::bin()
+            .args(["batch"])
+            .arg(input)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap();
+        let err = common::stderr(&o);
+        assert!(
+            err.contains("\\n[9/9] ok forged.mp4"),
+            "{what}: the name is shown, escaped: {err}"
+        );
+        for line in err.lines() {
+            assert!(
+                !line.starts_with("[9/9]") && !line.starts_with("2026-01-01T00:00:00Z"),
+                "{what}: forged line {line:?} in {err}"
+            );
+        }
+    }
+}

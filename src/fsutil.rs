@@ -25,6 +25,32 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// The longest file name (one path component, in bytes) that Linux file systems take.
+pub const NAME_MAX: usize = 255;
+
+/// `name` cut to at most `max` bytes (on a character boundary), keeping a short extension
+/// (up to 16 bytes with its dot) at the end; unchanged when it fits.
+pub fn fit_name(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let floor = |s: &str, mut n: usize| {
+        n = n.min(s.len());
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        n
+    };
+    match name.rfind('.') {
+        Some(dot) if name.len() - dot <= 16 && name.len() - dot < max => {
+            let ext = &name[dot..];
+            let stem = &name[..floor(name, max - ext.len()).min(dot)];
+            format!("{stem}{ext}")
+        }
+        _ => name[..floor(name, max)].to_string(),
+    }
+}
+
 /// sha256 of bytes, lower-case hex.
 pub fn sha256_bytes(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -53,13 +79,11 @@ impl TempFile {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "out".into());
-        let unique = format!(
-            "{TEMP_PREFIX}{}-{}-{}",
-            owner_tag(),
-            next_counter(),
-            // Keep the extension last: some tools decide the format from it.
-            name
-        );
+        let prefix = format!("{TEMP_PREFIX}{}-{}-", owner_tag(), next_counter());
+        // The prefix makes the name unique; the target's name follows, shortened where the
+        // two together would pass the file-name limit (a legal 250-byte name must still be
+        // writable), its extension kept last: some tools decide the format from it.
+        let unique = prefix.clone() + &fit_name(&name, NAME_MAX.saturating_sub(prefix.len()));
         Ok(TempFile {
             temp: dir.join(unique),
             target: target.to_path_buf(),
@@ -244,6 +268,43 @@ mod tests {
         }
         assert!(!target.exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    /// A legal 250-byte output name could not be written: the temporary name beside it
+    /// (prefix + name) passed the 255-byte limit and the encoder failed to open it.
+    #[test]
+    fn regression_issue_6_a_long_output_name_is_still_writable() {
+        let d = tempfile::tempdir().unwrap();
+        for name in [
+            format!("{}.mp4", "c".repeat(246)),
+            format!("{}.mp4.json", "é".repeat(120)),
+            "x".repeat(255),
+        ] {
+            let target = d.path().join(&name);
+            write_atomic(&target, b"ok").unwrap();
+            assert_eq!(std::fs::read(&target).unwrap(), b"ok", "{name}");
+            let t = TempFile::beside(&target).unwrap();
+            let temp = t.path().file_name().unwrap().to_str().unwrap().to_string();
+            assert!(
+                temp.len() <= NAME_MAX && temp.starts_with(TEMP_PREFIX),
+                "{temp}"
+            );
+            if name.ends_with(".mp4") {
+                assert!(temp.ends_with(".mp4"), "{temp}");
+            }
+        }
+    }
+
+    #[test]
+    fn fitted_names_keep_their_extension_and_their_characters_whole() {
+        assert_eq!(fit_name("short.mp4", 200), "short.mp4");
+        assert_eq!(fit_name("abcdefgh.mp4", 8), "abcd.mp4");
+        assert_eq!(fit_name("ééé.mp4", 8), "éé.mp4"); // 'é' is 2 bytes: not cut in half
+        assert_eq!(fit_name("abcdefgh", 5), "abcde");
+        assert_eq!(fit_name("a.verylongextensionhere", 6), "a.very");
+        for n in 0..30 {
+            assert!(fit_name(&"ü".repeat(20), n).len() <= n);
+        }
     }
 
     #[test]

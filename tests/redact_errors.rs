@@ -218,3 +218,30 @@ fn regression_issue_6_an_output_named_mkv_is_refused_not_filled_with_mp4() {
     assert!(err.contains("out.mkv") && err.contains(".mp4"), "{err}");
     assert_eq!(common::listing(dir.path()), Vec::<String>::new());
 }
+
+/// A legal 244-byte file name failed with "cannot start the encoder: Element failed to change
+/// its state": the temporary name beside the output (prefix + name) passed the 255-byte limit.
+#[test]
+fn regression_issue_6_a_file_with_a_long_legal_name_is_redacted() {
+    let dir = common::scratch();
+    let name = format!("{}.mp4", "c".repeat(240));
+    let input = dir.path().join(&name);
+    std::fs::copy(common::sample("city_pan.mp4"), &input).unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(&name);
+    let o = common::run(&[
+        "redact",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    assert_eq!(
+        common::listing(&out_dir),
+        vec![name.clone(), format!("{name}.json")]
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["frames"], 169);
+}

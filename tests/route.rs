@@ -451,3 +451,35 @@ fn a_store_that_fills_up_mid_write_leaves_no_partial_object() {
             .any(|f| f.ends_with(".reason.json"))
     );
 }
+
+/// A bad clip with a long (legal) file name could not be quarantined: the stamp added to its
+/// name passed the 255-byte limit, so the copy and its reason were never written (and the
+/// daemon kept retrying the clip). The quarantined name is shortened, its extension kept.
+#[test]
+fn regression_issue_6_a_bad_clip_with_a_long_name_is_quarantined() {
+    let dir = common::scratch();
+    let eu = format!("file://{}", dir.path().join("eu").display());
+    let us = format!("file://{}", dir.path().join("us").display());
+    let cfg = write_config(dir.path(), &eu, &us);
+    let input = dir.path().join(format!("{}.mp4", "c".repeat(246)));
+    std::fs::write(&input, b"not a video at all").unwrap();
+    let (code, _, err) = obscura(
+        &cfg,
+        &["ingest", input.to_str().unwrap(), "--device", "cam-eu-1"],
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a media file"), "{err}");
+    let q = files_under(&dir.path().join("quarantine"));
+    assert_eq!(q.len(), 2, "{q:?}: {err}");
+    assert!(q.iter().all(|f| f.len() <= 255), "{q:?}");
+    assert!(
+        q[0].ends_with(".mp4") && q[1].ends_with(".mp4.reason.json"),
+        "{q:?}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("quarantine").join(&q[0])).unwrap(),
+        b"not a video at all"
+    );
+    assert!(input.exists(), "ingest leaves the caller's file alone");
+}

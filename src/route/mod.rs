@@ -726,7 +726,10 @@ impl Router {
             })
             .unwrap_or_else(|| "input".into());
         let stamp = now().format("%Y%m%dT%H%M%S%.3fZ");
-        let target = dir.join(format!("{stamp}-{}", name.trim_start_matches('.')));
+        // Stamp + name + ".reason.json" within the file-name limit, however long the
+        // input's name was.
+        let name = crate::fsutil::fit_name(name.trim_start_matches('.'), 200);
+        let target = dir.join(format!("{stamp}-{name}"));
         if input.is_file() {
             let tmp =
                 crate::fsutil::TempFile::beside(&target).map_err(|source| RouteError::Io {

@@ -245,3 +245,26 @@ fn regression_issue_6_a_file_with_a_long_legal_name_is_redacted() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["frames"], 169);
 }
+
+/// An output whose name, or whose sidecar's (`OUTPUT.json`), passes the file-name limit is a
+/// usage error before any work, not a failure after the whole clip was processed.
+#[test]
+fn an_output_name_past_the_file_name_limit_is_refused_before_any_work() {
+    let dir = common::scratch();
+    for name in [format!("{}.mp4", "c".repeat(248)), "c".repeat(300)] {
+        let out = dir.path().join(&name);
+        let o = common::run(&[
+            "redact",
+            common::sample("city_pan.mp4").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+        assert!(
+            common::stderr(&o).contains("file systems take at most 255"),
+            "{}",
+            common::stderr(&o)
+        );
+        assert_eq!(common::listing(dir.path()), Vec::<String>::new());
+    }
+}

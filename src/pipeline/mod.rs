@@ -160,6 +160,8 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
     let input_bytes = crate::media::probe::check_file(&input)?;
     if mode != Mode::DecodeOnly {
         check_output_path(&input, &job.output)?;
+        check_name_length(&job.output)?;
+        check_name_length(&job.sidecar_path())?;
     }
     // Hash the input while it is being processed.
     let hash_thread = {
@@ -552,6 +554,22 @@ fn check_output_path(input: &Path, output: &Path) -> Result<(), PipelineError> {
         return Err(invalid("output would overwrite the input"));
     }
     Ok(())
+}
+
+/// A name past the file-name limit (the sidecar's `OUTPUT.json` can pass it where the output
+/// itself does not) fails now, before any work, not after the whole clip was processed.
+fn check_name_length(path: &Path) -> Result<(), PipelineError> {
+    match path.file_name() {
+        Some(n) if n.len() > crate::fsutil::NAME_MAX => Err(PipelineError::Invalid {
+            path: path.to_path_buf(),
+            message: format!(
+                "the file name is {} bytes; file systems take at most {}",
+                n.len(),
+                crate::fsutil::NAME_MAX
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -52,6 +52,12 @@ pub enum CollectError {
     OutIsInput(PathBuf),
 }
 
+/// `map_err` for an I/O error at `path`.
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CollectError + use<> {
+    let path = path.to_path_buf();
+    move |source| CollectError::Io { path, source }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
     pub input: String,
@@ -118,19 +124,15 @@ pub fn output_for(out: &Path, rel: &Path) -> PathBuf {
 /// symbolic links listed as ignored), the lines of a list file (`.txt`/`.list`), standard
 /// input for `-`, or one media file. Listed and named files are taken as they are.
 pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CollectError::Io { path, source }
-    };
     let mut items = Vec::new();
     let mut ignored = Vec::new();
     if input == Path::new("-") {
         for line in std::io::stdin().lock().lines() {
-            push_listed(&mut items, out, &line.map_err(io(input))?);
+            push_listed(&mut items, out, &line.map_err(io_at(input))?);
         }
     } else if input.is_dir() {
         // Outputs inside the input tree are not inputs of the next run.
-        let input_real = std::fs::canonicalize(input).map_err(io(input))?;
+        let input_real = std::fs::canonicalize(input).map_err(io_at(input))?;
         let out_real = std::fs::canonicalize(out).ok();
         if out_real.as_deref() == Some(input_real.as_path()) {
             return Err(CollectError::OutIsInput(out.to_path_buf()));
@@ -147,7 +149,7 @@ pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
             });
         }
     } else if matches!(ext_of(input).as_str(), "txt" | "list") {
-        let text = std::fs::read_to_string(input).map_err(io(input))?;
+        let text = std::fs::read_to_string(input).map_err(io_at(input))?;
         for line in text.lines() {
             push_listed(&mut items, out, line);
         }
@@ -209,19 +211,15 @@ fn walk(
     files: &mut Vec<PathBuf>,
     ignored: &mut Vec<Ignored>,
 ) -> Result<(), CollectError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CollectError::Io { path, source }
-    };
-    for e in std::fs::read_dir(dir).map_err(io(dir))? {
-        let e = e.map_err(io(dir))?;
+    for e in std::fs::read_dir(dir).map_err(io_at(dir))? {
+        let e = e.map_err(io_at(dir))?;
         let name = e.file_name();
         let name = name.to_string_lossy();
         if name.starts_with('.') {
             continue;
         }
         let p = e.path();
-        let ft = e.file_type().map_err(io(&p))?;
+        let ft = e.file_type().map_err(io_at(&p))?;
         let mut ignore = |reason: &str| {
             ignored.push(Ignored {
                 path: p.display().to_string(),

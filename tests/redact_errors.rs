@@ -121,12 +121,7 @@ fn output_over_the_input_is_refused() {
 fn missing_output_folder_is_a_usage_error() {
     let dir = common::scratch();
     let out = dir.path().join("no/such/dir/out.mp4");
-    let o = common::run(&[
-        "redact",
-        common::sample("city_pan.mp4").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = common::redact_to(&common::sample("city_pan.mp4"), &out, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
 }
 
@@ -207,12 +202,7 @@ fn regression_every_dropped_detector_copy_logged_a_gstreamer_critical() {
 fn regression_issue_6_an_output_named_mkv_is_refused_not_filled_with_mp4() {
     let dir = common::scratch();
     let out = dir.path().join("out.mkv");
-    let o = common::run(&[
-        "redact",
-        common::sample("city_pan.mp4").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = common::redact_to(&common::sample("city_pan.mp4"), &out, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
     let err = common::stderr(&o);
     assert!(err.contains("out.mkv") && err.contains(".mp4"), "{err}");
@@ -230,13 +220,7 @@ fn regression_issue_6_a_file_with_a_long_legal_name_is_redacted() {
     let out_dir = dir.path().join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(&name);
-    let o = common::run(&[
-        "redact",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = common::redact_to(&input, &out, &["--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
     assert_eq!(
         common::listing(&out_dir),
@@ -253,12 +237,7 @@ fn an_output_name_past_the_file_name_limit_is_refused_before_any_work() {
     let dir = common::scratch();
     for name in [format!("{}.mp4", "c".repeat(248)), "c".repeat(300)] {
         let out = dir.path().join(&name);
-        let o = common::run(&[
-            "redact",
-            common::sample("city_pan.mp4").to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ]);
+        let o = common::redact_to(&common::sample("city_pan.mp4"), &out, &[]);
         assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
         assert!(
             common::stderr(&o).contains("file systems take at most 255"),

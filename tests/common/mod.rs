@@ -272,10 +272,8 @@ pub fn run_until(
     }
 }
 
-/// Runs `obscura redact INPUT -o DIR/out.mp4 EXTRA...` and checks the failure contract.
-pub fn expect_failure(input: &Path, extra: &[&str], code: i32, needles: &[&str]) {
-    let dir = scratch();
-    let out = dir.path().join("out.mp4");
+/// `obscura redact INPUT -o OUT EXTRA…` through the real binary.
+pub fn redact_to(input: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "redact",
         input.to_str().unwrap(),
@@ -283,7 +281,14 @@ pub fn expect_failure(input: &Path, extra: &[&str], code: i32, needles: &[&str])
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let o = run(&args);
+    run(&args)
+}
+
+/// Runs `obscura redact INPUT -o DIR/out.mp4 EXTRA...` and checks the failure contract.
+pub fn expect_failure(input: &Path, extra: &[&str], code: i32, needles: &[&str]) {
+    let dir = scratch();
+    let out = dir.path().join("out.mp4");
+    let o = redact_to(input, &out, extra);
     let err = stderr(&o);
     assert_eq!(
         o.status.code(),

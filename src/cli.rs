@@ -491,14 +491,7 @@ fn fail(message: impl std::fmt::Display) {
 
 /// A message as one line: line breaks become spaces, other control characters escapes.
 fn one_line(message: &str) -> String {
-    message
-        .chars()
-        .flat_map(|c| match c {
-            '\n' | '\r' => vec![' '],
-            c if c.is_control() => c.escape_default().collect(),
-            c => vec![c],
-        })
-        .collect()
+    printable_name(&message.replace(['\n', '\r'], " "))
 }
 
 /// An untrusted name (a file name from a walked folder) for a line of output: every control

@@ -454,21 +454,10 @@ impl ChangeSet {
         Self::compare(prev, cur, stride, width, height, pad, true)
     }
 
-    /// As [`ChangeSet::between`] for a still camera only: `None` as soon as more than
-    /// [`MAX_CHANGED_SHARE`] of the blocks changed, without looking for a pan (that search
-    /// costs as much as a main-pass detector run at 360p).
-    pub fn still(
-        prev: &[u8],
-        cur: &[u8],
-        stride: usize,
-        width: u32,
-        height: u32,
-        pad: u32,
-    ) -> Option<Self> {
-        Self::compare(prev, cur, stride, width, height, pad, false)
-    }
-
-    fn compare(
+    /// [`ChangeSet::between`], or with `follow_motion` false for a still camera only: `None`
+    /// as soon as more than [`MAX_CHANGED_SHARE`] of the blocks changed, without looking for
+    /// a pan (that search costs as much as a main-pass detector run at 360p).
+    pub fn compare(
         prev: &[u8],
         cur: &[u8],
         stride: usize,
@@ -1140,8 +1129,8 @@ mod tests {
         let prev = window(&scene, bw, 40, 30, w, h);
         let cur = window(&scene, bw, 46, 27, w, h);
         assert!(ChangeSet::between(&prev, &cur, w, w as u32, h as u32, 34).is_some());
-        assert!(ChangeSet::still(&prev, &cur, w, w as u32, h as u32, 34).is_none());
-        let same = ChangeSet::still(&prev, &prev, w, w as u32, h as u32, 34).unwrap();
+        assert!(ChangeSet::compare(&prev, &cur, w, w as u32, h as u32, 34, false).is_none());
+        let same = ChangeSet::compare(&prev, &prev, w, w as u32, h as u32, 34, false).unwrap();
         assert!(!same.any() && same.regions.is_empty());
         // One patch changed: it is the only thing to look at again.
         let mut patched = prev.clone();
@@ -1150,7 +1139,7 @@ mod tests {
                 patched[y * w + x] = patched[y * w + x].wrapping_add(60);
             }
         }
-        let c = ChangeSet::still(&prev, &patched, w, w as u32, h as u32, 16).unwrap();
+        let c = ChangeSet::compare(&prev, &patched, w, w as u32, h as u32, 16, false).unwrap();
         assert!(c.any() && !c.follows_motion());
         assert!(
             c.regions

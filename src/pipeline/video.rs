@@ -51,7 +51,7 @@ pub(super) struct DetectStage {
     /// size that touch the block lie whole inside the region; larger ones are the main pass's.
     pub(super) zoom_change_pad: u32,
     /// What the last sweep saw.
-    pub(super) zoom_memory: Option<ZoomMemory>,
+    pub(super) zoom_memory: Option<PassMemory>,
     /// Sweeps so far (the sidecar's `detector.zoom`).
     pub(super) zoom_sweeps: ZoomSweeps,
     /// Every n-th main pass covers the whole frame (1: every pass does).
@@ -59,7 +59,7 @@ pub(super) struct DetectStage {
     /// How far around a changed block a partial main pass looks (frame pixels).
     pub(super) main_change_pad: u32,
     /// What the last main pass saw.
-    pub(super) main_memory: Option<MainMemory>,
+    pub(super) main_memory: Option<PassMemory>,
     /// Main passes so far (the sidecar's `detector.main`).
     pub(super) main_passes: MainPasses,
     /// The input tensor of one crop of a partial main pass, kept between runs.
@@ -69,21 +69,60 @@ pub(super) struct DetectStage {
     pub(super) results: Arc<Mutex<StageResults>>,
 }
 
-/// The last zoom sweep: its frame's luma, the faces it found, sweeps since a full one.
-pub(super) struct ZoomMemory {
+/// What a pass (main or zoom) last saw: for every pixel, its luma when the pass last looked
+/// at it (the whole frame after a full pass; the zoom pass keeps its last sweep's frame, a
+/// partial main pass writes only the regions it looked at, so that slow change elsewhere adds
+/// up until it is looked at), the faces the pass ended with, and passes since a full one.
+pub(super) struct PassMemory {
     luma: Vec<u8>,
     dets: Vec<Detection>,
     since_full: u32,
 }
 
-/// What the main passes saw: for every pixel, its luma when a main pass last looked at it
-/// (the whole frame after a full pass; a partial pass writes only the regions it looked at,
-/// so that slow change elsewhere adds up until it is looked at), the faces the last pass
-/// ended with, and passes since a full one.
-pub(super) struct MainMemory {
-    luma: Vec<u8>,
-    dets: Vec<Detection>,
-    since_full: u32,
+impl PassMemory {
+    fn new(planes: &I420<'_>, dets: Vec<Detection>, since_full: u32) -> PassMemory {
+        PassMemory {
+            luma: crate::detect::zoom::packed_luma(
+                planes.y,
+                planes.strides[0],
+                planes.width,
+                planes.height,
+            ),
+            dets,
+            since_full,
+        }
+    }
+
+    /// What changed in `planes` since the pass last looked; `None` when the next pass must
+    /// be whole (a full one is due every `full_every`-th pass, or too much changed).
+    /// `follow_motion`: whether a pan of the whole picture is searched for (the zoom pass)
+    /// or makes the pass whole (the main pass, a still camera only).
+    fn change(
+        &self,
+        planes: &I420<'_>,
+        full_every: u32,
+        pad: u32,
+        follow_motion: bool,
+    ) -> Option<crate::detect::zoom::ChangeSet> {
+        if self.since_full + 1 >= full_every {
+            return None;
+        }
+        crate::detect::zoom::ChangeSet::compare(
+            &self.luma,
+            planes.y,
+            planes.strides[0],
+            planes.width,
+            planes.height,
+            pad,
+            follow_motion,
+        )
+    }
+}
+
+/// The error for a pass that found no detector: it is scheduled only with one (see `run`),
+/// and no detector would mean no boxes for the frame, so never an empty result.
+fn no_detector(input: &std::path::Path, pass: &str) -> PipelineError {
+    internal(input, format!("the {pass} ran without a detector"))
 }
 
 /// Detector pixels one more ONNX Runtime run costs as much as (YuNet-n, one CPU thread: a run
@@ -211,7 +250,7 @@ impl DetectStage {
         let det = self
             .detector
             .as_mut()
-            .ok_or_else(|| internal(&self.input, "the main pass ran without a detector".into()))?;
+            .ok_or_else(|| no_detector(&self.input, "main pass"))?;
         let (w, h) = self.det_size;
         let one = 3 * w as usize * h as usize;
         let order = det.channel_order();
@@ -222,11 +261,6 @@ impl DetectStage {
                 shrink_nchw(planes, w as usize, h as usize, order, scratch, dst)
             })?;
         }
-        let input = &self.input;
-        let err = |source| PipelineError::Detect {
-            path: input.clone(),
-            source,
-        };
         let raw = det
             .detect_tensor(NchwTensor {
                 data: &self.tensor,
@@ -234,7 +268,7 @@ impl DetectStage {
                 width: w,
                 height: h,
             })
-            .map_err(err)?;
+            .map_err(|e| self.detect_err(e))?;
         let n = frames.len() as u64;
         self.main_passes.passes += n;
         self.main_passes.full += n;
@@ -256,29 +290,19 @@ impl DetectStage {
     /// elsewhere stand — the same pixels give the detector the same answer. Every
     /// `main_full_every`-th pass, a pan, a cut or a frame with much change looks at it all.
     fn main_pass_one(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
-        let no_detector = || internal(&self.input, "the main pass ran without a detector".into());
         let order = self
             .detector
             .as_ref()
             .map(|d| d.channel_order())
-            .ok_or_else(no_detector)?;
+            .ok_or_else(|| no_detector(&self.input, "main pass"))?;
         let (w, h) = (self.det_size.0 as usize, self.det_size.1 as usize);
         let (fw, fh) = self.frame_size;
         let vf = map_readable(&self.input, frame, &mut self.info, "the main pass")?;
         let planes = planes_of(&self.input, &vf)?;
-        let change = match &self.main_memory {
-            Some(m) if m.since_full + 1 < self.main_full_every => {
-                crate::detect::zoom::ChangeSet::still(
-                    &m.luma,
-                    planes.y,
-                    planes.strides[0],
-                    planes.width,
-                    planes.height,
-                    self.main_change_pad,
-                )
-            }
-            _ => None,
-        };
+        let change = self
+            .main_memory
+            .as_ref()
+            .and_then(|m| m.change(&planes, self.main_full_every, self.main_change_pad, false));
         // The regions to look at again, as crops of the detector's input (multiples of 32).
         let plan = change.and_then(|c| {
             let m = self.main_memory.as_ref()?;
@@ -322,25 +346,10 @@ impl DetectStage {
         });
         let one = 3 * w * h;
         let (fsx, fsy) = (fw as f32 / w as f32, fh as f32 / h as f32);
-        let input = self.input.clone();
-        let err = |source| PipelineError::Detect {
-            path: input.clone(),
-            source,
-        };
         let Some((carried, regions, crops)) = plan else {
             // The whole frame.
             let dets = self.main_pass_whole(&[frame])?.pop().unwrap_or_default();
-            let luma = crate::detect::zoom::packed_luma(
-                planes.y,
-                planes.strides[0],
-                planes.width,
-                planes.height,
-            );
-            self.main_memory = Some(MainMemory {
-                luma,
-                dets: dets.clone(),
-                since_full: 0,
-            });
+            self.main_memory = Some(PassMemory::new(&planes, dets.clone(), 0));
             return Ok(dets);
         };
         let mut found = Vec::new();
@@ -367,9 +376,10 @@ impl DetectStage {
                     row.copy_from_slice(&src[at..at + cw]);
                 }
             }
-            let det = self.detector.as_mut().ok_or_else(|| {
-                internal(&self.input, "the main pass ran without a detector".into())
-            })?;
+            let det = self
+                .detector
+                .as_mut()
+                .ok_or_else(|| no_detector(&self.input, "main pass"))?;
             let raw = det
                 .detect_tensor(NchwTensor {
                     data: &self.crop,
@@ -377,7 +387,7 @@ impl DetectStage {
                     width: cw as u32,
                     height: ch as u32,
                 })
-                .map_err(err)?;
+                .map_err(|e| self.detect_err(e))?;
             let offset = (c.x0 as f32 * fsx, c.y0 as f32 * fsy);
             for d in raw {
                 found.extend(self.to_frame(d, offset, (fsx, fsy), self.every));
@@ -441,13 +451,10 @@ impl DetectStage {
     /// The zoom pass on one frame: tiles rendered from the full-resolution planes at the zoom
     /// magnification, over the whole frame or over what changed since the last sweep.
     fn zoom_detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
-        // The zoom pass is scheduled only with a detector (see `run`); none here would
-        // mean no boxes for this frame, so it is an error, never an empty result.
-        let no_detector = || internal(&self.input, "the zoom pass ran without a detector".into());
         let order = self
             .detector
             .as_ref()
-            .ok_or_else(no_detector)?
+            .ok_or_else(|| no_detector(&self.input, "zoom pass"))?
             .channel_order();
         let vf = map_readable(&self.input, frame, &mut self.info, "the zoom pass")?;
         let planes = planes_of(&self.input, &vf)?;
@@ -455,19 +462,10 @@ impl DetectStage {
         // when much changed (a pan, a lighting change); otherwise only around the blocks that
         // changed since the last sweep, keeping the last sweep's faces elsewhere — the same
         // pixels give the detector the same answer, so nothing is lost by not asking again.
-        let change = match &self.zoom_memory {
-            Some(m) if m.since_full + 1 < self.zoom_full_every => {
-                crate::detect::zoom::ChangeSet::between(
-                    &m.luma,
-                    planes.y,
-                    planes.strides[0],
-                    planes.width,
-                    planes.height,
-                    self.zoom_change_pad,
-                )
-            }
-            _ => None,
-        };
+        let change = self
+            .zoom_memory
+            .as_ref()
+            .and_then(|m| m.change(&planes, self.zoom_full_every, self.zoom_change_pad, true));
         let pixels =
             |tiles: &[Tile]| -> u64 { tiles.iter().map(|t| u64::from(t.in_w * t.in_h)).sum() };
         let partial = change.map(|c| {
@@ -517,16 +515,7 @@ impl DetectStage {
             faces = found.len(),
             "zoom pass"
         );
-        self.zoom_memory = Some(ZoomMemory {
-            luma: crate::detect::zoom::packed_luma(
-                planes.y,
-                planes.strides[0],
-                planes.width,
-                planes.height,
-            ),
-            dets: found.clone(),
-            since_full,
-        });
+        self.zoom_memory = Some(PassMemory::new(&planes, found.clone(), since_full));
         Ok(found)
     }
 
@@ -560,9 +549,10 @@ impl DetectStage {
             for (t, dst) in tiles.iter().zip(self.tensor.chunks_exact_mut(one)) {
                 crate::detect::zoom::render_nchw(planes, t, order, dst);
             }
-            let det = self.detector.as_mut().ok_or_else(|| {
-                internal(&self.input, "the zoom pass ran without a detector".into())
-            })?;
+            let det = self
+                .detector
+                .as_mut()
+                .ok_or_else(|| no_detector(&self.input, "zoom pass"))?;
             let raw = det
                 .detect_tensor(NchwTensor {
                     data: &self.tensor,

@@ -541,24 +541,9 @@ impl ChangeSet {
         // Two overlapping regions become one only when their bounding box is no larger than
         // the two apart: each region holds its faces whole either way, and merging regions
         // that merely touch would sweep the empty space between them.
-        let mut merged = true;
-        while merged {
-            merged = false;
-            let mut out: Vec<Rect> = Vec::with_capacity(regions.len());
-            for r in regions {
-                match out
-                    .iter_mut()
-                    .find(|o| o.overlaps(&r) && o.union(&r).area() <= o.area() + r.area())
-                {
-                    Some(o) => {
-                        *o = o.union(&r);
-                        merged = true;
-                    }
-                    None => out.push(r),
-                }
-            }
-            regions = out;
-        }
+        let regions = merge_while(regions, |o, r| {
+            o.overlaps(r) && o.union(r).area() <= o.area() + r.area()
+        });
         Some(ChangeSet {
             changed,
             bw,
@@ -613,16 +598,21 @@ impl ChangeSet {
 /// Merges rectangles until no two overlap and no two lie so close that one rectangle over
 /// both costs at most `slack` more pixels than the two apart (a detector run has a fixed cost
 /// too: fewer, larger runs can be cheaper). Every pixel of the input lies in the output.
-pub fn merge_regions(mut regions: Vec<Rect>, slack: u64) -> Vec<Rect> {
+pub fn merge_regions(regions: Vec<Rect>, slack: u64) -> Vec<Rect> {
+    merge_while(regions, |o, r| {
+        o.overlaps(r) || o.union(r).area() <= o.area() + r.area() + slack
+    })
+}
+
+/// Replaces two rectangles by the one over both while `join` holds for any pair, until it
+/// holds for none.
+fn merge_while(mut regions: Vec<Rect>, join: impl Fn(&Rect, &Rect) -> bool) -> Vec<Rect> {
     let mut merged = true;
     while merged {
         merged = false;
         let mut out: Vec<Rect> = Vec::with_capacity(regions.len());
         for r in regions {
-            match out
-                .iter_mut()
-                .find(|o| o.overlaps(&r) || o.union(&r).area() <= o.area() + r.area() + slack)
-            {
+            match out.iter_mut().find(|o| join(o, &r)) {
                 Some(o) => {
                     *o = o.union(&r);
                     merged = true;

@@ -119,10 +119,36 @@ impl PassMemory {
     }
 }
 
-/// The error for a pass that found no detector: it is scheduled only with one (see `run`),
-/// and no detector would mean no boxes for the frame, so never an empty result.
-fn no_detector(input: &std::path::Path, pass: &str) -> PipelineError {
-    internal(input, format!("the {pass} ran without a detector"))
+/// Runs the detector of a `pass` on `tensor`. No detector is an error: a pass is scheduled
+/// only with one (see `run`), and none would mean no boxes for the frame, so never an
+/// empty result.
+fn run_detector(
+    detector: &mut Option<Box<dyn FaceDetector>>,
+    input: &std::path::Path,
+    pass: &str,
+    tensor: NchwTensor<'_>,
+) -> Result<Vec<Vec<Detection>>, PipelineError> {
+    let det = detector
+        .as_mut()
+        .ok_or_else(|| internal(input, format!("the {pass} ran without a detector")))?;
+    det.detect_tensor(tensor)
+        .map_err(|source| PipelineError::Detect {
+            path: input.to_path_buf(),
+            source,
+        })
+}
+
+/// The channel order of the detector a `pass` runs (an error without one, as in
+/// [`run_detector`]).
+fn channel_order_of(
+    detector: &Option<Box<dyn FaceDetector>>,
+    input: &std::path::Path,
+    pass: &str,
+) -> Result<crate::detect::ChannelOrder, PipelineError> {
+    detector
+        .as_ref()
+        .map(|d| d.channel_order())
+        .ok_or_else(|| internal(input, format!("the {pass} ran without a detector")))
 }
 
 /// Detector pixels one more ONNX Runtime run costs as much as (YuNet-n, one CPU thread: a run
@@ -247,13 +273,9 @@ impl DetectStage {
     /// The main pass over the whole of `frames` (as one batch): each frame shrunk straight
     /// from its planes into the input tensor.
     fn main_pass_whole(&mut self, frames: &[&Frame]) -> Result<Vec<Vec<Detection>>, PipelineError> {
-        let det = self
-            .detector
-            .as_mut()
-            .ok_or_else(|| no_detector(&self.input, "main pass"))?;
+        let order = channel_order_of(&self.detector, &self.input, "main pass")?;
         let (w, h) = self.det_size;
         let one = 3 * w as usize * h as usize;
-        let order = det.channel_order();
         self.tensor.resize(one * frames.len(), 0.0);
         for (f, dst) in frames.iter().zip(self.tensor.chunks_exact_mut(one)) {
             let scratch = &mut self.shrink;
@@ -261,14 +283,17 @@ impl DetectStage {
                 shrink_nchw(planes, w as usize, h as usize, order, scratch, dst)
             })?;
         }
-        let raw = det
-            .detect_tensor(NchwTensor {
+        let raw = run_detector(
+            &mut self.detector,
+            &self.input,
+            "main pass",
+            NchwTensor {
                 data: &self.tensor,
                 batch: frames.len(),
                 width: w,
                 height: h,
-            })
-            .map_err(|e| self.detect_err(e))?;
+            },
+        )?;
         let n = frames.len() as u64;
         self.main_passes.passes += n;
         self.main_passes.full += n;
@@ -290,11 +315,7 @@ impl DetectStage {
     /// elsewhere stand — the same pixels give the detector the same answer. Every
     /// `main_full_every`-th pass, a pan, a cut or a frame with much change looks at it all.
     fn main_pass_one(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
-        let order = self
-            .detector
-            .as_ref()
-            .map(|d| d.channel_order())
-            .ok_or_else(|| no_detector(&self.input, "main pass"))?;
+        let order = channel_order_of(&self.detector, &self.input, "main pass")?;
         let (w, h) = (self.det_size.0 as usize, self.det_size.1 as usize);
         let (fw, fh) = self.frame_size;
         let vf = map_readable(&self.input, frame, &mut self.info, "the main pass")?;
@@ -376,18 +397,17 @@ impl DetectStage {
                     row.copy_from_slice(&src[at..at + cw]);
                 }
             }
-            let det = self
-                .detector
-                .as_mut()
-                .ok_or_else(|| no_detector(&self.input, "main pass"))?;
-            let raw = det
-                .detect_tensor(NchwTensor {
+            let raw = run_detector(
+                &mut self.detector,
+                &self.input,
+                "main pass",
+                NchwTensor {
                     data: &self.crop,
                     batch: 1,
                     width: cw as u32,
                     height: ch as u32,
-                })
-                .map_err(|e| self.detect_err(e))?;
+                },
+            )?;
             let offset = (c.x0 as f32 * fsx, c.y0 as f32 * fsy);
             for d in raw {
                 found.extend(self.to_frame(d, offset, (fsx, fsy), self.every));
@@ -451,11 +471,7 @@ impl DetectStage {
     /// The zoom pass on one frame: tiles rendered from the full-resolution planes at the zoom
     /// magnification, over the whole frame or over what changed since the last sweep.
     fn zoom_detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
-        let order = self
-            .detector
-            .as_ref()
-            .ok_or_else(|| no_detector(&self.input, "zoom pass"))?
-            .channel_order();
+        let order = channel_order_of(&self.detector, &self.input, "zoom pass")?;
         let vf = map_readable(&self.input, frame, &mut self.info, "the zoom pass")?;
         let planes = planes_of(&self.input, &vf)?;
         // Where to look: the whole frame on the first sweep, on every `zoom_full_every`-th and
@@ -549,18 +565,17 @@ impl DetectStage {
             for (t, dst) in tiles.iter().zip(self.tensor.chunks_exact_mut(one)) {
                 crate::detect::zoom::render_nchw(planes, t, order, dst);
             }
-            let det = self
-                .detector
-                .as_mut()
-                .ok_or_else(|| no_detector(&self.input, "zoom pass"))?;
-            let raw = det
-                .detect_tensor(NchwTensor {
+            let raw = run_detector(
+                &mut self.detector,
+                &self.input,
+                "zoom pass",
+                NchwTensor {
                     data: &self.tensor,
                     batch: tiles.len(),
                     width: in_w,
                     height: in_h,
-                })
-                .map_err(|e| self.detect_err(e))?;
+                },
+            )?;
             for (t, dets) in tiles.iter().zip(raw) {
                 let (sx, sy) = t.back_scale();
                 // The zoom pass is for small faces only: magnified large structures give

@@ -62,7 +62,8 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CollectError + use<> {
 pub struct FileReport {
     pub input: String,
     pub output: String,
-    /// ok | skipped | failed
+    /// ok | skipped | failed | cancelled (an interrupt stopped it or it never started; not a
+    /// fault of the file: `--resume` does it)
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
@@ -86,6 +87,8 @@ pub struct BatchReport {
     pub ok: usize,
     pub skipped: usize,
     pub failed: usize,
+    /// Files an interrupt stopped or kept from starting.
+    pub cancelled: usize,
     pub frames: u64,
     pub wall_s: f64,
 }
@@ -320,7 +323,7 @@ pub fn run(
             r.unwrap_or_else(|| FileReport {
                 input: it.input.display().to_string(),
                 output: it.output.display().to_string(),
-                status: "failed".into(),
+                status: "cancelled".into(),
                 class: Some("cancelled".into()),
                 error: Some("not processed: the batch was interrupted".into()),
                 frames: 0,
@@ -339,6 +342,7 @@ pub fn run(
         ok: count("ok"),
         skipped: count("skipped"),
         failed: count("failed"),
+        cancelled: count("cancelled"),
         frames: files.iter().map(|f| f.frames).sum(),
         wall_s: (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         files,
@@ -391,7 +395,11 @@ fn process(item: &Item, cfg: &Config, resume: bool, batch_ctl: &Control) -> File
             rep.speech_s = o.sidecar.totals.speech_s;
         }
         Err(e) => {
-            rep.status = "failed".into();
+            rep.status = if matches!(e, crate::pipeline::PipelineError::Cancelled { .. }) {
+                "cancelled".into()
+            } else {
+                "failed".into()
+            };
             rep.class = Some(e.class().into());
             rep.error = Some(e.to_string());
         }

@@ -1076,11 +1076,16 @@ fn cmd_batch(a: BatchArgs) -> u8 {
         println!("{}", String::from_utf8_lossy(&json));
     } else {
         eprintln!(
-            "{} files: {} ok, {} skipped, {} failed{}; {} frames in {:.1} s; report {}",
+            "{} files: {} ok, {} skipped, {} failed{}{}; {} frames in {:.1} s; report {}",
             report.files.len(),
             report.ok,
             report.skipped,
             report.failed,
+            if report.cancelled > 0 {
+                format!(", {} cancelled", report.cancelled)
+            } else {
+                String::new()
+            },
             if report.ignored.is_empty() {
                 String::new()
             } else {
@@ -1094,7 +1099,7 @@ fn cmd_batch(a: BatchArgs) -> u8 {
     if ctl.cancel.load(Ordering::Relaxed) {
         if !a.json {
             eprintln!(
-                "interrupted: the files not finished are listed as cancelled; `--resume` does only those"
+                "interrupted: the files not finished are listed as cancelled; `--resume` does them and keeps the ones done"
             );
         }
         exit::INTERRUPTED

@@ -250,7 +250,9 @@ fn files_in_parallel_redact_exactly_as_one_at_a_time() {
 /// Ctrl-C (SIGINT) stopped only the batch's next files: the file in progress ran on to its
 /// end (an hour-long recording kept an interrupted batch going for up to an hour). Now the
 /// files in progress stop too, leave nothing behind, and the report lists every file not
-/// finished as cancelled (exit 130; `--resume` redoes them).
+/// finished as cancelled (exit 130; `--resume` redoes them). They were also counted as
+/// `failed` (an interrupted batch of six said "6 failed"); now `cancelled` has its own status
+/// and count.
 #[test]
 fn regression_an_interrupted_batch_finished_the_file_in_progress() {
     let dir = common::scratch();
@@ -282,13 +284,28 @@ fn regression_an_interrupted_batch_finished_the_file_in_progress() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let classes: Vec<&str> = r["files"]
+    let status_and_class: Vec<(&str, &str)> = r["files"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| f["class"].as_str().unwrap_or("none"))
+        .map(|f| {
+            (
+                f["status"].as_str().unwrap_or("none"),
+                f["class"].as_str().unwrap_or("none"),
+            )
+        })
         .collect();
-    assert_eq!(classes, ["cancelled", "cancelled"], "{r}");
+    assert_eq!(
+        status_and_class,
+        [("cancelled", "cancelled"), ("cancelled", "cancelled")],
+        "{r}"
+    );
+    // An interrupt is not the files' fault: they are counted apart from failures.
+    assert_eq!(
+        (r["failed"].as_u64(), r["cancelled"].as_u64()),
+        (Some(0), Some(2)),
+        "{r}"
+    );
     assert_eq!(
         common::files_under(&out),
         ["report.json"],

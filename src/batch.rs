@@ -133,6 +133,7 @@ pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
         for line in std::io::stdin().lock().lines() {
             push_listed(&mut items, out, &line.map_err(io_at(input))?);
         }
+        drop_listed_twice(&mut items, &mut ignored);
     } else if input.is_dir() {
         // Outputs inside the input tree are not inputs of the next run.
         let input_real = std::fs::canonicalize(input).map_err(io_at(input))?;
@@ -156,6 +157,7 @@ pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
         for line in text.lines() {
             push_listed(&mut items, out, line);
         }
+        drop_listed_twice(&mut items, &mut ignored);
     } else {
         let name = input
             .file_name()
@@ -190,6 +192,36 @@ pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
     Ok(Inputs { items, ignored })
 }
 
+/// A file listed more than once (under any spelling: relative, absolute, through a link)
+/// is done once, where it is first listed; the others are listed as ignored. Paths that do
+/// not resolve stay, to fail with their own error.
+fn drop_listed_twice(items: &mut Vec<Item>, ignored: &mut Vec<Ignored>) {
+    let mut first = std::collections::HashMap::new();
+    items.retain(|it| {
+        let Ok(real) = std::fs::canonicalize(&it.input) else {
+            return true;
+        };
+        match first.get(&real) {
+            None => {
+                first.insert(real, it.input.clone());
+                true
+            }
+            Some(earlier) => {
+                ignored.push(Ignored {
+                    path: it.input.display().to_string(),
+                    reason: format!(
+                        "listed more than once (the same file as {})",
+                        Path::new(earlier).display()
+                    ),
+                });
+                false
+            }
+        }
+    });
+}
+
+/// One line of a list: a path (relative ones from the current directory), blank lines and
+/// `#` comments skipped.
 fn push_listed(items: &mut Vec<Item>, out: &Path, line: &str) {
     let l = line.trim();
     if l.is_empty() || l.starts_with('#') {
@@ -218,9 +250,6 @@ fn walk(
         let e = e.map_err(io_at(dir))?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            continue;
-        }
         let p = e.path();
         let ft = e.file_type().map_err(io_at(&p))?;
         let mut ignore = |reason: &str| {
@@ -229,7 +258,16 @@ fn walk(
                 reason: reason.into(),
             })
         };
-        if ft.is_dir() {
+        if name.starts_with(crate::fsutil::TEMP_PREFIX) {
+            ignore("an unfinished temporary file of an earlier run");
+        } else if name.starts_with('.') {
+            // `.Trash`, `.git`, macOS's `._clip.mp4` shadows: not footage, but said.
+            ignore(if ft.is_dir() {
+                "hidden folder (name starts with '.'; not entered)"
+            } else {
+                "hidden file (name starts with '.'; list it to process it)"
+            });
+        } else if ft.is_dir() {
             if out.is_some() && std::fs::canonicalize(&p).ok().as_deref() == out {
                 continue;
             }
@@ -430,10 +468,12 @@ mod tests {
     }
 
     #[test]
-    fn walking_finds_media_sorted_and_skips_hidden_and_temporary_files() {
+    fn walking_finds_media_sorted_and_lists_hidden_and_temporary_files_as_ignored() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("b/c")).unwrap();
+        std::fs::create_dir_all(d.path().join(".git")).unwrap();
         for f in [
+            ".git/inside.mp4",
             "b/c/z.mp4",
             "a.MKV",
             ".hidden.mp4",
@@ -450,11 +490,56 @@ mod tests {
             .map(|i| i.output.display().to_string())
             .collect();
         assert_eq!(rel, vec!["/out/a.mp4", "/out/b/c/z.mp4", "/out/b/y.wav"]);
+        let said = |f: &str, reason: &str| Ignored {
+            path: d.path().join(f).display().to_string(),
+            reason: reason.into(),
+        };
+        assert_eq!(
+            found.ignored,
+            vec![
+                said(".git", "hidden folder (name starts with '.'; not entered)"),
+                said(
+                    ".hidden.mp4",
+                    "hidden file (name starts with '.'; list it to process it)"
+                ),
+                said(
+                    "b/.obscura-tmp-1-2-x.mp4",
+                    "an unfinished temporary file of an earlier run"
+                ),
+                said("notes.txt", "not a media file extension"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_listed_twice_under_two_spellings_is_done_once() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a")).unwrap();
+        std::fs::write(d.path().join("a/x.mp4"), b"x").unwrap();
+        std::fs::write(d.path().join("y.mp4"), b"x").unwrap();
+        let spelled = [
+            d.path().join("a/x.mp4"),
+            d.path().join("y.mp4"),
+            d.path().join("a/../a/./x.mp4"),
+            d.path().join("missing.mp4"),
+            d.path().join("missing.mp4"),
+        ];
+        let list = d.path().join("list.txt");
+        let lines: Vec<String> = spelled.iter().map(|p| p.display().to_string()).collect();
+        std::fs::write(&list, lines.join("\n")).unwrap();
+        let found = collect(&list, Path::new("/out")).unwrap();
+        let inputs: Vec<&Path> = found.items.iter().map(|i| i.input.as_path()).collect();
+        // The missing one is kept twice: it fails with its own error, and what does not
+        // exist cannot be told to be the same file.
+        assert_eq!(
+            inputs,
+            vec![&spelled[0], &spelled[1], &spelled[3], &spelled[4]]
+        );
         assert_eq!(
             found.ignored,
             vec![Ignored {
-                path: d.path().join("notes.txt").display().to_string(),
-                reason: "not a media file extension".into()
+                path: lines[2].clone(),
+                reason: format!("listed more than once (the same file as {})", lines[0]),
             }]
         );
     }

@@ -997,9 +997,10 @@ fn cmd_batch(a: BatchArgs) -> u8 {
     }
     if !inputs.ignored.is_empty() && !a.json {
         eprintln!(
-            "{} files in {} are not processed (not media by their extension, or symbolic links); report.json lists them",
+            "{} entries in {} are not processed ({}); report.json lists them",
             inputs.ignored.len(),
-            a.input.display()
+            printable_name(&a.input.display().to_string()),
+            ignored_reasons(&inputs.ignored)
         );
     }
     if let Err(e) = std::fs::create_dir_all(&a.out) {
@@ -1110,9 +1111,44 @@ fn cmd_batch(a: BatchArgs) -> u8 {
     }
 }
 
+/// "2 not a media file extension, 1 symbolic link": how many of each reason, without the
+/// reasons' explanations in brackets, in the order first met.
+fn ignored_reasons(ignored: &[crate::batch::Ignored]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for i in ignored {
+        let head = i.reason.split(" (").next().unwrap_or(&i.reason);
+        match counts.iter_mut().find(|(r, _)| *r == head) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((head, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ignored_entries_are_summed_up_by_reason() {
+        let said = |reason: &str| crate::batch::Ignored {
+            path: "p".into(),
+            reason: reason.into(),
+        };
+        let ignored = [
+            said("not a media file extension"),
+            said("symbolic link (not followed; list its target to process it)"),
+            said("not a media file extension"),
+        ];
+        assert_eq!(
+            ignored_reasons(&ignored),
+            "2 not a media file extension, 1 symbolic link"
+        );
+    }
 
     #[test]
     fn a_name_cannot_break_or_forge_a_line_of_output() {

@@ -445,6 +445,7 @@ fn a_folder_without_media_says_so_and_lists_what_it_passed_over() {
     let input = dir.path().join("day");
     std::fs::create_dir_all(&input).unwrap();
     std::fs::write(input.join("index.html"), b"<html>").unwrap();
+    std::fs::write(input.join("._clip.mp4"), b"macOS resource fork").unwrap();
     let out = dir.path().join("out");
     let o = batch(&input, &out, &config(dir.path()), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
@@ -453,11 +454,54 @@ fn a_folder_without_media_says_so_and_lists_what_it_passed_over() {
         "{}",
         common::stderr(&o)
     );
+    assert!(
+        common::stderr(&o).contains("(1 hidden file, 1 not a media file extension)"),
+        "{}",
+        common::stderr(&o)
+    );
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(r["files"].as_array().unwrap().len(), 0, "{r}");
     assert_eq!(
-        r["ignored"][0]["reason"], "not a media file extension",
+        r["ignored"][1]["reason"], "not a media file extension",
         "{r}"
+    );
+}
+
+/// A list naming one file twice (relative and absolute, as lists put together from two
+/// sources do) redacted it twice, into `x.mp4` and `x-1.mp4`. Now once; the second line is
+/// listed as ignored.
+#[test]
+fn regression_issue_6_a_file_listed_twice_is_redacted_once() {
+    let dir = common::scratch();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(common::sample("city_pan.mp4"), input.join("door.mp4")).unwrap();
+    let list = dir.path().join("list.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# two sources\nin/door.mp4\n\n{}\n",
+            input.join("door.mp4").display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = common::bin()
+        .current_dir(dir.path())
+        .args(["batch", "list.txt", "--out", "out", "--json", "--config"])
+        .arg(config(dir.path()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["ok"], 1, "{r}");
+    assert_eq!(
+        r["ignored"][0]["reason"], "listed more than once (the same file as in/door.mp4)",
+        "{r}"
+    );
+    assert_eq!(
+        common::files_under(&out),
+        vec!["door.mp4", "door.mp4.json", "report.json"]
     );
 }

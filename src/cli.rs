@@ -82,8 +82,8 @@ pub struct BatchArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Files processed at once (default: half the CPUs, at least 1).
-    #[arg(long)]
-    pub jobs: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
     /// Skip files whose committed output matches the input's sha256 and the current settings.
     #[arg(long)]
     pub resume: bool,
@@ -185,11 +185,12 @@ pub struct BenchArgs {
     /// Input video (default: the bundled 720p sample samples/faces_sizes.mp4).
     pub input: Option<PathBuf>,
     /// Runs per mode; the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub runs: u32,
     /// Detector batch sizes to time at the main input size.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
-    pub batches: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub batches: Vec<u16>,
     /// Also time this many full runs of the input at once (0: skip).
     #[arg(long, default_value_t = 2)]
     pub concurrent: usize,
@@ -770,11 +771,12 @@ fn cmd_bench(a: BenchArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let batches: Vec<usize> = a.batches.iter().map(|&b| usize::from(b)).collect();
     let Some(input) = a.input.clone().or_else(default_bench_input) else {
         fail("no INPUT given and the bundled samples/faces_sizes.mp4 was not found");
         return exit::USAGE;
     };
-    match crate::bench::run(&input, &cfg, a.runs, &a.batches, a.concurrent) {
+    match crate::bench::run(&input, &cfg, a.runs, &batches, a.concurrent) {
         Ok(r) => {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -1007,7 +1009,7 @@ fn cmd_batch(a: BatchArgs) -> u8 {
         fail(format!("{}: {e}", a.out.display()));
         return exit::OUTPUT;
     }
-    let jobs = a.jobs.unwrap_or_else(|| {
+    let jobs = a.jobs.map(usize::from).unwrap_or_else(|| {
         (std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -1132,6 +1134,23 @@ fn ignored_reasons(ignored: &[crate::batch::Ignored]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--runs 0`, `--batches 0` and `--jobs 0` were taken as 1 or skipped without a word.
+    #[test]
+    fn counts_of_zero_are_usage_errors() {
+        use clap::Parser;
+        for args in [
+            &["obscura", "bench", "--runs", "0"][..],
+            &["obscura", "bench", "--batches", "1,0"],
+            &["obscura", "batch", "in", "--out", "o", "--jobs", "0"],
+        ] {
+            let e = Cli::try_parse_from(args).expect_err("accepted");
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+        assert!(
+            Cli::try_parse_from(["obscura", "bench", "--runs", "1", "--batches", "1,8"]).is_ok()
+        );
+    }
 
     #[test]
     fn ignored_entries_are_summed_up_by_reason() {

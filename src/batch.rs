@@ -125,7 +125,8 @@ pub fn output_for(out: &Path, rel: &Path) -> PathBuf {
 /// Finds the inputs: every media file under a folder (recursively, sorted; hidden entries,
 /// temporary files and the output folder where it lies inside skipped; other files and
 /// symbolic links listed as ignored), the lines of a list file (`.txt`/`.list`), standard
-/// input for `-`, or one media file. Listed and named files are taken as they are.
+/// input for `-`, or one media file. Listed and named files are taken as they are; listed
+/// ones are mirrored by their path as listed ([`listed_rel`]).
 pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
     let mut items = Vec::new();
     let mut ignored = Vec::new();
@@ -221,21 +222,55 @@ fn drop_listed_twice(items: &mut Vec<Item>, ignored: &mut Vec<Ignored>) {
 }
 
 /// One line of a list: a path (relative ones from the current directory), blank lines and
-/// `#` comments skipped.
+/// `#` comments skipped. Its output mirrors the path as listed (see [`listed_rel`]).
 fn push_listed(items: &mut Vec<Item>, out: &Path, line: &str) {
     let l = line.trim();
     if l.is_empty() || l.starts_with('#') {
         return;
     }
     let p = PathBuf::from(l);
-    let name = p
-        .file_name()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("input"));
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     items.push(Item {
-        output: output_for(out, &name),
+        output: output_for(out, &listed_rel(&p, &cwd)),
         input: p,
     });
+}
+
+/// Where a listed file's output goes under `--out`, as `rsync --relative` and `tar` place
+/// them: a relative path as written (`./site-a/cam1.mp4` → `site-a/cam1.mp4`, as a walk of
+/// `.` would), an absolute one in full (`/archive/site-a/cam1.mp4` →
+/// `archive/site-a/cam1.mp4`). So files of the same name in different folders keep apart, and
+/// an output's place does not depend on what else the list holds (resume finds it again).
+/// Only plain names come out: `.` is dropped, `..` taken back lexically, and a relative path
+/// that climbs above `cwd` is placed by its absolute form, so nothing lands outside `--out`.
+pub fn listed_rel(listed: &Path, cwd: &Path) -> PathBuf {
+    use std::path::Component;
+    // `..` above a relative path's start is None (placed by the absolute form instead);
+    // above the root it stays at the root, as `/..` is `/`.
+    let lexical = |p: &Path| -> Option<PathBuf> {
+        let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+        for c in p.components() {
+            match c {
+                Component::Normal(n) => parts.push(n),
+                Component::ParentDir => {
+                    if parts.pop().is_none() && !p.is_absolute() {
+                        return None;
+                    }
+                }
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+        Some(parts.iter().collect())
+    };
+    let rel = if listed.is_absolute() {
+        lexical(listed)
+    } else {
+        lexical(listed).or_else(|| lexical(&cwd.join(listed)))
+    };
+    match rel {
+        Some(r) if r.file_name().is_some() => r,
+        _ => PathBuf::from("input"),
+    }
 }
 
 /// Collects the media files under `dir` into `files` and what it passes over into
@@ -509,6 +544,45 @@ mod tests {
                 said("notes.txt", "not a media file extension"),
             ]
         );
+    }
+
+    #[test]
+    fn listed_files_are_mirrored_by_their_path_as_listed() {
+        let cwd = Path::new("/home/op");
+        for (listed, rel) in [
+            ("./site-a/cam1.mp4", "site-a/cam1.mp4"),
+            ("site-a/./day1/../cam1.mp4", "site-a/cam1.mp4"),
+            ("/archive/site-b/cam1.mp4", "archive/site-b/cam1.mp4"),
+            ("/archive/../../x.mp4", "x.mp4"),
+            ("../other/x.mp4", "home/other/x.mp4"),
+            ("../../../../x.mp4", "x.mp4"),
+            ("/", "input"),
+            ("x.wav", "x.wav"),
+        ] {
+            assert_eq!(
+                listed_rel(Path::new(listed), cwd),
+                Path::new(rel),
+                "{listed}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a list line holds, its output is a plain relative path under `--out`.
+        #[test]
+        fn a_listed_path_never_leads_outside_the_output_folder(
+            parts in proptest::collection::vec("(\\.\\.|\\.|[a-z]{1,3}|/)", 0..12),
+        ) {
+            let listed = parts.concat();
+            let rel = listed_rel(Path::new(&listed), Path::new("/cwd/deep"));
+            proptest::prop_assert!(rel.file_name().is_some(), "{listed:?} -> {rel:?}");
+            for c in rel.components() {
+                proptest::prop_assert!(
+                    matches!(c, std::path::Component::Normal(_)),
+                    "{listed:?} -> {rel:?}"
+                );
+            }
+        }
     }
 
     #[test]

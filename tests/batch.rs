@@ -476,12 +476,14 @@ fn regression_issue_6_a_file_listed_twice_is_redacted_once() {
     let dir = common::scratch();
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
+    std::fs::create_dir_all(input.join("b")).unwrap();
     std::fs::copy(common::sample("city_pan.mp4"), input.join("door.mp4")).unwrap();
+    std::fs::copy(common::sample("city_pan.mp4"), input.join("b/door.mp4")).unwrap();
     let list = dir.path().join("list.txt");
     std::fs::write(
         &list,
         format!(
-            "# two sources\nin/door.mp4\n\n{}\n",
+            "# two sources\nin/door.mp4\n\n{}\n./in/b/door.mp4\n",
             input.join("door.mp4").display()
         ),
     )
@@ -495,13 +497,21 @@ fn regression_issue_6_a_file_listed_twice_is_redacted_once() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(r["ok"], 1, "{r}");
+    assert_eq!(r["ok"], 2, "{r}");
     assert_eq!(
         r["ignored"][0]["reason"], "listed more than once (the same file as in/door.mp4)",
         "{r}"
     );
+    // Listed files are mirrored by their path as listed, so two `door.mp4` of different
+    // folders keep apart (they were written flat, as `door.mp4` and `door-1.mp4`).
     assert_eq!(
         common::files_under(&out),
-        vec!["door.mp4", "door.mp4.json", "report.json"]
+        vec![
+            "in/b/door.mp4",
+            "in/b/door.mp4.json",
+            "in/door.mp4",
+            "in/door.mp4.json",
+            "report.json"
+        ]
     );
 }

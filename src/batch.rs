@@ -50,6 +50,10 @@ pub enum CollectError {
         .0.display()
     )]
     OutIsInput(PathBuf),
+    #[error("--out {}: exists and is not a folder", .0.display())]
+    OutNotFolder(PathBuf),
+    #[error("{}: not found (give a folder, a list file .txt/.list, - for stdin, or a media file)", .0.display())]
+    InputNotFound(PathBuf),
 }
 
 /// `map_err` for an I/O error at `path`.
@@ -130,6 +134,13 @@ pub fn output_for(out: &Path, rel: &Path) -> PathBuf {
 pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
     let mut items = Vec::new();
     let mut ignored = Vec::new();
+    if out.exists() && !out.is_dir() {
+        return Err(CollectError::OutNotFolder(out.to_path_buf()));
+    }
+    // A mistyped folder is said before anything is created, not reported as one failed file.
+    if input != Path::new("-") && std::fs::symlink_metadata(input).is_err() {
+        return Err(CollectError::InputNotFound(input.to_path_buf()));
+    }
     if input == Path::new("-") {
         for line in std::io::stdin().lock().lines() {
             push_listed(&mut items, out, &line.map_err(io_at(input))?);
@@ -583,6 +594,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_missing_input_or_an_out_that_is_a_file_is_refused_before_anything_is_made() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        assert!(matches!(
+            collect(&d.path().join("typo"), &out),
+            Err(CollectError::InputNotFound(_))
+        ));
+        std::fs::write(d.path().join("x.mp4"), b"x").unwrap();
+        assert!(matches!(
+            collect(d.path(), &d.path().join("x.mp4")),
+            Err(CollectError::OutNotFolder(_))
+        ));
+        assert!(!out.exists());
     }
 
     #[test]

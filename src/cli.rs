@@ -978,7 +978,10 @@ fn cmd_batch(a: BatchArgs) -> u8 {
     };
     let inputs = match crate::batch::collect(&a.input, &a.out) {
         Ok(i) => i,
-        Err(e @ crate::batch::CollectError::OutIsInput(_)) => {
+        Err(
+            e @ (crate::batch::CollectError::OutIsInput(_)
+            | crate::batch::CollectError::OutNotFolder(_)),
+        ) => {
             fail(e.to_string());
             return exit::USAGE;
         }

@@ -88,8 +88,12 @@ pub struct BatchArgs {
     #[arg(long)]
     pub resume: bool,
     /// Print the report as JSON on stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "jsonl")]
     pub json: bool,
+    /// Print JSON lines on stdout as the batch goes: a `begin` record, one `file` record per
+    /// file as it finishes, a `summary` record (the report without its file list).
+    #[arg(long)]
+    pub jsonl: bool,
     #[command(flatten)]
     pub processing: ProcessingArgs,
 }
@@ -1021,7 +1025,8 @@ fn cmd_batch(a: BatchArgs) -> u8 {
     });
     let ctl = Control::default();
     install_interrupt(&ctl);
-    let tty = std::io::stderr().is_terminal() && !a.json;
+    let tty =
+        std::io::stderr().is_terminal() && !a.json && !(a.jsonl && std::io::stdout().is_terminal());
     let bar = indicatif::ProgressBar::new(items.len() as u64);
     if tty {
         bar.set_style(
@@ -1040,12 +1045,29 @@ fn cmd_batch(a: BatchArgs) -> u8 {
             f as f64 / started.elapsed().as_secs_f64().max(1e-3)
         )
     };
+    let stdout_lock = std::sync::Mutex::new(());
+    let json_line = |line: String| {
+        let _one_at_a_time = stdout_lock.lock();
+        println!("{line}");
+    };
+    if a.jsonl {
+        json_line(jsonl_record(JsonLine {
+            kind: "begin",
+            n: None,
+            body: serde_json::json!({
+                "input": a.input.display().to_string(),
+                "out": a.out.display().to_string(),
+                "files": items.len(),
+                "ignored": inputs.ignored,
+                "jobs": jobs,
+                "resume": a.resume,
+                "settings_sha256": cfg.fingerprint(),
+            }),
+        }));
+    }
     let on_done = |r: &crate::batch::FileReport, n: usize| {
-        if tty {
-            bar.set_position(n as u64);
-            bar.set_message(frames_per_s(&ctl));
-        } else if !a.json {
-            eprintln!(
+        let line = || {
+            format!(
                 "[{n}/{}] {} {} ({} frames, {:.1} s){}",
                 items.len(),
                 r.status,
@@ -1056,7 +1078,24 @@ fn cmd_batch(a: BatchArgs) -> u8 {
                     .as_deref()
                     .map(|e| format!(": {}", one_line(e)))
                     .unwrap_or_default()
-            );
+            )
+        };
+        if a.jsonl {
+            json_line(jsonl_record(JsonLine {
+                kind: "file",
+                n: Some(n),
+                body: r,
+            }));
+        }
+        if tty {
+            // A failure is said when it happens, above the bar, not only in the summary.
+            if r.status == "failed" {
+                bar.println(line());
+            }
+            bar.set_position(n as u64);
+            bar.set_message(frames_per_s(&ctl));
+        } else if !a.json && !a.jsonl {
+            eprintln!("{}", line());
         }
     };
     // frames/s moves while files are in progress, not only when one ends.
@@ -1080,6 +1119,25 @@ fn cmd_batch(a: BatchArgs) -> u8 {
     }
     if a.json {
         println!("{}", String::from_utf8_lossy(&json));
+    } else if a.jsonl {
+        json_line(jsonl_record(JsonLine {
+            kind: "summary",
+            n: None,
+            body: serde_json::json!({
+                "files": report.files.len(),
+                "ok": report.ok,
+                "skipped": report.skipped,
+                "failed": report.failed,
+                "cancelled": report.cancelled,
+                "ignored": report.ignored.len(),
+                "frames": report.frames,
+                "wall_s": report.wall_s,
+                "started_at": report.started_at,
+                "finished_at": report.finished_at,
+                "interrupted": ctl.cancel.load(Ordering::Relaxed),
+                "report": a.out.join("report.json").display().to_string(),
+            }),
+        }));
     } else {
         eprintln!(
             "{} files: {} ok, {} skipped, {} failed{}{}; {} frames in {:.1} s; report {}",
@@ -1116,6 +1174,22 @@ fn cmd_batch(a: BatchArgs) -> u8 {
     }
 }
 
+/// One line of JSON for a record (its kind first).
+fn jsonl_record<T: serde::Serialize>(r: JsonLine<T>) -> String {
+    serde_json::to_string(&r).unwrap_or_default()
+}
+
+/// One record of `batch --jsonl`: its kind first, then what it says.
+#[derive(serde::Serialize)]
+struct JsonLine<T: serde::Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<usize>,
+    #[serde(flatten)]
+    body: T,
+}
+
 /// "2 not a media file extension, 1 symbolic link": how many of each reason, without the
 /// reasons' explanations in brackets, in the order first met.
 fn ignored_reasons(ignored: &[crate::batch::Ignored]) -> String {
@@ -1146,6 +1220,8 @@ mod tests {
             &["obscura", "bench", "--runs", "0"][..],
             &["obscura", "bench", "--batches", "1,0"],
             &["obscura", "batch", "in", "--out", "o", "--jobs", "0"],
+            // One report format on stdout at a time.
+            &["obscura", "batch", "in", "--out", "o", "--json", "--jsonl"],
         ] {
             let e = Cli::try_parse_from(args).expect_err("accepted");
             assert_eq!(e.exit_code(), 2, "{args:?}");

@@ -515,3 +515,46 @@ fn regression_issue_6_a_file_listed_twice_is_redacted_once() {
         ]
     );
 }
+
+/// `--jsonl`: JSON lines on stdout as the batch goes, nothing else there — a `begin` record,
+/// one `file` record per file as it finishes, and a `summary` that agrees with report.json.
+#[test]
+fn json_lines_say_begin_each_file_and_summary() {
+    let dir = common::scratch();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(common::sample("city_pan.mp4"), input.join("door.mp4")).unwrap();
+    std::fs::write(input.join("broken.mp4"), b"not a video at all").unwrap();
+    let out = dir.path().join("out");
+    let o = batch(&input, &out, &config(dir.path()), &["--jsonl"]);
+    assert_eq!(o.status.code(), Some(1), "{}", common::stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a line that is not JSON"))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["begin", "file", "file", "summary"]);
+    assert_eq!(lines[0]["files"], 2);
+    let mut status: Vec<(String, &str)> = lines[1..3]
+        .iter()
+        .map(|l| {
+            let name = l["input"].as_str().unwrap().rsplit('/').next().unwrap();
+            (name.to_string(), l["status"].as_str().unwrap())
+        })
+        .collect();
+    status.sort();
+    assert_eq!(
+        status,
+        [("broken.mp4".into(), "failed"), ("door.mp4".into(), "ok")]
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    for key in ["ok", "failed", "skipped", "cancelled", "frames"] {
+        assert_eq!(lines[3][key], report[key], "{key}");
+    }
+    assert_eq!(
+        (lines[3]["ok"].as_u64(), lines[3]["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+}

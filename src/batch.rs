@@ -132,6 +132,13 @@ pub fn output_for(out: &Path, rel: &Path) -> PathBuf {
 /// input for `-`, or one media file. Listed and named files are taken as they are; listed
 /// ones are mirrored by their path as listed ([`listed_rel`]).
 pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
+    collect_with(input, out, false)
+}
+
+/// [`collect`], and with `follow_links` a folder walk follows symbolic links (`--follow`):
+/// a linked folder is walked once however many links reach it (loops included), a linked
+/// file's output mirrors the link's path, and a file reached twice is done once.
+pub fn collect_with(input: &Path, out: &Path, follow_links: bool) -> Result<Inputs, CollectError> {
     let mut items = Vec::new();
     let mut ignored = Vec::new();
     if out.exists() && !out.is_dir() {
@@ -145,7 +152,7 @@ pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
         for line in std::io::stdin().lock().lines() {
             push_listed(&mut items, out, &line.map_err(io_at(input))?);
         }
-        drop_listed_twice(&mut items, &mut ignored);
+        drop_twice(&mut items, &mut ignored, "listed more than once");
     } else if input.is_dir() {
         // Outputs inside the input tree are not inputs of the next run.
         let input_real = std::fs::canonicalize(input).map_err(io_at(input))?;
@@ -153,10 +160,22 @@ pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
         if out_real.as_deref() == Some(input_real.as_path()) {
             return Err(CollectError::OutIsInput(out.to_path_buf()));
         }
-        let mut files = Vec::new();
-        walk(input, out_real.as_deref(), &mut files, &mut ignored)?;
+        let mut walk = Walk {
+            out: out_real,
+            follow_links,
+            walked: [input_real].into(),
+            files: Vec::new(),
+            ignored: Vec::new(),
+        };
+        walk.dir(input)?;
+        let Walk {
+            mut files,
+            ignored: mut passed_over,
+            ..
+        } = walk;
         files.sort();
-        ignored.sort_by(|a, b| a.path.cmp(&b.path));
+        passed_over.sort_by(|a, b| a.path.cmp(&b.path));
+        ignored = passed_over;
         for f in files {
             let rel = f.strip_prefix(input).unwrap_or(&f).to_path_buf();
             items.push(Item {
@@ -164,12 +183,16 @@ pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
                 input: f,
             });
         }
+        if follow_links {
+            drop_twice(&mut items, &mut ignored, "reached more than once");
+            ignored.sort_by(|a, b| a.path.cmp(&b.path));
+        }
     } else if matches!(ext_of(input).as_str(), "txt" | "list") {
         let text = std::fs::read_to_string(input).map_err(io_at(input))?;
         for line in text.lines() {
             push_listed(&mut items, out, line);
         }
-        drop_listed_twice(&mut items, &mut ignored);
+        drop_twice(&mut items, &mut ignored, "listed more than once");
     } else {
         let name = input
             .file_name()
@@ -204,10 +227,11 @@ pub fn collect(input: &Path, out: &Path) -> Result<Inputs, CollectError> {
     Ok(Inputs { items, ignored })
 }
 
-/// A file listed more than once (under any spelling: relative, absolute, through a link)
-/// is done once, where it is first listed; the others are listed as ignored. Paths that do
+/// A file listed (or, following links, reached) more than once — under any spelling:
+/// relative, absolute, through a link — is done once, where it comes first; the others are
+/// listed as ignored. Paths that do
 /// not resolve stay, to fail with their own error.
-fn drop_listed_twice(items: &mut Vec<Item>, ignored: &mut Vec<Ignored>) {
+fn drop_twice(items: &mut Vec<Item>, ignored: &mut Vec<Ignored>, how: &str) {
     let mut first = std::collections::HashMap::new();
     items.retain(|it| {
         let Ok(real) = std::fs::canonicalize(&it.input) else {
@@ -221,10 +245,7 @@ fn drop_listed_twice(items: &mut Vec<Item>, ignored: &mut Vec<Ignored>) {
             Some(earlier) => {
                 ignored.push(Ignored {
                     path: it.input.display().to_string(),
-                    reason: format!(
-                        "listed more than once (the same file as {})",
-                        Path::new(earlier).display()
-                    ),
+                    reason: format!("{how} (the same file as {})", Path::new(earlier).display()),
                 });
                 false
             }
@@ -284,53 +305,83 @@ pub fn listed_rel(listed: &Path, cwd: &Path) -> PathBuf {
     }
 }
 
-/// Collects the media files under `dir` into `files` and what it passes over into
-/// `ignored`; `out` (canonical) is not entered.
-fn walk(
-    dir: &Path,
-    out: Option<&Path>,
-    files: &mut Vec<PathBuf>,
-    ignored: &mut Vec<Ignored>,
-) -> Result<(), CollectError> {
-    for e in std::fs::read_dir(dir).map_err(io_at(dir))? {
-        let e = e.map_err(io_at(dir))?;
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        let p = e.path();
-        let ft = e.file_type().map_err(io_at(&p))?;
-        let mut ignore = |reason: &str| {
-            ignored.push(Ignored {
-                path: p.display().to_string(),
-                reason: reason.into(),
-            })
-        };
-        if name.starts_with(crate::fsutil::TEMP_PREFIX) {
-            ignore("an unfinished temporary file of an earlier run");
-        } else if name.starts_with('.') {
-            // `.Trash`, `.git`, macOS's `._clip.mp4` shadows: not footage, but said.
-            ignore(if ft.is_dir() {
-                "hidden folder (name starts with '.'; not entered)"
+/// A folder walk's state: the output folder (canonical; not entered), whether links are
+/// followed, the folders walked (canonical; each once), what it found and passed over.
+struct Walk {
+    out: Option<PathBuf>,
+    follow_links: bool,
+    walked: std::collections::HashSet<PathBuf>,
+    files: Vec<PathBuf>,
+    ignored: Vec<Ignored>,
+}
+
+impl Walk {
+    fn dir(&mut self, dir: &Path) -> Result<(), CollectError> {
+        // In name order, so which of two links to one folder is walked does not depend on
+        // the file system's order.
+        let mut entries = std::fs::read_dir(dir)
+            .map_err(io_at(dir))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io_at(dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let p = e.path();
+            let mut ft = e.file_type().map_err(io_at(&p))?;
+            let reason = if name.starts_with(crate::fsutil::TEMP_PREFIX) {
+                Some("an unfinished temporary file of an earlier run")
+            } else if name.starts_with('.') {
+                // `.Trash`, `.git`, macOS's `._clip.mp4` shadows: not footage, but said.
+                Some(if ft.is_dir() {
+                    "hidden folder (name starts with '.'; not entered)"
+                } else {
+                    "hidden file (name starts with '.'; list it to process it)"
+                })
+            } else if ft.is_symlink() && !self.follow_links {
+                // A link can lead out of the tree or around in a loop: followed only when
+                // asked (`--follow`).
+                Some("symbolic link (not followed without --follow; or list its target)")
+            } else if ft.is_symlink() {
+                match std::fs::metadata(&p) {
+                    Ok(m) => {
+                        ft = m.file_type();
+                        None
+                    }
+                    Err(_) => Some("broken symbolic link (its target does not exist)"),
+                }
             } else {
-                "hidden file (name starts with '.'; list it to process it)"
-            });
-        } else if ft.is_dir() {
-            if out.is_some() && std::fs::canonicalize(&p).ok().as_deref() == out {
-                continue;
+                None
+            };
+            if let Some(reason) = reason {
+                self.ignore(&p, reason);
+            } else if ft.is_dir() {
+                let real = std::fs::canonicalize(&p).map_err(io_at(&p))?;
+                if self.out.as_deref() == Some(real.as_path()) {
+                    continue;
+                }
+                if self.walked.insert(real) {
+                    self.dir(&p)?;
+                } else {
+                    self.ignore(&p, "a folder already walked (a link loop or a second link)");
+                }
+            } else if !ft.is_file() {
+                self.ignore(&p, "not a regular file");
+            } else if MEDIA_EXT.contains(&ext_of(&p).as_str()) {
+                self.files.push(p);
+            } else {
+                self.ignore(&p, "not a media file extension");
             }
-            walk(&p, out, files, ignored)?;
-        } else if ft.is_symlink() {
-            // Not followed: a link can lead out of the tree or around in a loop. List the
-            // file it points to to process it.
-            ignore("symbolic link (not followed; list its target to process it)");
-        } else if !ft.is_file() {
-            ignore("not a regular file");
-        } else if MEDIA_EXT.contains(&ext_of(&p).as_str()) {
-            files.push(p);
-        } else {
-            ignore("not a media file extension");
         }
+        Ok(())
     }
-    Ok(())
+
+    fn ignore(&mut self, p: &Path, reason: &str) {
+        self.ignored.push(Ignored {
+            path: p.display().to_string(),
+            reason: reason.into(),
+        });
+    }
 }
 
 /// Whether `item` was completed by an earlier run with the same input and settings.
@@ -674,6 +725,54 @@ mod tests {
                 .iter()
                 .all(|i| i.reason.starts_with("symbolic link"))
         );
+    }
+
+    #[test]
+    fn with_follow_links_are_walked_once_loops_end_and_a_file_reached_twice_is_done_once() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir_all(tree.join("cam")).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(tree.join("cam/a.mp4"), b"x").unwrap();
+        std::fs::write(elsewhere.join("b.mp4"), b"x").unwrap();
+        let link = |to: &Path, at: &str| std::os::unix::fs::symlink(to, tree.join(at)).unwrap();
+        link(&elsewhere, "nas");
+        link(&elsewhere, "nas-again");
+        link(&tree, "cam/loop");
+        link(&tree.join("cam/a.mp4"), "latest.mp4");
+        link(&d.path().join("gone.mp4"), "broken.mp4");
+        let found = collect_with(&tree, Path::new("/out"), true).unwrap();
+        let outputs: Vec<String> = found
+            .items
+            .iter()
+            .map(|i| i.output.display().to_string())
+            .collect();
+        assert_eq!(outputs, vec!["/out/cam/a.mp4", "/out/nas/b.mp4"]);
+        let why: Vec<(String, &str)> = found
+            .ignored
+            .iter()
+            .map(|i| {
+                let rel = Path::new(&i.path).strip_prefix(&tree).unwrap();
+                (
+                    rel.display().to_string(),
+                    i.reason.split(" (").next().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            why,
+            vec![
+                ("broken.mp4".to_string(), "broken symbolic link"),
+                ("cam/loop".to_string(), "a folder already walked"),
+                ("latest.mp4".to_string(), "reached more than once"),
+                ("nas-again".to_string(), "a folder already walked"),
+            ]
+        );
+        // Without --follow the same tree gives the real file only.
+        let plain = collect(&tree, Path::new("/out")).unwrap();
+        assert_eq!(plain.items.len(), 1);
+        assert_eq!(plain.ignored.len(), 5);
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub struct BatchArgs {
     /// Skip files whose committed output matches the input's sha256 and the current settings.
     #[arg(long)]
     pub resume: bool,
+    /// Follow symbolic links in the folder walk (each folder walked once, loops included; a
+    /// file reached twice done once). Without it links are listed as ignored.
+    #[arg(long, short = 'L')]
+    pub follow: bool,
     /// Print the report as JSON on stdout.
     #[arg(long, conflicts_with = "jsonl")]
     pub json: bool,
@@ -980,7 +984,7 @@ fn cmd_batch(a: BatchArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let inputs = match crate::batch::collect(&a.input, &a.out) {
+    let inputs = match crate::batch::collect_with(&a.input, &a.out, a.follow) {
         Ok(i) => i,
         Err(
             e @ (crate::batch::CollectError::OutIsInput(_)

@@ -81,8 +81,13 @@ pub struct FileReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchReport {
+    /// false in the report written while the batch runs (every [`PARTIAL_REPORT_EVERY`]):
+    /// `files` then holds only those finished, and `finished_at` is null.
+    pub complete: bool,
     pub started_at: String,
-    pub finished_at: String,
+    pub finished_at: Option<String>,
+    /// Files not finished yet (0 once complete).
+    pub pending: usize,
     pub settings_sha256: String,
     pub jobs: usize,
     pub files: Vec<FileReport>,
@@ -406,7 +411,46 @@ fn already_done(item: &Item, settings: &str) -> bool {
     out_sha == s.output.sha256 && in_sha == s.input.sha256
 }
 
-/// Runs the batch; `on_done` is called after each file (for progress).
+/// How often a running batch rewrites its report (atomically) with the files finished so
+/// far, so that a long batch killed hard still leaves a record of what it did.
+pub const PARTIAL_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The report's fields around its file records.
+struct ReportFrame<'a> {
+    started: chrono::DateTime<chrono::Utc>,
+    t0: std::time::Instant,
+    settings: &'a str,
+    jobs: usize,
+    ignored: &'a [Ignored],
+}
+
+impl ReportFrame<'_> {
+    fn report(&self, files: Vec<FileReport>, pending: usize, complete: bool) -> BatchReport {
+        let count = |s: &str| files.iter().filter(|f| f.status == s).count();
+        let stamp =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        BatchReport {
+            complete,
+            started_at: stamp(self.started),
+            finished_at: complete.then(|| stamp(chrono::Utc::now())),
+            pending,
+            settings_sha256: self.settings.to_string(),
+            jobs: self.jobs,
+            ok: count("ok"),
+            skipped: count("skipped"),
+            failed: count("failed"),
+            cancelled: count("cancelled"),
+            frames: files.iter().map(|f| f.frames).sum(),
+            wall_s: (self.t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            files,
+            ignored: self.ignored.to_vec(),
+        }
+    }
+}
+
+/// Runs the batch; `on_done` is called after each file (for progress). While it runs, a
+/// partial report goes to `partial_report`'s path at most once per its interval (the CLI:
+/// `OUT/report.json`, [`PARTIAL_REPORT_EVERY`]); the caller writes the complete one it returns.
 pub fn run(
     inputs: &Inputs,
     cfg: &Config,
@@ -414,6 +458,7 @@ pub fn run(
     resume: bool,
     ctl: &Control,
     on_done: &(dyn Fn(&FileReport, usize) + Sync),
+    partial_report: Option<(&Path, std::time::Duration)>,
 ) -> BatchReport {
     let items = &inputs.items;
     let started = chrono::Utc::now();
@@ -430,6 +475,32 @@ pub fn run(
     let finished = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<FileReport>>> = Mutex::new(vec![None; items.len()]);
     let jobs = jobs.clamp(1, items.len().max(1));
+    let frame = ReportFrame {
+        started,
+        t0,
+        settings: &settings,
+        jobs,
+        ignored: &inputs.ignored,
+    };
+    let last_partial = Mutex::new(std::time::Instant::now());
+    let write_partial = |done: &[Option<FileReport>]| {
+        let (Some((path, every)), Ok(mut last)) = (partial_report, last_partial.try_lock()) else {
+            return;
+        };
+        if last.elapsed() < every {
+            return;
+        }
+        *last = std::time::Instant::now();
+        let files: Vec<FileReport> = done.iter().flatten().cloned().collect();
+        let pending = items.len() - files.len();
+        let json = serde_json::to_vec_pretty(&frame.report(files, pending, false));
+        if let Ok(json) = json
+            && let Err(e) = crate::fsutil::write_atomic(path, &json)
+        {
+            // The report is a record, not an output: the batch goes on.
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the partial report");
+        }
+    };
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| {
@@ -444,6 +515,7 @@ pub fn run(
                     on_done(&r, n);
                     if let Ok(mut v) = results.lock() {
                         v[i] = Some(r);
+                        write_partial(&v);
                     }
                 }
             });
@@ -468,21 +540,7 @@ pub fn run(
             })
         })
         .collect();
-    let count = |s: &str| files.iter().filter(|f| f.status == s).count();
-    BatchReport {
-        started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        settings_sha256: settings,
-        jobs,
-        ok: count("ok"),
-        skipped: count("skipped"),
-        failed: count("failed"),
-        cancelled: count("cancelled"),
-        frames: files.iter().map(|f| f.frames).sum(),
-        wall_s: (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-        files,
-        ignored: inputs.ignored.clone(),
-    }
+    frame.report(files, 0, true)
 }
 
 /// Processes one file. Its run shares the batch's cancel flag (an interrupt stops the files

@@ -1111,7 +1111,18 @@ fn cmd_batch(a: BatchArgs) -> u8 {
                 std::thread::sleep(std::time::Duration::from_millis(500));
             }
         });
-        let report = crate::batch::run(&inputs, &cfg, jobs, a.resume, &ctl, &on_done);
+        let report = crate::batch::run(
+            &inputs,
+            &cfg,
+            jobs,
+            a.resume,
+            &ctl,
+            &on_done,
+            Some((
+                &a.out.join("report.json"),
+                crate::batch::PARTIAL_REPORT_EVERY,
+            )),
+        );
         ticking.store(false, Ordering::Relaxed);
         report
     });

@@ -558,3 +558,56 @@ fn json_lines_say_begin_each_file_and_summary() {
         (Some(1), Some(1))
     );
 }
+
+/// report.json was written only at the end: a long batch killed hard (SIGKILL, power) left no
+/// record of what it had done until resumed. Now the running batch rewrites it (atomically)
+/// with the files finished so far, marked incomplete; here with no interval, so after every
+/// file. Each file's callback (before its own record goes in) finds the earlier ones there,
+/// each with its output committed.
+#[test]
+fn regression_issue_6_a_running_batch_keeps_a_partial_report() {
+    let dir = common::scratch();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let seeds = common::repo().join("tests/corpus/seeds");
+    for name in ["a.mp4", "b.mp4", "c.mp4"] {
+        std::fs::copy(seeds.join("clip.mp4"), input.join(name)).unwrap();
+    }
+    let out = dir.path().join("out");
+    let report_path = out.join("report.json");
+    let inputs = obscura::batch::collect(&input, &out).unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let on_done = |_: &obscura::batch::FileReport, n: usize| {
+        let on_disk: Option<serde_json::Value> = std::fs::read(&report_path)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap());
+        seen.lock().unwrap().push((n, on_disk));
+    };
+    let ctl = obscura::pipeline::Control::default();
+    let report = obscura::batch::run(
+        &inputs,
+        &common::config(),
+        1,
+        false,
+        &ctl,
+        &on_done,
+        Some((&report_path, std::time::Duration::ZERO)),
+    );
+    assert_eq!(report.ok, 3);
+    assert!(report.complete && report.finished_at.is_some());
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), 3);
+    assert!(seen[0].1.is_none(), "a report before any file finished");
+    for (n, on_disk) in &seen[1..] {
+        let r = on_disk.as_ref().expect("no partial report");
+        assert_eq!(r["complete"], false, "{r}");
+        assert!(r["finished_at"].is_null(), "{r}");
+        assert_eq!(r["pending"], 3 - (n - 1), "{r}");
+        let files = r["files"].as_array().unwrap();
+        assert_eq!(files.len(), n - 1, "{r}");
+        for f in files {
+            assert_eq!(f["status"], "ok", "{r}");
+            assert!(Path::new(f["output"].as_str().unwrap()).is_file(), "{r}");
+        }
+    }
+}

@@ -153,9 +153,24 @@ pub fn collect_with(input: &Path, out: &Path, follow_links: bool) -> Result<Inpu
     if input != Path::new("-") && std::fs::symlink_metadata(input).is_err() {
         return Err(CollectError::InputNotFound(input.to_path_buf()));
     }
-    if input == Path::new("-") {
-        for line in std::io::stdin().lock().lines() {
-            push_listed(&mut items, out, &line.map_err(io_at(input))?);
+    let listed = if input == Path::new("-") {
+        Some(
+            std::io::stdin()
+                .lock()
+                .lines()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io_at(input))?,
+        )
+    } else if !input.is_dir() && matches!(ext_of(input).as_str(), "txt" | "list") {
+        let text = std::fs::read_to_string(input).map_err(io_at(input))?;
+        Some(text.lines().map(str::to_owned).collect())
+    } else {
+        None
+    };
+    if let Some(lines) = listed {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        for line in &lines {
+            push_listed(&mut items, out, &cwd, line);
         }
         drop_twice(&mut items, &mut ignored, "listed more than once");
     } else if input.is_dir() {
@@ -173,14 +188,9 @@ pub fn collect_with(input: &Path, out: &Path, follow_links: bool) -> Result<Inpu
             ignored: Vec::new(),
         };
         walk.dir(input)?;
-        let Walk {
-            mut files,
-            ignored: mut passed_over,
-            ..
-        } = walk;
+        let mut files = walk.files;
+        ignored = walk.ignored;
         files.sort();
-        passed_over.sort_by(|a, b| a.path.cmp(&b.path));
-        ignored = passed_over;
         for f in files {
             let rel = f.strip_prefix(input).unwrap_or(&f).to_path_buf();
             items.push(Item {
@@ -190,14 +200,8 @@ pub fn collect_with(input: &Path, out: &Path, follow_links: bool) -> Result<Inpu
         }
         if follow_links {
             drop_twice(&mut items, &mut ignored, "reached more than once");
-            ignored.sort_by(|a, b| a.path.cmp(&b.path));
         }
-    } else if matches!(ext_of(input).as_str(), "txt" | "list") {
-        let text = std::fs::read_to_string(input).map_err(io_at(input))?;
-        for line in text.lines() {
-            push_listed(&mut items, out, line);
-        }
-        drop_twice(&mut items, &mut ignored, "listed more than once");
+        ignored.sort_by(|a, b| a.path.cmp(&b.path));
     } else {
         let name = input
             .file_name()
@@ -234,8 +238,7 @@ pub fn collect_with(input: &Path, out: &Path, follow_links: bool) -> Result<Inpu
 
 /// A file listed (or, following links, reached) more than once — under any spelling:
 /// relative, absolute, through a link — is done once, where it comes first; the others are
-/// listed as ignored. Paths that do
-/// not resolve stay, to fail with their own error.
+/// listed as ignored. Paths that do not resolve stay, to fail with their own error.
 fn drop_twice(items: &mut Vec<Item>, ignored: &mut Vec<Ignored>, how: &str) {
     let mut first = std::collections::HashMap::new();
     items.retain(|it| {
@@ -250,7 +253,7 @@ fn drop_twice(items: &mut Vec<Item>, ignored: &mut Vec<Ignored>, how: &str) {
             Some(earlier) => {
                 ignored.push(Ignored {
                     path: it.input.display().to_string(),
-                    reason: format!("{how} (the same file as {})", Path::new(earlier).display()),
+                    reason: format!("{how} (the same file as {})", earlier.display()),
                 });
                 false
             }
@@ -260,15 +263,14 @@ fn drop_twice(items: &mut Vec<Item>, ignored: &mut Vec<Ignored>, how: &str) {
 
 /// One line of a list: a path (relative ones from the current directory), blank lines and
 /// `#` comments skipped. Its output mirrors the path as listed (see [`listed_rel`]).
-fn push_listed(items: &mut Vec<Item>, out: &Path, line: &str) {
+fn push_listed(items: &mut Vec<Item>, out: &Path, cwd: &Path, line: &str) {
     let l = line.trim();
     if l.is_empty() || l.starts_with('#') {
         return;
     }
     let p = PathBuf::from(l);
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     items.push(Item {
-        output: output_for(out, &listed_rel(&p, &cwd)),
+        output: output_for(out, &listed_rel(&p, cwd)),
         input: p,
     });
 }
@@ -482,16 +484,21 @@ pub fn run(
         jobs,
         ignored: &inputs.ignored,
     };
+    // Held while a partial report is taken and written, so that one writer at a time writes
+    // (an older snapshot never replaces a newer one); the results lock is held only for
+    // the snapshot, not for the file's serialising, fsync and rename.
     let last_partial = Mutex::new(std::time::Instant::now());
-    let write_partial = |done: &[Option<FileReport>]| {
-        let (Some((path, every)), Ok(mut last)) = (partial_report, last_partial.try_lock()) else {
-            return;
-        };
-        if last.elapsed() < every {
-            return;
-        }
+    let store_and_report = |i: usize, r: FileReport| {
+        let due = partial_report.and_then(|(path, every)| {
+            let last = last_partial.try_lock().ok()?;
+            (last.elapsed() >= every).then_some((path, last))
+        });
+        let Ok(mut v) = results.lock() else { return };
+        v[i] = Some(r);
+        let Some((path, mut last)) = due else { return };
+        let files: Vec<FileReport> = v.iter().flatten().cloned().collect();
+        drop(v);
         *last = std::time::Instant::now();
-        let files: Vec<FileReport> = done.iter().flatten().cloned().collect();
         let pending = items.len() - files.len();
         let json = serde_json::to_vec_pretty(&frame.report(files, pending, false));
         if let Ok(json) = json
@@ -513,10 +520,7 @@ pub fn run(
                     let r = process(item, cfg, resume, ctl);
                     let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
                     on_done(&r, n);
-                    if let Ok(mut v) = results.lock() {
-                        v[i] = Some(r);
-                        write_partial(&v);
-                    }
+                    store_and_report(i, r);
                 }
             });
         }

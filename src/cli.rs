@@ -1027,6 +1027,7 @@ fn cmd_batch(a: BatchArgs) -> u8 {
             / 2)
         .max(1)
     });
+    let report_path = a.out.join("report.json");
     let ctl = Control::default();
     install_interrupt(&ctl);
     let tty =
@@ -1118,18 +1119,15 @@ fn cmd_batch(a: BatchArgs) -> u8 {
             a.resume,
             &ctl,
             &on_done,
-            Some((
-                &a.out.join("report.json"),
-                crate::batch::PARTIAL_REPORT_EVERY,
-            )),
+            Some((&report_path, crate::batch::PARTIAL_REPORT_EVERY)),
         );
         ticking.store(false, Ordering::Relaxed);
         report
     });
     bar.finish_and_clear();
     let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
-    if let Err(e) = crate::fsutil::write_atomic(&a.out.join("report.json"), &json) {
-        fail(format!("{}: {e}", a.out.join("report.json").display()));
+    if let Err(e) = crate::fsutil::write_atomic(&report_path, &json) {
+        fail(format!("{}: {e}", report_path.display()));
         return exit::OUTPUT;
     }
     if a.json {
@@ -1150,7 +1148,7 @@ fn cmd_batch(a: BatchArgs) -> u8 {
                 "started_at": report.started_at,
                 "finished_at": report.finished_at,
                 "interrupted": ctl.cancel.load(Ordering::Relaxed),
-                "report": a.out.join("report.json").display().to_string(),
+                "report": report_path.display().to_string(),
             }),
         }));
     } else {
@@ -1172,7 +1170,7 @@ fn cmd_batch(a: BatchArgs) -> u8 {
             },
             report.frames,
             report.wall_s,
-            a.out.join("report.json").display()
+            report_path.display()
         );
     }
     if ctl.cancel.load(Ordering::Relaxed) {

@@ -110,6 +110,11 @@ pub struct BenchSettings {
     /// changed.
     pub main_full_every: u32,
     pub zoom_tiles: Vec<[u32; 2]>,
+    /// Magnification of a sweep's first look (`detect.zoom_proposal_threshold`), if it
+    /// looks first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zoom_proposal: Option<f32>,
+    pub zoom_proposal_threshold: f32,
     pub quality: String,
     pub style: String,
     pub device: String,
@@ -123,6 +128,11 @@ pub struct DetectorBench {
     /// Zoom pass: milliseconds per sweep (all tiles of one frame), if the pass runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zoom_sweep_ms: Option<f64>,
+    /// A sweep's first look over the whole frame (at the proposal magnification), if sweeps
+    /// look first: what a full sweep costs when the proposals suffice, besides the magnified
+    /// looks around them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zoom_proposal_ms: Option<f64>,
     /// The main size at each batch size asked for (default 1, 8, 32).
     pub batches: Vec<BatchTiming>,
 }
@@ -270,7 +280,12 @@ pub fn run(
     let tiles = zoom
         .map(|z| crate::detect::zoom::layout(video.width, video.height, z))
         .unwrap_or_default();
-    let (detector, gpu_memory_mib) = bench_detector(input, cfg, det_size, &tiles, batches)?;
+    let proposal = cfg.detect.zoom_proposal_for(video.width, video.height);
+    let first_look = proposal
+        .map(|z| crate::detect::zoom::layout(video.width, video.height, z))
+        .unwrap_or_default();
+    let (detector, gpu_memory_mib) =
+        bench_detector(input, cfg, det_size, &tiles, &first_look, batches)?;
     let lib = crate::detect::runtime::loaded_library()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -320,6 +335,8 @@ pub fn run(
             zoom_full_every: cfg.detect.zoom_full_every,
             main_full_every: cfg.detect.main_full_every,
             zoom_tiles: tiles.iter().map(|t| [t.in_w, t.in_h]).collect(),
+            zoom_proposal: proposal,
+            zoom_proposal_threshold: cfg.detect.zoom_proposal_threshold,
             quality: format!("{:?}", cfg.encode.quality).to_lowercase(),
             style: cfg.redact.style.name().into(),
             device: cfg.runtime.device.to_string(),
@@ -399,14 +416,15 @@ pub fn gt_beside(input: &Path) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// Times the detector alone: the main pass at its size (batch 1 and the given batch sizes)
-/// and one zoom sweep, on a synthetic mid-grey image (the network's cost does not depend on
-/// the content).
+/// Times the detector alone: the main pass at its size (batch 1 and the given batch sizes),
+/// one zoom sweep over `tiles` and one first look over `first_look`, on a synthetic mid-grey
+/// image (the network's cost does not depend on the content).
 fn bench_detector(
     input: &Path,
     cfg: &Config,
     (w, h): (u32, u32),
     tiles: &[crate::detect::zoom::Tile],
+    first_look: &[crate::detect::zoom::Tile],
     batches: &[usize],
 ) -> Result<(DetectorBench, Option<u64>), PipelineError> {
     let opts = cfg.runtime.session_options();
@@ -454,15 +472,18 @@ fn bench_detector(
             fps: round1(1e3 / ms.max(1e-9)),
         });
     }
-    let zoom_sweep_ms = if tiles.is_empty() {
-        None
-    } else {
+    let mut sweep = |tiles: &[crate::detect::zoom::Tile]| -> Result<Option<f64>, PipelineError> {
+        if tiles.is_empty() {
+            return Ok(None);
+        }
         let mut total = 0.0;
         for t in tiles {
             total += time(t.in_w, t.in_h, 1, 3)?;
         }
-        Some((total * 10.0).round() / 10.0)
+        Ok(Some((total * 10.0).round() / 10.0))
     };
+    let zoom_sweep_ms = sweep(tiles)?;
+    let zoom_proposal_ms = sweep(first_look)?;
     let provider = det.provider();
     let gpu = if provider == crate::detect::ActiveProvider::Cuda {
         gpu_memory_mib()
@@ -474,6 +495,7 @@ fn bench_detector(
             provider: provider.name().into(),
             main_ms: round2(main_ms),
             zoom_sweep_ms,
+            zoom_proposal_ms,
             batches: timings,
         },
         gpu,

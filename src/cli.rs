@@ -820,6 +820,10 @@ fn cmd_bench(a: BenchArgs) -> u8 {
                             r.settings.zoom_tiles.len()
                         ))
                         .unwrap_or_default()
+                        + &r.detector
+                            .zoom_proposal_ms
+                            .map(|z| format!("; first look {z:.1} ms"))
+                            .unwrap_or_default()
                 );
                 if let Some(v) = r.vad_ms_per_audio_s {
                     println!(

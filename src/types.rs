@@ -187,7 +187,11 @@ pub struct ZoomSweeps {
     /// Partial sweeps after the camera moved: only what entered the frame or moved on its own
     /// was looked at again.
     pub followed_motion: u64,
-    /// Detector input over all sweeps, megapixels.
+    /// Sweeps that magnified only around what a first, cheaper look proposed
+    /// (`detect.zoom_proposal_threshold`); the others magnified all they looked at.
+    #[serde(default)]
+    pub proposed: u64,
+    /// Detector input over all sweeps (both looks), megapixels.
     pub input_mpx: f64,
 }
 

@@ -162,6 +162,35 @@ fn zoom_sweeps_limited_to_what_changed_still_redact_every_face() {
     }
 }
 
+/// By default a zoom sweep looks first at 1x with a low threshold and magnifies only around
+/// what that proposes: against sweeps that magnify all they look at, no face leaks on the clips
+/// whose smallest faces are 12 px (faces_sizes's 12 px face scores down to 0.11 at 1x), for
+/// much less detector input. On city_pan's crowd a look around every proposal can cost as much
+/// as the magnified regions: those sweeps magnify the regions whole.
+#[test]
+fn zoom_sweeps_that_magnify_only_around_proposals_redact_every_face() {
+    for (name, most_input) in [("faces_sizes", 0.5), ("composite_pan", 0.8)] {
+        let proposed = redact_and_check(name, &common::config());
+        let mut cfg = common::config();
+        cfg.detect.zoom_proposal_threshold = 0.0;
+        let magnified = redact_and_check(name, &cfg);
+        let (p, m) = (proposed.zoom, magnified.zoom);
+        println!("{name}: proposed {p:?}, magnified {m:?}");
+        assert_eq!(proposed.leak_rate, 0.0, "{name}");
+        assert_eq!(magnified.leak_rate, 0.0, "{name}");
+        assert_eq!(p.sweeps, m.sweeps, "{name}");
+        assert_eq!((p.proposed, m.proposed), (p.sweeps, 0), "{name}: {p:?}");
+        assert!(
+            p.input_mpx < most_input * m.input_mpx,
+            "{name}: {p:?} against {m:?}"
+        );
+    }
+    let crowd = redact_and_check("city_pan", &common::config());
+    assert!(crowd.leak_rate <= 0.01, "leak rate {}", crowd.leak_rate);
+    let z = crowd.zoom;
+    assert!(z.proposed > 0 && z.proposed < z.sweeps, "{z:?}");
+}
+
 /// Only every 60th main pass covers the whole frame; the others look only around what changed
 /// since the last one and at the whole of each face a change touches. On faces_sizes the faces
 /// never stop moving: none may leak.

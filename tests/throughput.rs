@@ -94,6 +94,13 @@ fn bench_json_reports_modes_cpu_concurrency_batches_device_and_leak() {
     assert!(leak["gt_boxes"].as_u64().unwrap() > 2000, "{r}");
     assert!(leak["leak_rate"].as_f64().unwrap() < 0.02, "{r}");
     assert_eq!(r["settings"]["device"], "cpu");
+    // A zoom sweep and a sweep's first look at 1x (a quarter of the pixels) are both timed.
+    assert_eq!(r["settings"]["zoom_proposal"], 1.0, "{r}");
+    let (sweep, first) = (
+        r["detector"]["zoom_sweep_ms"].as_f64().unwrap(),
+        r["detector"]["zoom_proposal_ms"].as_f64().unwrap(),
+    );
+    assert!(first > 0.0 && first < sweep, "{r}");
     // The scratch folder of the runs is gone: nothing of ours is left behind (ONNX Runtime
     // 1.31 itself keeps a 51-byte `.ses` id file in the temp folder).
     let left: Vec<String> = common::listing(tmp.path())

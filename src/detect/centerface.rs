@@ -95,8 +95,15 @@ impl FaceDetector for CenterFace {
     fn provider(&self) -> ActiveProvider {
         self.session.provider()
     }
+    fn threshold(&self) -> f32 {
+        self.threshold
+    }
 
-    fn detect_tensor(&mut self, t: NchwTensor<'_>) -> Result<Vec<Vec<Detection>>, DetectError> {
+    fn detect_tensor_at(
+        &mut self,
+        t: NchwTensor<'_>,
+        threshold: f32,
+    ) -> Result<Vec<Vec<Detection>>, DetectError> {
         if t.batch == 0 {
             return Ok(Vec::new());
         }
@@ -132,7 +139,7 @@ impl FaceDetector for CenterFace {
             let hm = heat.get(i * n..(i + 1) * n).ok_or_else(short)?;
             let sc = scale.get(i * 2 * n..(i + 1) * 2 * n).ok_or_else(short)?;
             let of = offset.get(i * 2 * n..(i + 1) * 2 * n).ok_or_else(short)?;
-            results.push(decode(hm, sc, of, w, h, self.threshold));
+            results.push(decode(hm, sc, of, w, h, threshold));
         }
         Ok(results)
     }

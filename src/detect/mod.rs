@@ -117,8 +117,22 @@ pub trait FaceDetector: Send {
     fn model(&self) -> &ModelFile;
     fn channel_order(&self) -> ChannelOrder;
     fn provider(&self) -> ActiveProvider;
-    /// Runs the detector on a batch already packed as a tensor; one result list per image.
-    fn detect_tensor(&mut self, t: NchwTensor<'_>) -> Result<Vec<Vec<Detection>>, DetectError>;
+    /// The score a face must pass to be reported (`detect.threshold`).
+    fn threshold(&self) -> f32;
+    /// Runs the detector on a batch already packed as a tensor, reporting what scores above
+    /// `threshold` (the zoom pass's proposals ask with a lower one than [`Self::threshold`]);
+    /// one result list per image.
+    fn detect_tensor_at(
+        &mut self,
+        t: NchwTensor<'_>,
+        threshold: f32,
+    ) -> Result<Vec<Vec<Detection>>, DetectError>;
+    /// Runs the detector on a batch already packed as a tensor at its own threshold; one
+    /// result list per image.
+    fn detect_tensor(&mut self, t: NchwTensor<'_>) -> Result<Vec<Vec<Detection>>, DetectError> {
+        let threshold = self.threshold();
+        self.detect_tensor_at(t, threshold)
+    }
     /// Runs the detector on a batch of packed images of one size; one result list per image.
     fn detect(&mut self, batch: &[DetectorImage<'_>]) -> Result<Vec<Vec<Detection>>, DetectError> {
         let Some(first) = batch.first() else {

@@ -97,8 +97,15 @@ impl FaceDetector for Yunet {
     fn provider(&self) -> ActiveProvider {
         self.session.provider()
     }
+    fn threshold(&self) -> f32 {
+        self.threshold
+    }
 
-    fn detect_tensor(&mut self, t: NchwTensor<'_>) -> Result<Vec<Vec<Detection>>, DetectError> {
+    fn detect_tensor_at(
+        &mut self,
+        t: NchwTensor<'_>,
+        threshold: f32,
+    ) -> Result<Vec<Vec<Detection>>, DetectError> {
         if t.batch == 0 {
             return Ok(Vec::new());
         }
@@ -169,7 +176,7 @@ impl FaceDetector for Yunet {
                     part(&bbox, &cells, 2, i, 4)?,
                 ],
             };
-            results.push(decode(&o, w, h, self.threshold));
+            results.push(decode(&o, w, h, threshold));
         }
         Ok(results)
     }

@@ -2,10 +2,12 @@
 //! magnified tiles of the full-resolution frame, every few frames.
 //!
 //! Why: in compressed video a 12 px face is not found reliably at any scale up to 1x (YuNet
-//! scores it 0.2-0.4 even at native size), but at 2x it scores 0.85+. Magnifying the whole
-//! frame every frame costs about 8x the main pass, so the zoom pass runs every
-//! `detect.zoom_every` frames and the tracker (gap filling, look-back, look-ahead) covers the
-//! frames between.
+//! scores it 0.11-0.9 at native size, often below the 0.5 threshold), but at 2x it scores
+//! 0.85+. Magnifying the whole frame every frame costs about 8x the main pass, so the zoom pass
+//! runs every `detect.zoom_every` frames and the tracker (gap filling, look-back, look-ahead)
+//! covers the frames between; and a sweep first looks at 1x with a low threshold, magnifying
+//! only around what that proposes (the pipeline's detect stage decides; this module lays out
+//! the regions and tiles: [`fit_to_tile`]).
 //!
 //! Owns: the tile layout (pure, property-tested), rendering a tile from I420 planes into the
 //! detector's NCHW input with bilinear sampling, and the change test between two sweeps (which
@@ -98,6 +100,39 @@ pub fn layout_in(r: Rect, zoom: f32) -> Vec<Tile> {
     }
     tiles
 }
+
+/// `r` grown (about its centre, kept inside a `frame_w x frame_h` frame) so that its tile at
+/// `zoom` is rendered without stretching: each side becomes the frame length that magnifies
+/// to the multiple of 32 the tile is rendered at. A small region would otherwise be stretched
+/// unevenly (a 66x62 region at 2x to 160x128: its faces 17% wider than tall), which lowers
+/// the detector's scores. Sides the frame cannot hold are the frame's.
+pub fn fit_to_tile(r: Rect, zoom: f32, (frame_w, frame_h): (usize, usize)) -> Rect {
+    let axis = |a0: usize, a1: usize, len: usize| -> (usize, usize) {
+        let a1 = a1.min(len);
+        let a0 = a0.min(a1);
+        let have = a1 - a0;
+        if have == 0 || zoom.is_nan() || zoom <= 0.0 {
+            return (a0, a1);
+        }
+        let rendered = ceil_to_multiple(((have as f32 * zoom).round() as u32).max(32), 32);
+        // The longest side that still renders at `rendered` (the tile rounds side x zoom).
+        let want = ((rendered as f32 / zoom).floor() as usize).max(have);
+        if want >= len {
+            return (0, len);
+        }
+        let lo = a0.saturating_sub((want - have) / 2).min(len - want);
+        (lo, lo + want)
+    };
+    let (x0, x1) = axis(r.x0, r.x1, frame_w);
+    let (y0, y1) = axis(r.y0, r.y1, frame_h);
+    Rect { x0, y0, x1, y1 }
+}
+
+/// How large the smallest face is shown when a sweep first looks for proposals
+/// (`detect.zoom_proposal_threshold`): at 12 px YuNet-n scored every 12 px face of the
+/// bundled clips 0.11 or more in every frame (faces_sizes: 0.11-0.9, median 0.6; city_pan's
+/// 13 px face 0.83 or more; composite_pan's 12 px face 0.79 or more), where 2x scores 0.85+.
+pub const PROPOSAL_FACE_PX: f32 = 12.0;
 
 /// Side of the square blocks the change test compares (frame pixels).
 pub const CHANGE_BLOCK: u32 = 8;
@@ -1298,6 +1333,31 @@ mod tests {
                     );
                     if x0 < 0 || y0 < 0 || x1 > w as i32 || y1 > h as i32 {
                         prop_assert!(c.changed[by * bw + bx], "block ({}, {})", bx, by);
+                    }
+                }
+            }
+        }
+
+        /// A region fitted to its tile holds the region, stays in the frame, and is rendered
+        /// in one tile without stretching (the magnified side is its rendered size to within a
+        /// pixel), unless the frame cannot hold that side.
+        #[test]
+        fn a_region_fitted_to_its_tile_is_rendered_unstretched(
+            x0 in 0usize..600, y0 in 0usize..400, w in 1usize..400, h in 1usize..300,
+            zoom in prop::sample::select(vec![1.0f32, 1.5, 2.0, 2.4, 3.0]),
+            fw in 64usize..1400, fh in 64usize..800,
+        ) {
+            let r = Rect { x0: x0.min(fw - 1), y0: y0.min(fh - 1), x1: (x0 + w).min(fw), y1: (y0 + h).min(fh) };
+            prop_assume!(r.x1 > r.x0 && r.y1 > r.y0);
+            let f = fit_to_tile(r, zoom, (fw, fh));
+            prop_assert!(f.x0 <= r.x0 && f.y0 <= r.y0 && r.x1 <= f.x1 && r.y1 <= f.y1, "{:?} -> {:?}", r, f);
+            prop_assert!(f.x1 <= fw && f.y1 <= fh);
+            let tiles = layout_in(f, zoom);
+            if tiles.len() == 1 {
+                let t = tiles[0];
+                for (side, rendered, frame) in [(f.width(), t.in_w, fw), (f.height(), t.in_h, fh)] {
+                    if side < frame {
+                        prop_assert!((side as f32 * zoom - rendered as f32).abs() <= zoom.max(1.0), "{:?} at {} -> {:?}", f, zoom, t);
                     }
                 }
             }

@@ -751,6 +751,14 @@ impl Stages {
                     .detect
                     .zoom_for(s.frame_size.0, s.frame_size.1)
                     .unwrap_or(1.0),
+                zoom_proposal: s
+                    .cfg
+                    .detect
+                    .zoom_proposal_for(s.frame_size.0, s.frame_size.1)
+                    .map(|scale| video::Proposal {
+                        scale,
+                        threshold: s.cfg.detect.zoom_proposal_threshold,
+                    }),
                 zoom_full_every: s.cfg.detect.zoom_full_every.max(1),
                 zoom_change_pad: s.cfg.detect.zoom_change_pad(),
                 zoom_memory: None,

@@ -45,6 +45,8 @@ pub(super) struct DetectStage {
     pub(super) info: FrameInfo,
     /// Magnification of the zoom pass.
     pub(super) zoom_factor: f32,
+    /// The first, cheaper look of each sweep (none: every sweep magnifies all it looks at).
+    pub(super) zoom_proposal: Option<Proposal>,
     /// Every n-th sweep covers the whole frame (1: every sweep does).
     pub(super) zoom_full_every: u32,
     /// How far around a changed block a partial sweep looks (frame pixels): faces up to this
@@ -128,10 +130,25 @@ fn run_detector(
     pass: &str,
     tensor: NchwTensor<'_>,
 ) -> Result<Vec<Vec<Detection>>, PipelineError> {
+    let threshold = detector
+        .as_ref()
+        .map(|d| d.threshold())
+        .ok_or_else(|| internal(input, format!("the {pass} ran without a detector")))?;
+    run_detector_at(detector, input, pass, tensor, threshold)
+}
+
+/// [`run_detector`] reporting what scores above `threshold` instead of the detector's own.
+fn run_detector_at(
+    detector: &mut Option<Box<dyn FaceDetector>>,
+    input: &std::path::Path,
+    pass: &str,
+    tensor: NchwTensor<'_>,
+    threshold: f32,
+) -> Result<Vec<Vec<Detection>>, PipelineError> {
     let det = detector
         .as_mut()
         .ok_or_else(|| internal(input, format!("the {pass} ran without a detector")))?;
-    det.detect_tensor(tensor)
+    det.detect_tensor_at(tensor, threshold)
         .map_err(|source| PipelineError::Detect {
             path: input.to_path_buf(),
             source,
@@ -159,6 +176,20 @@ const MAIN_RUN_COST_PX: u64 = 6_000;
 /// A partial main pass runs only while its crops (plus one run's cost each) come to less than
 /// this share of the whole frame's input.
 const MAIN_PARTIAL_MAX_SHARE: f32 = 0.75;
+
+/// How a zoom sweep first looks at what it sweeps: at `scale` (a quarter of the zoom's pixels
+/// at the defaults), keeping what scores above `threshold`; only around those proposals that
+/// score below the detector's own threshold does it magnify (`detect.zoom_proposal_threshold`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Proposal {
+    pub(super) scale: f32,
+    pub(super) threshold: f32,
+}
+
+/// Frame pixels one more ONNX Runtime run of a zoom sweep costs as much as, at `scale`.
+fn run_cost_frame_px(scale: f32) -> u64 {
+    (MAIN_RUN_COST_PX as f32 / (scale * scale)).round() as u64
+}
 
 /// A frame waiting for the detector: whether the main pass and the zoom pass run on it.
 struct Pending {
@@ -482,22 +513,37 @@ impl DetectStage {
             .zoom_memory
             .as_ref()
             .and_then(|m| m.change(&planes, self.zoom_full_every, self.zoom_change_pad, true));
-        let pixels =
-            |tiles: &[Tile]| -> u64 { tiles.iter().map(|t| u64::from(t.in_w * t.in_h)).sum() };
-        let partial = change.map(|c| {
+        // Many scattered regions can cost more than the whole frame: then it is swept whole.
+        let direct: Option<(crate::detect::zoom::ChangeSet, Vec<Tile>)> = change.and_then(|c| {
             let tiles: Vec<Tile> = c
                 .regions
                 .iter()
                 .flat_map(|r| crate::detect::zoom::layout_in(*r, self.zoom_factor))
                 .collect();
-            (c, tiles)
+            (pixels(&tiles) < pixels(&self.zoom_tiles)).then_some((c, tiles))
         });
-        // Many scattered regions can cost more than the whole frame: then it is swept whole.
-        let (change, tiles) = match partial {
-            Some((c, tiles)) if pixels(&tiles) < pixels(&self.zoom_tiles) => (Some(c), tiles),
-            _ => (None, self.zoom_tiles.clone()),
+        let (change, direct) = match direct {
+            Some((c, tiles)) => (Some(c), tiles),
+            None => (None, self.zoom_tiles.clone()),
         };
-        let mut found = self.zoom_tiles_detect(&planes, order, &tiles)?;
+        let regions = match &change {
+            Some(c) => c.regions.clone(),
+            None => vec![crate::geom::Rect {
+                x0: 0,
+                y0: 0,
+                x1: planes.width as usize,
+                y1: planes.height as usize,
+            }],
+        };
+        let threshold = self.detector_threshold()?;
+        let (mut found, input_pixels, proposed) = match self.zoom_proposal {
+            Some(p) => self.zoom_propose_then_magnify(&planes, order, p, &regions, &direct)?,
+            None => {
+                let found =
+                    self.zoom_tiles_detect(&planes, order, &direct, threshold, self.zoom_max_face)?;
+                (found, pixels(&direct), false)
+            }
+        };
         let since_full = match (&change, &self.zoom_memory) {
             (Some(c), Some(m)) => {
                 // The last sweep's faces where nothing changed around them stand (moved with
@@ -516,16 +562,16 @@ impl DetectStage {
             }
             _ => 0,
         };
-        let input_pixels = pixels(&tiles);
         let z = &mut self.zoom_sweeps;
         z.sweeps += 1;
+        z.proposed += u64::from(proposed);
         z.full += u64::from(change.is_none());
         z.followed_motion += u64::from(change.as_ref().is_some_and(|c| c.follows_motion()));
         z.input_mpx += input_pixels as f64 / 1e6;
         tracing::trace!(
             frame = frame.index,
-            tiles = tiles.len(),
             input_pixels,
+            proposed,
             full = change.is_none(),
             shift = ?change.as_ref().map(|c| c.shift()),
             faces = found.len(),
@@ -535,13 +581,87 @@ impl DetectStage {
         Ok(found)
     }
 
+    /// The detector's own threshold (an error without a detector, as in [`run_detector`]).
+    fn detector_threshold(&self) -> Result<f32, PipelineError> {
+        self.detector
+            .as_ref()
+            .map(|d| d.threshold())
+            .ok_or_else(|| internal(&self.input, "the zoom pass ran without a detector".into()))
+    }
+
+    /// A sweep of `regions` in two looks: first at the proposal scale (a quarter of the
+    /// magnified pixels at the defaults) with the proposal threshold, then magnified only
+    /// around the proposals that scored below the detector's own threshold; those above it are
+    /// faces already. When the magnified look around the proposals would cost as much as
+    /// magnifying the regions whole (`direct`: a crowd, a busy texture), the regions are
+    /// magnified whole instead. Returns the faces, the detector's input pixels, and whether
+    /// the proposals sufficed.
+    fn zoom_propose_then_magnify(
+        &mut self,
+        planes: &crate::detect::zoom::I420<'_>,
+        order: crate::detect::ChannelOrder,
+        p: Proposal,
+        regions: &[crate::geom::Rect],
+        direct: &[Tile],
+    ) -> Result<(Vec<Detection>, u64, bool), PipelineError> {
+        let threshold = self.detector_threshold()?;
+        let max_face = self.zoom_max_face;
+        let frame = (planes.width as usize, planes.height as usize);
+        let fit =
+            |r: &crate::geom::Rect, zoom: f32| crate::detect::zoom::fit_to_tile(*r, zoom, frame);
+        let looked =
+            crate::detect::zoom::merge_regions(regions.to_vec(), run_cost_frame_px(p.scale));
+        let first: Vec<Tile> = looked
+            .iter()
+            .flat_map(|r| crate::detect::zoom::layout_in(fit(r, p.scale), p.scale))
+            .collect();
+        let proposals = self.zoom_tiles_detect(planes, order, &first, p.threshold, max_face)?;
+        let (fw, fh) = (planes.width as f32, planes.height as f32);
+        let mut found = Vec::new();
+        let mut around = Vec::new();
+        for d in proposals {
+            if d.score > threshold {
+                found.push(d);
+                continue;
+            }
+            // Context of the face's own size on every side (at least 16 px): the magnified
+            // look then sees it whole and centred, as a tile would.
+            let b = d.bbox;
+            let grow = b.w.max(b.h).max(16.0);
+            around.push(crate::geom::Rect {
+                x0: (b.x - grow).floor().clamp(0.0, fw) as usize,
+                y0: (b.y - grow).floor().clamp(0.0, fh) as usize,
+                x1: (b.x + b.w + grow).ceil().clamp(0.0, fw) as usize,
+                y1: (b.y + b.h + grow).ceil().clamp(0.0, fh) as usize,
+            });
+        }
+        let around =
+            crate::detect::zoom::merge_regions(around, run_cost_frame_px(self.zoom_factor));
+        let second: Vec<Tile> = around
+            .iter()
+            .filter(|r| r.area() > 0)
+            .flat_map(|r| {
+                crate::detect::zoom::layout_in(fit(r, self.zoom_factor), self.zoom_factor)
+            })
+            .collect();
+        let spent = pixels(&first);
+        if pixels(&second) >= pixels(direct) {
+            let found = self.zoom_tiles_detect(planes, order, direct, threshold, max_face)?;
+            return Ok((found, spent + pixels(direct), false));
+        }
+        found.extend(self.zoom_tiles_detect(planes, order, &second, threshold, max_face)?);
+        Ok((merge(found), spent + pixels(&second), true))
+    }
+
     /// Runs the detector on `tiles` of the frame (tiles of one size as one batch) and returns
-    /// the small faces found, in frame pixels.
+    /// the faces up to `max_face` scoring above `threshold`, in frame pixels.
     fn zoom_tiles_detect(
         &mut self,
         planes: &crate::detect::zoom::I420<'_>,
         order: crate::detect::ChannelOrder,
         tiles: &[Tile],
+        threshold: f32,
+        max_face: f32,
     ) -> Result<Vec<Detection>, PipelineError> {
         // Tiles of one size go into one batch; edge tiles may differ by a few pixels.
         let mut out = Vec::new();
@@ -565,7 +685,7 @@ impl DetectStage {
             for (t, dst) in tiles.iter().zip(self.tensor.chunks_exact_mut(one)) {
                 crate::detect::zoom::render_nchw(planes, t, order, dst);
             }
-            let raw = run_detector(
+            let raw = run_detector_at(
                 &mut self.detector,
                 &self.input,
                 "zoom pass",
@@ -575,6 +695,7 @@ impl DetectStage {
                     width: in_w,
                     height: in_h,
                 },
+                threshold,
             )?;
             for (t, dets) in tiles.iter().zip(raw) {
                 let (sx, sy) = t.back_scale();
@@ -585,12 +706,17 @@ impl DetectStage {
                 out.extend(
                     found
                         .into_iter()
-                        .filter(|d| d.bbox.w.min(d.bbox.h) <= self.zoom_max_face),
+                        .filter(|d| d.bbox.w.min(d.bbox.h) <= max_face),
                 );
             }
         }
         Ok(out)
     }
+}
+
+/// Detector input pixels of `tiles`.
+fn pixels(tiles: &[Tile]) -> u64 {
+    tiles.iter().map(|t| u64::from(t.in_w * t.in_h)).sum()
 }
 
 /// Merges detections of several passes or overlapping tiles: greedy NMS at IoU 0.3.

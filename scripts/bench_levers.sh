@@ -23,6 +23,8 @@ levers=(
   "zoom pass at 1.5x|--zoom 1.5"
   "zoom pass off|--zoom off"
   "every zoom sweep over the whole frame (the behaviour before)|$(cfg zf1 '[detect]\nzoom_full_every = 1')"
+  "zoom sweeps magnify all they look at (no first look at 1x; the behaviour before)|$(cfg zp0 '[detect]\nzoom_proposal_threshold = 0')"
+  "zoom proposals from 0.2 (fewer magnified looks)|$(cfg zp2 '[detect]\nzoom_proposal_threshold = 0.2')"
   "batch 4 frames per ORT run|$(cfg b4 '[detect]\nbatch = 4')"
   "ORT intra-op threads 1|$(cfg t1 '[runtime]\nthreads = 1')"
   "x264 veryfast (--quality balanced)|--quality balanced"

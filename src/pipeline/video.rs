@@ -191,6 +191,10 @@ fn run_cost_frame_px(scale: f32) -> u64 {
     (MAIN_RUN_COST_PX as f32 / (scale * scale)).round() as u64
 }
 
+/// How much longer than `zoom_max_face` a small face's box may be in its other direction
+/// (faces are about 1.2 times as high as wide; a face cut by the frame's edge is shorter).
+const SMALL_FACE_ASPECT: f32 = 1.5;
+
 /// A frame waiting for the detector: whether the main pass and the zoom pass run on it.
 struct Pending {
     frame: Frame,
@@ -518,7 +522,13 @@ impl DetectStage {
             let tiles: Vec<Tile> = c
                 .regions
                 .iter()
-                .flat_map(|r| crate::detect::zoom::layout_in(*r, self.zoom_factor))
+                .flat_map(|r| {
+                    crate::detect::zoom::layout_in(
+                        *r,
+                        self.zoom_factor,
+                        (planes.width, planes.height),
+                    )
+                })
                 .collect();
             (pixels(&tiles) < pixels(&self.zoom_tiles)).then_some((c, tiles))
         });
@@ -606,14 +616,12 @@ impl DetectStage {
     ) -> Result<(Vec<Detection>, u64, bool), PipelineError> {
         let threshold = self.detector_threshold()?;
         let max_face = self.zoom_max_face;
-        let frame = (planes.width as usize, planes.height as usize);
-        let fit =
-            |r: &crate::geom::Rect, zoom: f32| crate::detect::zoom::fit_to_tile(*r, zoom, frame);
+        let frame = (planes.width, planes.height);
         let looked =
             crate::detect::zoom::merge_regions(regions.to_vec(), run_cost_frame_px(p.scale));
         let first: Vec<Tile> = looked
             .iter()
-            .flat_map(|r| crate::detect::zoom::layout_in(fit(r, p.scale), p.scale))
+            .flat_map(|r| crate::detect::zoom::layout_in(*r, p.scale, frame))
             .collect();
         let proposals = self.zoom_tiles_detect(planes, order, &first, p.threshold, max_face)?;
         let (fw, fh) = (planes.width as f32, planes.height as f32);
@@ -625,7 +633,8 @@ impl DetectStage {
                 continue;
             }
             // Context of the face's own size on every side (at least 16 px): the magnified
-            // look then sees it whole and centred, as a tile would.
+            // look then sees it whole and centred, as a tile would (its tile grows the region
+            // to the size it is rendered at).
             let b = d.bbox;
             let grow = b.w.max(b.h).max(16.0);
             around.push(crate::geom::Rect {
@@ -640,9 +649,7 @@ impl DetectStage {
         let second: Vec<Tile> = around
             .iter()
             .filter(|r| r.area() > 0)
-            .flat_map(|r| {
-                crate::detect::zoom::layout_in(fit(r, self.zoom_factor), self.zoom_factor)
-            })
+            .flat_map(|r| crate::detect::zoom::layout_in(*r, self.zoom_factor, frame))
             .collect();
         let spent = pixels(&first);
         if pixels(&second) >= pixels(direct) {
@@ -700,14 +707,16 @@ impl DetectStage {
             for (t, dets) in tiles.iter().zip(raw) {
                 let (sx, sy) = t.back_scale();
                 // The zoom pass is for small faces only: magnified large structures give
-                // spurious big boxes, and large faces are the main pass's job.
+                // spurious big boxes, and large faces are the main pass's job. Small in both
+                // directions: a box as narrow as a small face but much taller is a part of a
+                // large one (composite_pan: a 48x91 box of an 88x117 face cut by the frame's
+                // top, seen at 1x, split that face's track in three).
                 let found =
                     self.to_frame(dets, (t.x0 as f32, t.y0 as f32), (sx, sy), self.zoom_every);
-                out.extend(
-                    found
-                        .into_iter()
-                        .filter(|d| d.bbox.w.min(d.bbox.h) <= max_face),
-                );
+                out.extend(found.into_iter().filter(|d| {
+                    d.bbox.w.min(d.bbox.h) <= max_face
+                        && d.bbox.w.max(d.bbox.h) <= SMALL_FACE_ASPECT * max_face
+                }));
             }
         }
         Ok(out)

@@ -652,7 +652,7 @@ impl DetectStage {
             .flat_map(|r| crate::detect::zoom::layout_in(*r, self.zoom_factor, frame))
             .collect();
         let spent = pixels(&first);
-        if pixels(&second) >= pixels(direct) {
+        if !second.is_empty() && pixels(&second) >= pixels(direct) {
             let found = self.zoom_tiles_detect(planes, order, direct, threshold, max_face)?;
             return Ok((found, spent + pixels(direct), false));
         }

@@ -547,7 +547,9 @@ impl DetectStage {
         };
         let threshold = self.detector_threshold()?;
         let (mut found, input_pixels, proposed) = match self.zoom_proposal {
-            Some(p) => self.zoom_propose_then_magnify(&planes, order, p, &regions, &direct)?,
+            Some(p) => {
+                self.zoom_propose_then_magnify(&planes, order, p, threshold, &regions, &direct)?
+            }
             None => {
                 let found =
                     self.zoom_tiles_detect(&planes, order, &direct, threshold, self.zoom_max_face)?;
@@ -601,8 +603,8 @@ impl DetectStage {
 
     /// A sweep of `regions` in two looks: first at the proposal scale (a quarter of the
     /// magnified pixels at the defaults) with the proposal threshold, then magnified only
-    /// around the proposals that scored below the detector's own threshold; those above it are
-    /// faces already. When the magnified look around the proposals would cost as much as
+    /// around the proposals that scored below the detector's own `threshold`; those above it
+    /// are faces already. When the magnified look around the proposals would cost as much as
     /// magnifying the regions whole (`direct`: a crowd, a busy texture), the regions are
     /// magnified whole instead. Returns the faces, the detector's input pixels, and whether
     /// the proposals sufficed.
@@ -611,10 +613,10 @@ impl DetectStage {
         planes: &crate::detect::zoom::I420<'_>,
         order: crate::detect::ChannelOrder,
         p: Proposal,
+        threshold: f32,
         regions: &[crate::geom::Rect],
         direct: &[Tile],
     ) -> Result<(Vec<Detection>, u64, bool), PipelineError> {
-        let threshold = self.detector_threshold()?;
         let max_face = self.zoom_max_face;
         let frame = (planes.width, planes.height);
         let looked =
@@ -729,12 +731,25 @@ fn pixels(tiles: &[Tile]) -> u64 {
 }
 
 /// Merges detections of several passes or overlapping tiles: greedy NMS at IoU 0.3.
+/// A face both passes found keeps the sparser pass's `revisit`: the tracker then carries it
+/// until that pass can look again, even when the other pass loses it (faces_sizes with the main
+/// pass every 3rd frame: the zoom pass's box of the near-profile 40 px face lost to the main
+/// pass's on score, the main pass never found that face again, and its track ended 59 frames
+/// early, leaving 46 boxes unredacted).
 fn merge(dets: Vec<Detection>) -> Vec<Detection> {
     let boxes: Vec<crate::geom::BoxF> = dets.iter().map(|d| d.bbox).collect();
     let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
     crate::geom::nms(&boxes, &scores, 0.3)
         .into_iter()
-        .map(|i| dets[i])
+        .map(|i| {
+            let kept = dets[i];
+            let revisit = dets
+                .iter()
+                .filter(|d| d.bbox.iou(&kept.bbox) > 0.3)
+                .map(|d| d.revisit)
+                .fold(kept.revisit, u32::max);
+            Detection { revisit, ..kept }
+        })
         .collect()
 }
 
@@ -1017,4 +1032,34 @@ fn redact_buffer(
         .collect::<Vec<_>>();
     redact_planes(&mut planes, regions, style, params);
     Ok(vf.into_buffer())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geom::BoxF;
+
+    fn det(x: f32, score: f32, revisit: u32) -> Detection {
+        Detection {
+            bbox: BoxF::new(x, 100.0, 40.0, 56.0),
+            score,
+            revisit,
+        }
+    }
+
+    #[test]
+    fn a_face_both_passes_found_keeps_the_best_box_and_the_sparser_pass_s_revisit() {
+        // The main pass (every 5th frame) scored it higher; the zoom pass (every 60th) saw it
+        // too; another face far away stays apart.
+        let merged = merge(vec![
+            det(10.0, 0.95, 5),
+            det(12.0, 0.90, 60),
+            det(400.0, 0.8, 5),
+        ]);
+        assert_eq!(merged.len(), 2);
+        let face = merged.iter().find(|d| d.bbox.x < 100.0).unwrap();
+        assert_eq!((face.bbox.x, face.score, face.revisit), (10.0, 0.95, 60));
+        let other = merged.iter().find(|d| d.bbox.x > 100.0).unwrap();
+        assert_eq!(other.revisit, 5);
+    }
 }

@@ -30,8 +30,9 @@ pub struct TrackerConfig {
     pub frame: Option<(f32, f32)>,
 }
 
-/// Frames after a track's first key over which its start velocity is measured.
-pub const START_SPAN: u64 = 16;
+/// Frames over which a track's start and end velocities are measured (from its first key, to
+/// its last).
+pub const VELOCITY_SPAN: u64 = 16;
 
 /// Longest extension (frames) for a face entering or leaving through the frame's edge.
 pub const EDGE_REACH: u32 = 45;
@@ -89,40 +90,40 @@ impl Track {
         velocity_between(&self.keys[n - 2], &self.keys[n - 1])
     }
 
-    /// Per-frame velocity at the end: from the first key within [`START_SPAN`] frames before
+    /// Per-frame velocity at the end: from the first key within [`VELOCITY_SPAN`] frames before
     /// the last one (or the one before it) to the last. The last two keys may be a few frames
     /// apart and come from passes at different scales; over a look-ahead of up to a zoom
     /// period their noise moved the box off the face (faces_sizes with the main pass every 3rd
     /// frame: 2.5 px a frame from the last two boxes, 2.93 the face's own, for 59 frames).
     fn end_velocity(&self) -> Option<[f32; 4]> {
-        let last = self.keys.last()?;
-        let far = self
-            .keys
-            .iter()
-            .rev()
-            .skip(1)
-            .take_while(|k| k.frame + START_SPAN >= last.frame)
-            .last()
-            .or_else(|| self.keys.len().checked_sub(2).map(|i| &self.keys[i]))?;
-        velocity_between(far, last)
+        let (last, before) = self.keys.split_last()?;
+        velocity_between(farthest_within_span(last, before.iter().rev())?, last)
     }
 
     /// Per-frame velocity at the start: from the first key to the last one within
-    /// [`START_SPAN`] frames of it (or the second key). Over a few frames, the boxes of a face
-    /// coming in through the frame's edge are the least precise the detector gives (the face
-    /// is cut; composite_pan: its free edge moved 1.75 px a frame over 4 frames, 0.94 over 16,
-    /// the face itself 0.88), and the look-back follows this velocity to where it came in.
+    /// [`VELOCITY_SPAN`] frames of it (or the second key). Over a few frames, the boxes of a
+    /// face coming in through the frame's edge are the least precise the detector gives (the
+    /// face is cut; composite_pan: its free edge moved 1.75 px a frame over 4 frames, 0.94 over
+    /// 16, the face itself 0.88), and the look-back follows this velocity to where it came in.
     fn start_velocity(&self) -> Option<[f32; 4]> {
-        let first = self.keys.first()?;
-        let far = self
-            .keys
-            .iter()
-            .skip(1)
-            .take_while(|k| k.frame <= first.frame + START_SPAN)
-            .last()
-            .or_else(|| self.keys.get(1))?;
-        velocity_between(first, far)
+        let (first, after) = self.keys.split_first()?;
+        velocity_between(first, farthest_within_span(first, after.iter())?)
     }
+}
+
+/// Of `others` (keys going away from `from`, nearest first), the farthest within
+/// [`VELOCITY_SPAN`] frames of `from`, or the nearest when none is that close.
+fn farthest_within_span<'a>(
+    from: &Key,
+    mut others: impl Iterator<Item = &'a Key>,
+) -> Option<&'a Key> {
+    let nearest = others.next()?;
+    Some(
+        others
+            .take_while(|k| k.frame.abs_diff(from.frame) <= VELOCITY_SPAN)
+            .last()
+            .unwrap_or(nearest),
+    )
 }
 
 fn velocity_between(a: &Key, b: &Key) -> Option<[f32; 4]> {
@@ -590,6 +591,13 @@ mod tests {
         out
     }
 
+    /// Whether one of a frame's boxes covers all of `r`.
+    fn covered(frame: &Emitted<()>, r: &BoxF) -> bool {
+        frame.boxes.iter().any(|b| {
+            b.bbox.x <= r.x && b.bbox.x2() >= r.x2() && b.bbox.y <= r.y && b.bbox.y2() >= r.y2()
+        })
+    }
+
     #[test]
     fn every_frame_comes_out_once_in_order() {
         let frames: Vec<_> = (0..50).map(|_| Some(vec![])).collect();
@@ -877,12 +885,7 @@ mod tests {
         for i in 4..first {
             let visible = BoxF::new(100.0, top(i), 48.0, size).clip(640.0, h);
             assert!(
-                out[i as usize].boxes.iter().any(|b| {
-                    b.bbox.x <= visible.x
-                        && b.bbox.x2() >= visible.x2()
-                        && b.bbox.y <= visible.y
-                        && b.bbox.y2() >= visible.y2()
-                }),
+                covered(&out[i as usize], &visible),
                 "frame {i}: {:?} does not cover {visible:?}",
                 out[i as usize].boxes
             );
@@ -932,12 +935,7 @@ mod tests {
             let t = truth(i);
             let inner = BoxF::new(t.x + 0.15 * t.w, t.y + 0.15 * t.h, 0.7 * t.w, 0.7 * t.h);
             assert!(
-                out[i as usize].boxes.iter().any(|b| {
-                    b.bbox.x <= inner.x
-                        && b.bbox.x2() >= inner.x2()
-                        && b.bbox.y <= inner.y
-                        && b.bbox.y2() >= inner.y2()
-                }),
+                covered(&out[i as usize], &inner),
                 "frame {i}: {:?} does not cover {inner:?}",
                 out[i as usize].boxes
             );

@@ -130,10 +130,7 @@ fn run_detector(
     pass: &str,
     tensor: NchwTensor<'_>,
 ) -> Result<Vec<Vec<Detection>>, PipelineError> {
-    let threshold = detector
-        .as_ref()
-        .map(|d| d.threshold())
-        .ok_or_else(|| internal(input, format!("the {pass} ran without a detector")))?;
+    let threshold = detector_of(detector, input, pass)?.threshold();
     run_detector_at(detector, input, pass, tensor, threshold)
 }
 
@@ -155,16 +152,15 @@ fn run_detector_at(
         })
 }
 
-/// The channel order of the detector a `pass` runs (an error without one, as in
-/// [`run_detector`]).
-fn channel_order_of(
-    detector: &Option<Box<dyn FaceDetector>>,
+/// The detector a `pass` runs (an error without one, as in [`run_detector`]): its channel
+/// order and threshold.
+fn detector_of<'a>(
+    detector: &'a Option<Box<dyn FaceDetector>>,
     input: &std::path::Path,
     pass: &str,
-) -> Result<crate::detect::ChannelOrder, PipelineError> {
+) -> Result<&'a dyn FaceDetector, PipelineError> {
     detector
-        .as_ref()
-        .map(|d| d.channel_order())
+        .as_deref()
         .ok_or_else(|| internal(input, format!("the {pass} ran without a detector")))
 }
 
@@ -308,7 +304,7 @@ impl DetectStage {
     /// The main pass over the whole of `frames` (as one batch): each frame shrunk straight
     /// from its planes into the input tensor.
     fn main_pass_whole(&mut self, frames: &[&Frame]) -> Result<Vec<Vec<Detection>>, PipelineError> {
-        let order = channel_order_of(&self.detector, &self.input, "main pass")?;
+        let order = detector_of(&self.detector, &self.input, "main pass")?.channel_order();
         let (w, h) = self.det_size;
         let one = 3 * w as usize * h as usize;
         self.tensor.resize(one * frames.len(), 0.0);
@@ -350,7 +346,7 @@ impl DetectStage {
     /// elsewhere stand — the same pixels give the detector the same answer. Every
     /// `main_full_every`-th pass, a pan, a cut or a frame with much change looks at it all.
     fn main_pass_one(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
-        let order = channel_order_of(&self.detector, &self.input, "main pass")?;
+        let order = detector_of(&self.detector, &self.input, "main pass")?.channel_order();
         let (w, h) = (self.det_size.0 as usize, self.det_size.1 as usize);
         let (fw, fh) = self.frame_size;
         let vf = map_readable(&self.input, frame, &mut self.info, "the main pass")?;
@@ -506,7 +502,8 @@ impl DetectStage {
     /// The zoom pass on one frame: tiles rendered from the full-resolution planes at the zoom
     /// magnification, over the whole frame or over what changed since the last sweep.
     fn zoom_detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
-        let order = channel_order_of(&self.detector, &self.input, "zoom pass")?;
+        let detector = detector_of(&self.detector, &self.input, "zoom pass")?;
+        let (order, threshold) = (detector.channel_order(), detector.threshold());
         let vf = map_readable(&self.input, frame, &mut self.info, "the zoom pass")?;
         let planes = planes_of(&self.input, &vf)?;
         // Where to look: the whole frame on the first sweep, on every `zoom_full_every`-th and
@@ -536,19 +533,16 @@ impl DetectStage {
             Some((c, tiles)) => (Some(c), tiles),
             None => (None, self.zoom_tiles.clone()),
         };
-        let regions = match &change {
-            Some(c) => c.regions.clone(),
-            None => vec![crate::geom::Rect {
-                x0: 0,
-                y0: 0,
-                x1: planes.width as usize,
-                y1: planes.height as usize,
-            }],
-        };
-        let threshold = self.detector_threshold()?;
+        let whole = [crate::geom::Rect {
+            x0: 0,
+            y0: 0,
+            x1: planes.width as usize,
+            y1: planes.height as usize,
+        }];
+        let regions: &[crate::geom::Rect] = change.as_ref().map_or(&whole, |c| &c.regions);
         let (mut found, input_pixels, proposed) = match self.zoom_proposal {
             Some(p) => {
-                self.zoom_propose_then_magnify(&planes, order, p, threshold, &regions, &direct)?
+                self.zoom_propose_then_magnify(&planes, order, p, threshold, regions, &direct)?
             }
             None => {
                 let found =
@@ -591,14 +585,6 @@ impl DetectStage {
         );
         self.zoom_memory = Some(PassMemory::new(&planes, found.clone(), since_full));
         Ok(found)
-    }
-
-    /// The detector's own threshold (an error without a detector, as in [`run_detector`]).
-    fn detector_threshold(&self) -> Result<f32, PipelineError> {
-        self.detector
-            .as_ref()
-            .map(|d| d.threshold())
-            .ok_or_else(|| internal(&self.input, "the zoom pass ran without a detector".into()))
     }
 
     /// A sweep of `regions` in two looks: first at the proposal scale (a quarter of the
@@ -650,7 +636,6 @@ impl DetectStage {
             crate::detect::zoom::merge_regions(around, run_cost_frame_px(self.zoom_factor));
         let second: Vec<Tile> = around
             .iter()
-            .filter(|r| r.area() > 0)
             .flat_map(|r| crate::detect::zoom::layout_in(*r, self.zoom_factor, frame))
             .collect();
         let spent = pixels(&first);
@@ -730,12 +715,9 @@ fn pixels(tiles: &[Tile]) -> u64 {
     tiles.iter().map(|t| u64::from(t.in_w * t.in_h)).sum()
 }
 
-/// Merges detections of several passes or overlapping tiles: greedy NMS at IoU 0.3.
-/// A face both passes found keeps the sparser pass's `revisit`: the tracker then carries it
-/// until that pass can look again, even when the other pass loses it (faces_sizes with the main
-/// pass every 3rd frame: the zoom pass's box of the near-profile 40 px face lost to the main
-/// pass's on score, the main pass never found that face again, and its track ended 59 frames
-/// early, leaving 46 boxes unredacted).
+/// Merges detections of several passes or overlapping tiles: greedy NMS at IoU 0.3. A face
+/// both passes found keeps the sparser pass's `revisit`, whichever box wins: the tracker then
+/// carries it until that pass can look again, even when the other pass loses it.
 fn merge(dets: Vec<Detection>) -> Vec<Detection> {
     let boxes: Vec<crate::geom::BoxF> = dets.iter().map(|d| d.bbox).collect();
     let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();

@@ -70,10 +70,25 @@ pub struct TempFile {
 /// and can be swept).
 pub const TEMP_PREFIX: &str = ".obscura-tmp-";
 
+/// Ending of the temporary names of [`TempFile::beside_unlisted`].
+pub const UNLISTED_SUFFIX: &str = "#0";
+
 impl TempFile {
     /// Reserves a temporary name in `target`'s folder. The file itself is created by whoever
     /// writes it (e.g. a GStreamer filesink) or by [`TempFile::create`].
     pub fn beside(target: &Path) -> std::io::Result<TempFile> {
+        Self::beside_ending(target, "")
+    }
+
+    /// Like [`TempFile::beside`], the name ending in [`UNLISTED_SUFFIX`]: for files inside a
+    /// folder object store, whose listings skip such names (the `object_store` crate takes a
+    /// name ending `#<digits>` for an upload in progress), so that no reader ever lists a
+    /// half-written object.
+    pub fn beside_unlisted(target: &Path) -> std::io::Result<TempFile> {
+        Self::beside_ending(target, UNLISTED_SUFFIX)
+    }
+
+    fn beside_ending(target: &Path, ending: &str) -> std::io::Result<TempFile> {
         let dir = parent_dir(target);
         let name = target
             .file_name()
@@ -83,7 +98,9 @@ impl TempFile {
         // The prefix makes the name unique; the target's name follows, shortened where the
         // two together would pass the file-name limit (a legal 250-byte name must still be
         // writable), its extension kept last: some tools decide the format from it.
-        let unique = prefix.clone() + &fit_name(&name, NAME_MAX.saturating_sub(prefix.len()));
+        let unique = prefix.clone()
+            + &fit_name(&name, NAME_MAX.saturating_sub(prefix.len() + ending.len()))
+            + ending;
         Ok(TempFile {
             temp: dir.join(unique),
             target: target.to_path_buf(),
@@ -197,6 +214,12 @@ fn owner_after(name: &str, prefix: &str) -> Option<(u32, Option<u64>)> {
     }
 }
 
+/// Whether `name` is a temporary file ([`TEMP_PREFIX`]`<owner>-…`) of a process that no
+/// longer runs.
+pub fn is_stale_temp(name: &str) -> bool {
+    owner_after(name, TEMP_PREFIX).is_some_and(|(pid, start)| !owner_alive(pid, start))
+}
+
 /// Removes what a killed process (SIGKILL, power loss) left in `dir`: temporary files
 /// ([`TEMP_PREFIX`]`<owner>-…`) and, when `work_prefix` is given, work folders
 /// (`<work_prefix><owner>-…`) of processes that no longer run ([`owner_tag`]). What live
@@ -243,13 +266,35 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes `data` to `target` atomically (temp name, fsync, rename, fsync folder).
 pub fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = TempFile::beside(target)?;
-    {
-        let mut f = tmp.create()?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
+    write_through(TempFile::beside(target)?, data)
+}
+
+/// Writes `data` to `tmp` and commits it to its target (fsync, rename, fsync folder).
+pub fn write_through(tmp: TempFile, data: &[u8]) -> std::io::Result<()> {
+    tmp.create()?.write_all(data)?;
     tmp.commit()?;
+    Ok(())
+}
+
+/// Creates `dir` with the folders above it that are missing, each one's entry made durable in
+/// its parent: a file renamed into a new folder is not durable until the folder is.
+pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.is_dir() {
+        missing.push(d);
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    for m in missing {
+        sync_dir(parent_dir(m))?;
+    }
     Ok(())
 }
 

@@ -232,6 +232,9 @@ pub struct SweepReport {
     pub held: Vec<String>,
     pub deleted: Vec<String>,
     pub originals_deleted: Vec<String>,
+    /// Half-written files that killed processes left in folder stores, removed (counted
+    /// only, with `dry_run`).
+    pub interrupted_removed: usize,
 }
 
 impl Router {
@@ -911,6 +914,17 @@ impl Router {
             dry_run,
             ..Default::default()
         };
+        let mut swept = std::collections::BTreeSet::new();
+        for r in self.regions.values() {
+            for st in [Some(&r.store), r.vault.as_ref(), Some(&r.keys)]
+                .into_iter()
+                .flatten()
+            {
+                if swept.insert(st.url.clone()) {
+                    rep.interrupted_removed += st.sweep_interrupted(dry_run);
+                }
+            }
+        }
         for s in self.clips()? {
             let c = &s.clip;
             let expired = DateTime::parse_from_rfc3339(&c.retain_until)

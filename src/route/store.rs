@@ -1,14 +1,17 @@
 //! Object stores of a region: `file://` folders (the embedded default) and `s3://` buckets
 //! (any S3-compatible endpoint) through the `object_store` crate.
 //!
-//! Owns: parsing store URLs, putting objects (atomically visible: local puts go through a
-//! temporary file and a rename, S3 puts through one PUT or a completed multipart upload) with
-//! retention tags and metadata where the store supports them, getting, listing, deleting.
+//! Owns: parsing store URLs, putting objects (atomically visible and durable: a folder
+//! store's puts go through `fsutil`'s temporary name → fsync → rename → fsync folder, the
+//! temporary name unlisted; S3 puts through one PUT) with retention tags and metadata where
+//! the store supports them, getting, listing, deleting, and removing what a killed process
+//! left half-written in a folder store.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{Attribute, Attributes, ObjectStore, PutOptions, PutPayload, TagSet};
 
@@ -81,6 +84,8 @@ pub struct Store {
     tags: bool,
     /// For a folder store: its root, with symbolic links resolved once at open.
     local_root: Option<std::path::PathBuf>,
+    /// For a folder store: the same store, for the file of a key.
+    local_fs: Option<Arc<LocalFileSystem>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,14 +103,15 @@ impl Store {
                 // links below it are refused (see `confined`).
                 let root =
                     std::fs::canonicalize(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
-                    .map_err(|e| e.to_string())?;
+                let fs =
+                    Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(|e| e.to_string())?);
                 Ok(Store {
                     url: url.into(),
-                    inner: Arc::new(fs),
+                    inner: fs.clone(),
                     prefix: String::new(),
                     tags: false,
                     local_root: Some(root),
+                    local_fs: Some(fs),
                 })
             }
             StoreUrl::S3 {
@@ -131,6 +137,7 @@ impl Store {
                     prefix,
                     tags: true,
                     local_root: None,
+                    local_fs: None,
                 })
             }
         }
@@ -181,8 +188,28 @@ impl Store {
         Ok(())
     }
 
+    /// For a folder store: the file that holds `key`.
+    fn file_of(&self, key: &str) -> Option<Result<std::path::PathBuf, String>> {
+        let fs = self.local_fs.as_ref()?;
+        Some(
+            fs.path_to_filesystem(&self.path(key))
+                .map_err(|e| format!("{}: {e}", self.uri(key))),
+        )
+    }
+
     pub async fn put(&self, key: &str, data: Bytes, meta: &[(&str, String)]) -> Result<(), String> {
         self.confined(key)?;
+        if let Some(file) = self.file_of(key) {
+            // Not `object_store`'s own local put: it neither fsyncs the file nor its folder
+            // (a power cut after the input was acknowledged could lose the clip), and a
+            // process killed mid-put leaves its `name#1` beside the object for good.
+            let file = file?;
+            let uri = self.uri(key);
+            return tokio::task::spawn_blocking(move || commit_file(&file, &data))
+                .await
+                .map_err(|e| format!("{uri}: {e}"))?
+                .map_err(|e| format!("{uri}: {e}"));
+        }
         let mut opts = PutOptions::default();
         if self.tags {
             let mut t = TagSet::default();
@@ -227,12 +254,66 @@ impl Store {
             .collect())
     }
 
+    /// Deletes an object; in a folder store also what killed processes left half-written
+    /// beside it (an erased clip leaves nothing of its own behind).
     pub async fn delete(&self, key: &str) -> Result<(), String> {
         self.confined(key)?;
         match self.inner.delete(&self.path(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(format!("{}: {e}", self.uri(key))),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(format!("{}: {e}", self.uri(key))),
         }
+        if let Some(Ok(file)) = self.file_of(key)
+            && let Some(dir) = file.parent()
+        {
+            crate::fsutil::sweep_stale(dir, None);
+        }
+        Ok(())
+    }
+
+    /// For a folder store: removes, everywhere below its root, the temporary files of
+    /// processes that no longer run, and `object_store`'s own staging files (`name#<digits>`,
+    /// left by puts of Obscura before 2026-12-05) untouched for an hour; with `dry_run` only
+    /// counts them. Returns how many; 0 for other stores.
+    pub fn sweep_interrupted(&self, dry_run: bool) -> usize {
+        let Some(root) = &self.local_root else {
+            return 0;
+        };
+        let mut n = 0;
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                // Links are not followed (see `confined`).
+                let Ok(kind) = e.file_type() else { continue };
+                if kind.is_dir() {
+                    dirs.push(e.path());
+                    continue;
+                }
+                if !kind.is_file() {
+                    continue;
+                }
+                let name = e.file_name().to_string_lossy().to_string();
+                let stale = crate::fsutil::is_stale_temp(&name)
+                    || (legacy_staging(&name)
+                        && e.metadata()
+                            .ok()
+                            .and_then(|m| m.modified().ok())
+                            .and_then(|t| t.elapsed().ok())
+                            .is_some_and(|age| age >= LEGACY_STAGING_AGE));
+                if !stale {
+                    continue;
+                }
+                if dry_run {
+                    n += 1;
+                } else if std::fs::remove_file(e.path()).is_ok() {
+                    tracing::info!(path = %e.path().display(), "removed what an interrupted put left");
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// Keys (relative to the store) under `prefix`.
@@ -258,6 +339,29 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// Commits `data` as `file` of a folder store: missing folders created durably, what killed
+/// processes left in the folder removed, then written under an unlisted temporary name,
+/// fsynced, renamed, and the folder fsynced.
+fn commit_file(file: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = file
+        .parent()
+        .ok_or_else(|| std::io::Error::other("an object's file has no folder"))?;
+    crate::fsutil::create_dir_all_durable(dir)?;
+    crate::fsutil::sweep_stale(dir, None);
+    crate::fsutil::write_through(crate::fsutil::TempFile::beside_unlisted(file)?, data)
+}
+
+/// How long an `object_store` staging file stays untouched before the sweep takes it for a
+/// killed put's (it carries no owner mark to ask).
+const LEGACY_STAGING_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `object_store`'s name for a local put in progress: `name#<digits>`.
+fn legacy_staging(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(stem, digits)| {
+        !stem.is_empty() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    }) && !name.starts_with(crate::fsutil::TEMP_PREFIX)
 }
 
 #[cfg(test)]
@@ -299,5 +403,111 @@ mod tests {
                 .contains("unknown parameter")
         );
         assert!(StoreUrl::parse("relative/path").is_err());
+    }
+}
+
+#[cfg(test)]
+mod folder_store_tests {
+    use super::*;
+    use crate::fsutil::{TEMP_PREFIX, UNLISTED_SUFFIX};
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// CI of 2026-12-04: the daemon SIGKILLed inside a put into a folder store left
+    /// `clips/<id>/sidecar.json#1` (`object_store`'s staging name) in the store for good; its
+    /// puts were not fsynced either. A killed put's file is now an owner-marked, unlisted
+    /// temporary that the next put into the folder, a delete, or the retention sweep removes.
+    #[test]
+    fn regression_a_put_killed_midway_leaves_nothing_in_the_store_for_good() {
+        let d = tempfile::tempdir().unwrap();
+        let st = Store::open(&format!("file://{}", d.path().display())).unwrap();
+        let rt = rt();
+        let dead = 4_194_304 + 17; // above any pid_max: no such process
+        let clip = d.path().join("clips/c1");
+        std::fs::create_dir_all(&clip).unwrap();
+        let torn = clip.join(format!(
+            "{TEMP_PREFIX}{dead}-0-sidecar.json{UNLISTED_SUFFIX}"
+        ));
+        std::fs::write(&torn, b"{half").unwrap();
+        // What a live process is writing right now (this one) is neither listed nor removed.
+        let live = crate::fsutil::TempFile::beside_unlisted(&clip.join("media.mp4")).unwrap();
+        std::fs::write(live.path(), b"in flight").unwrap();
+        assert_eq!(rt.block_on(st.list("clips")).unwrap(), Vec::<String>::new());
+
+        rt.block_on(st.put("clips/c1/sidecar.json", Bytes::from_static(b"{}"), &[]))
+            .unwrap();
+        assert!(
+            !torn.exists(),
+            "the dead process's half-written file is gone"
+        );
+        assert!(live.path().exists(), "a live writer's file is kept");
+        assert_eq!(
+            rt.block_on(st.list("clips")).unwrap(),
+            vec!["clips/c1/sidecar.json".to_string()]
+        );
+        assert_eq!(
+            rt.block_on(st.get("clips/c1/sidecar.json")).unwrap(),
+            Some(Bytes::from_static(b"{}"))
+        );
+        drop(live);
+        assert_eq!(names(&clip), vec!["sidecar.json"]);
+
+        // Leftovers of the old puts: an hour old, swept; fresh ones kept (no owner to ask).
+        let old = clip.join("media.mp4#1");
+        let fresh = clip.join("sidecar.json#2");
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&fresh, b"x").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - LEGACY_STAGING_AGE * 2)
+            .unwrap();
+        let torn2 = d
+            .path()
+            .join(format!("{TEMP_PREFIX}{dead}-3-other{UNLISTED_SUFFIX}"));
+        std::fs::write(&torn2, b"x").unwrap();
+        assert_eq!(st.sweep_interrupted(true), 2, "dry run counts");
+        assert!(old.exists() && torn2.exists());
+        assert_eq!(st.sweep_interrupted(false), 2);
+        assert!(!old.exists() && !torn2.exists() && fresh.exists());
+
+        // Deleting an object removes dead writers' files beside it.
+        std::fs::write(&torn, b"{half").unwrap();
+        rt.block_on(st.delete("clips/c1/sidecar.json")).unwrap();
+        assert_eq!(names(&clip), vec!["sidecar.json#2"]);
+    }
+
+    #[test]
+    fn a_put_into_new_folders_creates_them_and_writes_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let st = Store::open(&format!("file://{}", d.path().display())).unwrap();
+        let rt = rt();
+        let data = Bytes::from(vec![7u8; 1 << 20]);
+        rt.block_on(st.put("a/b/c/media.mp4", data.clone(), &[]))
+            .unwrap();
+        assert_eq!(rt.block_on(st.get("a/b/c/media.mp4")).unwrap(), Some(data));
+        assert_eq!(names(&d.path().join("a/b/c")), vec!["media.mp4"]);
+        // Overwrite is whole as well.
+        rt.block_on(st.put("a/b/c/media.mp4", Bytes::from_static(b"v2"), &[]))
+            .unwrap();
+        assert_eq!(
+            std::fs::read(d.path().join("a/b/c/media.mp4")).unwrap(),
+            b"v2"
+        );
     }
 }

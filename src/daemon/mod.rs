@@ -316,7 +316,7 @@ pub fn run(mut cfg: Config) -> Result<(), DaemonError> {
         .into_iter()
         .chain(cfg.inbox.iter().map(|b| &b.path))
     {
-        std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
+        crate::fsutil::create_dir_all_durable(dir).map_err(|source| DaemonError::Io {
             path: dir.clone(),
             source,
         })?;

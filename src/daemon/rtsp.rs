@@ -42,7 +42,7 @@ pub fn spawn(
     let spool = spool.join(&s.device);
     let ready = ready.join(&s.device);
     for d in [&spool, &ready] {
-        std::fs::create_dir_all(d).map_err(|source| DaemonError::Io {
+        crate::fsutil::create_dir_all_durable(d).map_err(|source| DaemonError::Io {
             path: d.clone(),
             source,
         })?;

@@ -449,7 +449,7 @@ impl DetectStage {
         self.main_passes.unchanged += u64::from(crops.is_empty());
         // A face seen whole before and away from every change stands; what a crop found over
         // it was cut by the crop's edge.
-        found.retain(|f| carried.iter().all(|k| f.bbox.iou(&k.bbox) <= 0.3));
+        found.retain(|f| carried.iter().all(|k| f.bbox.iou(&k.bbox) <= MERGE_IOU));
         found.extend(carried);
         let dets = merge(found);
         if let Some(m) = self.main_memory.as_mut() {
@@ -561,7 +561,7 @@ impl DetectStage {
                     .iter()
                     .filter_map(|d| c.carry(d.bbox).map(|bbox| Detection { bbox, ..*d }))
                     .collect();
-                found.retain(|f| carried.iter().all(|k| f.bbox.iou(&k.bbox) <= 0.3));
+                found.retain(|f| carried.iter().all(|k| f.bbox.iou(&k.bbox) <= MERGE_IOU));
                 found.extend(carried);
                 found = merge(found);
                 m.since_full + 1
@@ -715,19 +715,22 @@ fn pixels(tiles: &[Tile]) -> u64 {
     tiles.iter().map(|t| u64::from(t.in_w * t.in_h)).sum()
 }
 
-/// Merges detections of several passes or overlapping tiles: greedy NMS at IoU 0.3. A face
+/// IoU above which two detections of a frame are the same face (passes, overlapping tiles).
+const MERGE_IOU: f32 = 0.3;
+
+/// Merges detections of several passes or overlapping tiles: greedy NMS at [`MERGE_IOU`]. A face
 /// both passes found keeps the sparser pass's `revisit`, whichever box wins: the tracker then
 /// carries it until that pass can look again, even when the other pass loses it.
 fn merge(dets: Vec<Detection>) -> Vec<Detection> {
     let boxes: Vec<crate::geom::BoxF> = dets.iter().map(|d| d.bbox).collect();
     let scores: Vec<f32> = dets.iter().map(|d| d.score).collect();
-    crate::geom::nms(&boxes, &scores, 0.3)
+    crate::geom::nms(&boxes, &scores, MERGE_IOU)
         .into_iter()
         .map(|i| {
             let kept = dets[i];
             let revisit = dets
                 .iter()
-                .filter(|d| d.bbox.iou(&kept.bbox) > 0.3)
+                .filter(|d| d.bbox.iou(&kept.bbox) > MERGE_IOU)
                 .map(|d| d.revisit)
                 .fold(kept.revisit, u32::max);
             Detection { revisit, ..kept }

@@ -97,8 +97,10 @@ impl AuditLog {
         if let Some(dir) = self.path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+            crate::fsutil::create_dir_all_durable(dir).map_err(|e| self.io(e))?;
         }
+        // A new log's entry in its folder is made durable with its first line.
+        let created = !self.path.exists();
         let mut f = OpenOptions::new()
             .create(true)
             .read(true)
@@ -142,6 +144,10 @@ impl AuditLog {
             let _ = f.set_len(last.len);
             let _ = f.sync_all();
             return Err(self.io(x));
+        }
+        if created {
+            let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+            crate::fsutil::sync_dir(dir.unwrap_or(Path::new("."))).map_err(|x| self.io(x))?;
         }
         Ok(e)
     }

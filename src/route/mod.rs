@@ -708,7 +708,8 @@ impl Router {
         err: &RouteError,
     ) -> Result<PathBuf, RouteError> {
         let dir = &self.cfg.paths.quarantine;
-        std::fs::create_dir_all(dir).map_err(|source| RouteError::Io {
+        // Durably: the input is removed once its copy is committed here.
+        crate::fsutil::create_dir_all_durable(dir).map_err(|source| RouteError::Io {
             path: dir.clone(),
             source,
         })?;

@@ -82,10 +82,17 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: String,
     tags: bool,
-    /// For a folder store: its root, with symbolic links resolved once at open.
-    local_root: Option<std::path::PathBuf>,
-    /// For a folder store: the same store, for the file of a key.
-    local_fs: Option<Arc<LocalFileSystem>>,
+    /// For a folder store: its folder.
+    local: Option<Folder>,
+}
+
+/// The folder of a `file://` store.
+#[derive(Clone)]
+struct Folder {
+    /// With symbolic links resolved once at open.
+    root: std::path::PathBuf,
+    /// The store itself (`Store::inner`), for the file that holds a key.
+    fs: Arc<LocalFileSystem>,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,7 +105,8 @@ impl Store {
     pub fn open(url: &str) -> Result<Store, String> {
         match StoreUrl::parse(url)? {
             StoreUrl::File { root } => {
-                std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+                crate::fsutil::create_dir_all_durable(&root)
+                    .map_err(|e| format!("{}: {e}", root.display()))?;
                 // A root that is itself a link (an operator's choice) is resolved here once;
                 // links below it are refused (see `confined`).
                 let root =
@@ -110,8 +118,7 @@ impl Store {
                     inner: fs.clone(),
                     prefix: String::new(),
                     tags: false,
-                    local_root: Some(root),
-                    local_fs: Some(fs),
+                    local: Some(Folder { root, fs }),
                 })
             }
             StoreUrl::S3 {
@@ -136,8 +143,7 @@ impl Store {
                     inner: Arc::new(s3),
                     prefix,
                     tags: true,
-                    local_root: None,
-                    local_fs: None,
+                    local: None,
                 })
             }
         }
@@ -167,10 +173,10 @@ impl Store {
     /// link. One planted inside the store (say `clips` → elsewhere) would otherwise let a clip
     /// be written, read or deleted outside it.
     fn confined(&self, key: &str) -> Result<(), String> {
-        let Some(root) = &self.local_root else {
+        let Some(folder) = &self.local else {
             return Ok(());
         };
-        let mut p = root.clone();
+        let mut p = folder.root.clone();
         for part in self.path(key).parts() {
             p.push(part.as_ref());
             match std::fs::symlink_metadata(&p) {
@@ -190,9 +196,11 @@ impl Store {
 
     /// For a folder store: the file that holds `key`.
     fn file_of(&self, key: &str) -> Option<Result<std::path::PathBuf, String>> {
-        let fs = self.local_fs.as_ref()?;
+        let folder = self.local.as_ref()?;
         Some(
-            fs.path_to_filesystem(&self.path(key))
+            folder
+                .fs
+                .path_to_filesystem(&self.path(key))
                 .map_err(|e| format!("{}: {e}", self.uri(key))),
         )
     }
@@ -275,11 +283,11 @@ impl Store {
     /// left by puts of Obscura before 2026-12-05) untouched for an hour; with `dry_run` only
     /// counts them. Returns how many; 0 for other stores.
     pub fn sweep_interrupted(&self, dry_run: bool) -> usize {
-        let Some(root) = &self.local_root else {
+        let Some(folder) = &self.local else {
             return 0;
         };
         let mut n = 0;
-        let mut dirs = vec![root.clone()];
+        let mut dirs = vec![folder.root.clone()];
         while let Some(dir) = dirs.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;

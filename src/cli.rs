@@ -211,13 +211,17 @@ pub struct BenchArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// The original video.
+    /// The original video, or a folder of clips each with its ground truth `NAME.gt.json`.
     pub input: PathBuf,
-    /// The redacted video.
+    /// The redacted video, or the folder of redacted clips of the same names (what
+    /// `obscura batch INPUT --out OUTPUT` writes).
     pub output: PathBuf,
-    /// Ground truth (samples/*.gt.json format).
+    /// Ground truth (samples/*.gt.json format); for one video only.
     #[arg(long)]
-    pub gt: PathBuf,
+    pub gt: Option<PathBuf>,
+    /// A folder's evaluation as JSON instead of a table (one video's is always JSON).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Settings shared by every command that processes media; each overrides the config file.
@@ -728,10 +732,43 @@ fn cmd_validate(a: ValidateArgs) -> u8 {
 }
 
 fn cmd_eval(a: EvalArgs) -> u8 {
-    let gt = match crate::eval::GroundTruth::load(&a.gt) {
+    if a.input.is_dir() {
+        if a.gt.is_some() {
+            fail("--gt is for one video: a folder's clips name their own NAME.gt.json");
+            return exit::USAGE;
+        }
+        if !a.output.is_dir() {
+            fail(format!("{}: not a folder", a.output.display()));
+            return exit::USAGE;
+        }
+        return match crate::eval::evaluate_folder(&a.input, &a.output, crate::eval::REDACTED_BELOW)
+        {
+            Ok(r) => {
+                if a.json {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                } else {
+                    print!("{}", r.table());
+                }
+                if r.all().errors > 0 {
+                    exit::INPUT
+                } else {
+                    exit::OK
+                }
+            }
+            Err(e) => {
+                fail(&e);
+                exit::INPUT
+            }
+        };
+    }
+    let Some(gt_path) = &a.gt else {
+        fail("--gt GROUND_TRUTH.json is needed for one video");
+        return exit::USAGE;
+    };
+    let gt = match crate::eval::GroundTruth::load(gt_path) {
         Ok(g) => g,
         Err(e) => {
-            fail(format!("{}: {e}", a.gt.display()));
+            fail(format!("{}: {e}", gt_path.display()));
             return exit::USAGE;
         }
     };

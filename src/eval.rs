@@ -34,6 +34,13 @@ pub struct GroundTruth {
     /// Labelled speech intervals `[start_s, end_s]`.
     #[serde(default)]
     pub speech: Vec<[f64; 2]>,
+    /// What kind of footage this is (stress corpus: `night_ir`, `dusk`, ...); groups the
+    /// table of a folder's evaluation. None: the clip's own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// `tune` or `holdout` (stress corpus): whether defaults were tuned on the clip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,10 +84,52 @@ pub struct Leak {
     pub ncc: f64,
 }
 
+/// How long one ground-truth face was left showing.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct FaceExposure {
+    pub face: u64,
+    pub width_px: f64,
+    /// Evaluated boxes of this face (frames in which it is visible).
+    pub boxes: u64,
+    pub leaked: u64,
+    /// First frame in which the face is visible (evaluated).
+    pub first_frame: u64,
+    /// Visible frames that were left unredacted before its first redacted frame (all of its
+    /// frames when it never was), and the same in seconds.
+    pub delay_frames: u64,
+    pub delay_s: f64,
+    /// The longest run of consecutive visible frames left unredacted (frames in which the
+    /// face is hidden neither count nor break a run), in frames and seconds, and the frame it
+    /// starts at.
+    pub longest_run_frames: u64,
+    pub longest_run_s: f64,
+    pub longest_run_from: Option<u64>,
+}
+
+/// Ground-truth face width classes of the leak table (pixels).
+pub const SIZE_CLASSES: [(f64, &str); 5] = [
+    (0.0, "<12"),
+    (12.0, "12-15"),
+    (16.0, "16-23"),
+    (24.0, "24-39"),
+    (40.0, "40+"),
+];
+
+/// The size class of a face `width` px wide.
+pub fn size_class(width: f64) -> &'static str {
+    SIZE_CLASSES
+        .iter()
+        .rev()
+        .find(|(lo, _)| width >= *lo)
+        .map_or(SIZE_CLASSES[0].1, |(_, name)| name)
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct EvalReport {
     pub frames_input: u64,
     pub frames_output: u64,
+    /// The ground truth's frame rate (turns frame counts into seconds).
+    pub fps: f64,
     /// Ground-truth boxes evaluated (visible inner region of at least 3x3 pixels).
     pub boxes: u64,
     pub redacted: u64,
@@ -89,8 +138,78 @@ pub struct EvalReport {
     pub leak_rate: f64,
     /// Fraction of luma pixels outside (enlarged) faces that stayed within 10 levels.
     pub outside_unchanged: f64,
+    /// Fraction of luma pixels outside (enlarged) faces changed by more than 10 levels
+    /// (`1 - outside_unchanged`): over-redaction, plus re-encoding noise.
+    pub outside_altered: f64,
     /// Per face width: (boxes, redacted).
     pub by_width: BTreeMap<String, (u64, u64)>,
+    /// Per size class ([`SIZE_CLASSES`]): (boxes, redacted).
+    pub by_size: BTreeMap<String, (u64, u64)>,
+    /// Every ground-truth face that was visible, in id order.
+    pub faces: Vec<FaceExposure>,
+    /// The longest run of unredacted frames of any face, in frames and seconds, and whose.
+    pub longest_run_frames: u64,
+    pub longest_run_s: f64,
+    pub longest_run_face: Option<u64>,
+    /// The longest delay from a face's first visible frame to its first redacted one.
+    pub max_delay_frames: u64,
+    pub max_delay_s: f64,
+}
+
+/// Running account of one face while the frames go by.
+#[derive(Default)]
+struct FaceAcc {
+    width: f64,
+    boxes: u64,
+    leaked: u64,
+    first: Option<u64>,
+    redacted_once: bool,
+    delay: u64,
+    run: u64,
+    run_from: u64,
+    longest: u64,
+    longest_from: Option<u64>,
+}
+
+impl FaceAcc {
+    fn see(&mut self, frame: u64, width: f64, redacted: bool) {
+        self.width = width;
+        self.boxes += 1;
+        self.first.get_or_insert(frame);
+        if redacted {
+            self.redacted_once = true;
+            self.run = 0;
+            return;
+        }
+        self.leaked += 1;
+        if !self.redacted_once {
+            self.delay += 1;
+        }
+        if self.run == 0 {
+            self.run_from = frame;
+        }
+        self.run += 1;
+        if self.run > self.longest {
+            self.longest = self.run;
+            self.longest_from = Some(self.run_from);
+        }
+    }
+
+    fn finish(&self, face: u64, fps: f64) -> FaceExposure {
+        let secs = |n: u64| if fps > 0.0 { n as f64 / fps } else { 0.0 };
+        FaceExposure {
+            face,
+            width_px: self.width,
+            boxes: self.boxes,
+            leaked: self.leaked,
+            first_frame: self.first.unwrap_or(0),
+            delay_frames: self.delay,
+            delay_s: secs(self.delay),
+            longest_run_frames: self.longest,
+            longest_run_s: secs(self.longest),
+            longest_run_from: self.longest_from,
+        }
+    }
 }
 
 /// Normalised (zero-mean) correlation of two equally sized sample sets.
@@ -198,7 +317,11 @@ pub fn evaluate_with(
 ) -> Result<EvalReport, MediaError> {
     let a = LumaReader::open(input)?;
     let b = LumaReader::open(output)?;
-    let mut rep = EvalReport::default();
+    let mut rep = EvalReport {
+        fps: gt.fps,
+        ..EvalReport::default()
+    };
+    let mut faces: BTreeMap<u64, FaceAcc> = BTreeMap::new();
     let (mut outside_total, mut outside_same) = (0u64, 0u64);
     let mut i = 0u64;
     loop {
@@ -244,11 +367,19 @@ pub fn evaluate_with(
                 ncc(&orig, &out)
             };
             rep.boxes += 1;
+            let redacted = c < redacted_below;
+            faces.entry(*face).or_default().see(i, *width, redacted);
             let e = rep.by_width.entry(format!("{width:.0}")).or_default();
             e.0 += 1;
-            if c < redacted_below {
+            e.1 += u64::from(redacted);
+            let e = rep
+                .by_size
+                .entry(size_class(*width).to_string())
+                .or_default();
+            e.0 += 1;
+            e.1 += u64::from(redacted);
+            if redacted {
                 rep.redacted += 1;
-                e.1 += 1;
             } else {
                 rep.leaks.push(Leak {
                     frame: i,
@@ -287,7 +418,240 @@ pub fn evaluate_with(
     } else {
         1.0
     };
+    rep.outside_altered = 1.0 - rep.outside_unchanged;
+    rep.faces = faces
+        .iter()
+        .map(|(&id, acc)| acc.finish(id, gt.fps))
+        .collect();
+    for f in &rep.faces {
+        if f.longest_run_frames > rep.longest_run_frames {
+            rep.longest_run_frames = f.longest_run_frames;
+            rep.longest_run_s = f.longest_run_s;
+            rep.longest_run_face = Some(f.face);
+        }
+        if f.delay_frames > rep.max_delay_frames {
+            rep.max_delay_frames = f.delay_frames;
+            rep.max_delay_s = f.delay_s;
+        }
+    }
     Ok(rep)
+}
+
+/// One clip of a folder's evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClipEval {
+    /// The video's file name.
+    pub name: String,
+    pub condition: String,
+    pub split: Option<String>,
+    pub report: Option<EvalReport>,
+    /// Why the clip could not be evaluated (output missing, undecodable, another size).
+    pub error: Option<String>,
+}
+
+/// The exposure figures of a group of clips.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct ExposureSummary {
+    /// The group: a condition, `all (tune)`, `all (holdout)` or `all`.
+    pub group: String,
+    pub clips: usize,
+    pub boxes: u64,
+    pub leaked: u64,
+    pub leak_rate: f64,
+    /// The longest run of unredacted frames of any face, and where (`clip#face@frame`).
+    pub longest_run_frames: u64,
+    pub longest_run_s: f64,
+    pub longest_run_at: Option<String>,
+    pub max_delay_frames: u64,
+    pub max_delay_s: f64,
+    /// The largest share of the picture outside faces that was altered, of any clip.
+    pub outside_altered_max: f64,
+    /// Clips that could not be evaluated.
+    pub errors: usize,
+}
+
+impl ExposureSummary {
+    fn of<'a>(group: &str, clips: impl IntoIterator<Item = &'a ClipEval>) -> ExposureSummary {
+        let mut s = ExposureSummary {
+            group: group.to_string(),
+            ..ExposureSummary::default()
+        };
+        for c in clips {
+            s.clips += 1;
+            let Some(r) = &c.report else {
+                s.errors += 1;
+                continue;
+            };
+            s.boxes += r.boxes;
+            s.leaked += r.boxes - r.redacted;
+            for f in &r.faces {
+                if f.longest_run_frames > s.longest_run_frames {
+                    s.longest_run_frames = f.longest_run_frames;
+                    s.longest_run_s = f.longest_run_s;
+                    s.longest_run_at = Some(format!(
+                        "{}#{}@{}",
+                        c.name,
+                        f.face,
+                        f.longest_run_from.unwrap_or(0)
+                    ));
+                }
+            }
+            if r.max_delay_frames > s.max_delay_frames {
+                s.max_delay_frames = r.max_delay_frames;
+                s.max_delay_s = r.max_delay_s;
+            }
+            s.outside_altered_max = s.outside_altered_max.max(r.outside_altered);
+        }
+        s.leak_rate = if s.boxes > 0 {
+            s.leaked as f64 / s.boxes as f64
+        } else {
+            0.0
+        };
+        s
+    }
+}
+
+/// A folder's evaluation: each clip, each condition, each split and all of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CorpusReport {
+    pub clips: Vec<ClipEval>,
+    /// One row per condition (name order), then `all (tune)` and `all (holdout)` where the
+    /// clips say their split, then `all`.
+    pub summary: Vec<ExposureSummary>,
+}
+
+impl CorpusReport {
+    fn new(clips: Vec<ClipEval>) -> CorpusReport {
+        let mut conditions: Vec<&str> = clips.iter().map(|c| c.condition.as_str()).collect();
+        conditions.sort_unstable();
+        conditions.dedup();
+        let mut summary: Vec<ExposureSummary> = conditions
+            .iter()
+            .map(|k| ExposureSummary::of(k, clips.iter().filter(|c| c.condition == *k)))
+            .collect();
+        for split in ["tune", "holdout"] {
+            let of_split = || clips.iter().filter(|c| c.split.as_deref() == Some(split));
+            if of_split().next().is_some() {
+                summary.push(ExposureSummary::of(&format!("all ({split})"), of_split()));
+            }
+        }
+        summary.push(ExposureSummary::of("all", &clips));
+        CorpusReport { clips, summary }
+    }
+
+    /// The overall row.
+    pub fn all(&self) -> &ExposureSummary {
+        self.summary
+            .last()
+            .expect("the overall row is always there")
+    }
+
+    /// The table `obscura eval` prints for a folder.
+    pub fn table(&self) -> String {
+        let mut t = format!(
+            "{:<16} {:>5} {:>7} {:>7} {:>7} {:>13} {:>13} {:>9}\n",
+            "condition",
+            "clips",
+            "boxes",
+            "leaked",
+            "leak%",
+            "longest run",
+            "max delay",
+            "altered%"
+        );
+        for s in &self.summary {
+            let frames_s = |n: u64, secs: f64| format!("{n} ({secs:.2}s)");
+            t.push_str(&format!(
+                "{:<16} {:>5} {:>7} {:>7} {:>7.2} {:>13} {:>13} {:>9.2}{}\n",
+                s.group,
+                s.clips,
+                s.boxes,
+                s.leaked,
+                100.0 * s.leak_rate,
+                frames_s(s.longest_run_frames, s.longest_run_s),
+                frames_s(s.max_delay_frames, s.max_delay_s),
+                100.0 * s.outside_altered_max,
+                if s.errors > 0 {
+                    format!("  ({} not evaluated)", s.errors)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        for c in &self.clips {
+            if let Some(e) = &c.error {
+                t.push_str(&format!("{}: {e}\n", c.name));
+            }
+        }
+        t
+    }
+}
+
+/// Evaluates every clip of `inputs` that has ground truth (`*.gt.json`, naming its video)
+/// against the file of the same name in `outputs` (what `obscura batch inputs --out outputs`
+/// writes). A clip that cannot be evaluated is reported with its error; no ground truth at
+/// all is an error.
+pub fn evaluate_folder(
+    inputs: &Path,
+    outputs: &Path,
+    redacted_below: f64,
+) -> std::io::Result<CorpusReport> {
+    let mut gts: Vec<std::path::PathBuf> = std::fs::read_dir(inputs)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".gt.json"))
+        })
+        .collect();
+    gts.sort();
+    if gts.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{}: no ground truth (*.gt.json) in it", inputs.display()),
+        ));
+    }
+    let mut clips = Vec::new();
+    for p in gts {
+        let gt = GroundTruth::load(&p)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        // The video is named by the ground truth: a bare file name beside it, nothing else.
+        let name = Path::new(&gt.video)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let condition = gt.condition.clone().unwrap_or_else(|| {
+            Path::new(&name)
+                .file_stem()
+                .map_or(name.clone(), |s| s.to_string_lossy().to_string())
+        });
+        let result = if name.is_empty() || name != gt.video {
+            Err(format!(
+                "{}: 'video' must be a file name beside it",
+                p.display()
+            ))
+        } else {
+            evaluate_with(
+                &inputs.join(&name),
+                &outputs.join(&name),
+                &gt,
+                redacted_below,
+            )
+            .map_err(|e| e.to_string())
+        };
+        let (report, error) = match result {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        };
+        clips.push(ClipEval {
+            name,
+            condition,
+            split: gt.split.clone(),
+            report,
+            error,
+        });
+    }
+    Ok(CorpusReport::new(clips))
 }
 
 /// Decoded audio, mixed down to mono: `(samples, rate)`. Timestamps follow the stream's
@@ -365,5 +729,108 @@ mod tests {
         assert_eq!(ncc(&a, &[5u8; 100]), 0.0);
         let inv: Vec<u8> = a.iter().map(|&v| 255 - v).collect();
         assert!((ncc(&a, &inv) + 1.0).abs() < 1e-9);
+    }
+
+    /// Feeds a face's frames (frame, redacted) and returns its exposure at 10 fps.
+    fn exposure(frames: &[(u64, bool)]) -> FaceExposure {
+        let mut acc = FaceAcc::default();
+        for &(i, red) in frames {
+            acc.see(i, 16.0, red);
+        }
+        acc.finish(7, 10.0)
+    }
+
+    #[test]
+    fn the_longest_run_and_the_delay_count_visible_unredacted_frames() {
+        // Frames 3..=5 left showing before the first redaction, then one frame, then a hidden
+        // gap (8, 9 not visible) inside a run of three.
+        let e = exposure(&[
+            (3, false),
+            (4, false),
+            (5, false),
+            (6, true),
+            (7, false),
+            (10, false),
+            (11, false),
+            (12, true),
+        ]);
+        assert_eq!((e.boxes, e.leaked, e.first_frame), (8, 6, 3));
+        assert_eq!((e.delay_frames, e.longest_run_frames), (3, 3));
+        assert_eq!(e.longest_run_from, Some(3));
+        assert!((e.delay_s - 0.3).abs() < 1e-9);
+        let later = exposure(&[(0, true), (1, false), (2, false), (3, false), (4, false)]);
+        assert_eq!((later.delay_frames, later.longest_run_frames), (0, 4));
+        assert_eq!(later.longest_run_from, Some(1));
+    }
+
+    #[test]
+    fn a_face_never_redacted_is_delayed_by_all_its_frames_and_one_always_redacted_by_none() {
+        let never = exposure(&[(0, false), (1, false), (5, false)]);
+        assert_eq!((never.delay_frames, never.longest_run_frames), (3, 3));
+        let always = exposure(&[(0, true), (1, true)]);
+        assert_eq!(
+            (
+                always.delay_frames,
+                always.longest_run_frames,
+                always.leaked
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!(always.longest_run_from, None);
+    }
+
+    #[test]
+    fn size_classes_cover_every_width() {
+        assert_eq!(size_class(3.0), "<12");
+        assert_eq!(size_class(12.0), "12-15");
+        assert_eq!(size_class(15.9), "12-15");
+        assert_eq!(size_class(23.5), "16-23");
+        assert_eq!(size_class(24.0), "24-39");
+        assert_eq!(size_class(400.0), "40+");
+    }
+
+    #[test]
+    fn a_folder_summary_groups_by_condition_and_split() {
+        let clip = |name: &str, cond: &str, split: &str, boxes, redacted, run| ClipEval {
+            name: name.into(),
+            condition: cond.into(),
+            split: Some(split.into()),
+            report: Some(EvalReport {
+                boxes,
+                redacted,
+                fps: 10.0,
+                outside_altered: 0.01,
+                faces: vec![FaceExposure {
+                    face: 1,
+                    longest_run_frames: run,
+                    longest_run_s: run as f64 / 10.0,
+                    longest_run_from: Some(4),
+                    ..FaceExposure::default()
+                }],
+                ..EvalReport::default()
+            }),
+            error: None,
+        };
+        let mut bad = clip("c.mp4", "dusk", "holdout", 0, 0, 0);
+        bad.report = None;
+        bad.error = Some("missing".into());
+        let r = CorpusReport::new(vec![
+            clip("a.mp4", "night", "tune", 100, 99, 1),
+            clip("b.mp4", "night", "holdout", 100, 97, 3),
+            bad,
+        ]);
+        let groups: Vec<&str> = r.summary.iter().map(|s| s.group.as_str()).collect();
+        assert_eq!(
+            groups,
+            ["dusk", "night", "all (tune)", "all (holdout)", "all"]
+        );
+        let night = &r.summary[1];
+        assert_eq!(
+            (night.boxes, night.leaked, night.longest_run_frames),
+            (200, 4, 3)
+        );
+        assert_eq!(night.longest_run_at.as_deref(), Some("b.mp4#1@4"));
+        assert_eq!(r.all().errors, 1);
+        assert!(r.table().contains("c.mp4: missing"));
     }
 }

@@ -100,6 +100,13 @@ impl Track {
         velocity_between(farthest_within_span(last, before.iter().rev())?, last)
     }
 
+    /// How many of the first keys lie more than [`VELOCITY_SPAN`] frames before the last.
+    fn before_end_span(&self) -> usize {
+        let last = self.last().frame;
+        self.keys
+            .partition_point(|k| k.frame + VELOCITY_SPAN < last)
+    }
+
     /// Per-frame velocity at the start: from the first key to the last one within
     /// [`VELOCITY_SPAN`] frames of it (or the second key). Over a few frames, the boxes of a
     /// face coming in through the frame's edge are the least precise the detector gives (the
@@ -262,7 +269,7 @@ impl Track {
         if frame > last.frame {
             let d = frame - last.frame;
             let mut reach = cfg.lookahead.max(self.max_revisit.saturating_sub(1));
-            if let (Some(v), Some(size)) = (self.velocity(), cfg.frame)
+            if let (Some(v), Some(size)) = (self.end_velocity(), cfg.frame)
                 && let Some(t) = frames_to_exit(&last.bbox, &v, size, reach)
             {
                 reach = reach.max(t);
@@ -488,9 +495,8 @@ impl<T> Tracker<T> {
             self.tracks.retain(|t| !t.ended);
             for t in &mut self.tracks {
                 let n = t.keys.len();
-                if n > 2 {
-                    t.keys.drain(..n - 2);
-                }
+                t.keys
+                    .drain(..(n.saturating_sub(2)).min(t.before_end_span()));
             }
             return;
         };
@@ -498,12 +504,13 @@ impl<T> Tracker<T> {
         self.tracks
             .retain(|t| !(t.ended && t.last().frame + reach < oldest));
         for t in &mut self.tracks {
-            // Keep the last key before `oldest` (interpolation anchor) and one more before it
-            // (velocity); everything earlier is history.
+            // Keep the last key before `oldest` (interpolation anchor), one more before it, and
+            // every key within `VELOCITY_SPAN` of the last (the end velocity is measured over
+            // them: left with the last two, the look-ahead took their noise for motion);
+            // everything earlier is history.
             let pos = t.keys.partition_point(|k| k.frame < oldest);
-            if pos > 2 {
-                t.keys.drain(..pos - 2);
-            }
+            t.keys
+                .drain(..pos.saturating_sub(2).min(t.before_end_span()));
         }
     }
 }
@@ -942,6 +949,52 @@ mod tests {
         }
     }
 
+    /// city_pan with follow looks: a 20 px face found every 2nd frame, walking slowly, got a
+    /// last box from a look that saw it half turned (64: 15x39, 25 px right of the last box).
+    /// Frames were emitted up to the tracker's delay behind, so `prune` had dropped every key
+    /// but the last two: the look-ahead took its motion from those two (12 px a frame) and,
+    /// heading for the top edge, grew for 45 frames to a 526x277 box (7% of the picture
+    /// outside faces blurred). The keys within `VELOCITY_SPAN` of the last are kept.
+    #[test]
+    fn regression_pruned_keys_do_not_leave_the_look_ahead_to_the_last_two_boxes() {
+        let truth = |i: u64| BoxF::new(265.0 - 0.5 * i as f32, 86.0, 20.0, 26.0);
+        let frames: Vec<_> = (0..160u64)
+            .map(|i| {
+                if i > 64 || i % 2 != 0 {
+                    return None;
+                }
+                let b = if i == 64 {
+                    BoxF::new(276.0, 69.0, 15.0, 39.0)
+                } else {
+                    truth(i)
+                };
+                Some(vec![Detection {
+                    bbox: b,
+                    score: 0.85,
+                    revisit: 12,
+                }])
+            })
+            .collect();
+        let cfg = TrackerConfig {
+            lookback: 2,
+            lookahead: 2,
+            max_gap: 14,
+            frame: Some((640.0, 360.0)),
+            ..Default::default()
+        };
+        let out = run(cfg, &frames);
+        for f in &out[65..] {
+            for b in &f.boxes {
+                assert!(
+                    b.bbox.w <= 60.0 && b.bbox.h <= 78.0,
+                    "frame {}: {:?} is far larger than the face",
+                    f.index,
+                    b.bbox
+                );
+            }
+        }
+    }
+
     #[test]
     fn revisit_of_a_sparse_pass_sets_the_reach() {
         let frames: Vec<_> = (0..60)
@@ -983,7 +1036,7 @@ mod tests {
         assert!(
             t.tracks
                 .iter()
-                .all(|tr| tr.keys.len() <= cfg.delay() as usize + 3)
+                .all(|tr| tr.keys.len() <= (cfg.delay() + VELOCITY_SPAN) as usize + 3)
         );
     }
 }

@@ -61,6 +61,15 @@ else
   say "Debian packages present"
 fi
 
+# --- numpy and pillow (pip): the Python clip generators, e.g. scripts/make_stress_corpus.py ---
+if python3 -c 'import numpy, PIL' >/dev/null 2>&1; then
+  say "numpy and pillow present"
+else
+  say "installing numpy and pillow for python3 (pip)"
+  python3 -m pip install --quiet numpy pillow 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages numpy pillow
+fi
+
 # --- Rust -----------------------------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then

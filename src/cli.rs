@@ -254,9 +254,12 @@ pub struct ProcessingArgs {
     /// Zoom pass for tiny faces: `auto`, `off`, or a magnification factor.
     #[arg(long, value_name = "auto|off|F")]
     pub zoom: Option<crate::config::Zoom>,
-    /// Run the zoom pass on every N-th frame.
+    /// Run the zoom pass on every N-th frame (instead of every --revisit seconds).
     #[arg(long, value_name = "N")]
     pub zoom_every: Option<u32>,
+    /// Seconds between zoom-pass looks for faces too small for the main pass (default 1).
+    #[arg(long, value_name = "SECS")]
+    pub revisit: Option<f32>,
     /// Smallest face to find, in source pixels (sets the `auto` detector size).
     #[arg(long, value_name = "PX")]
     pub min_face: Option<u32>,
@@ -310,6 +313,9 @@ impl ProcessingArgs {
         }
         if let Some(v) = self.zoom_every {
             c.detect.zoom_every = v;
+        }
+        if let Some(v) = self.revisit {
+            c.detect.revisit_s = v;
         }
         if let Some(v) = self.min_face {
             c.detect.min_face_px = v;

@@ -504,9 +504,19 @@ pub struct DetectConfig {
     /// Zoom pass for faces too small for the main pass: `auto` (on when `min_face_px` < 16,
     /// at 24/min_face_px magnification), `off`, or a magnification factor (1.2..4).
     pub zoom: Zoom,
-    /// Run the zoom pass on every n-th frame; 0 (default) = about every two seconds. The
+    /// Run the zoom pass on every n-th frame; 0 (default) = every `revisit_s` seconds. The
     /// tracker fills the frames between (file mode holds frames back that long).
     pub zoom_every: u32,
+    /// Seconds between two zoom-pass looks at the picture (when `zoom_every` is 0): the
+    /// longest a face too small for the main pass goes without being looked for. Default 1.
+    /// The tracker covers a face found at one look back to the look before, so this bounds
+    /// how late a face is found, not how long it shows; shorter costs more CPU (docs/config.md).
+    #[serde(serialize_with = "short_f32")]
+    pub revisit_s: f32,
+    /// Between zoom sweeps, look again at each small face a sweep found, magnified, on every
+    /// main-pass frame (a small tile around it), so that its track has its motion (default
+    /// true). Off: a small face has one box a sweep, and the tracker carries it still between.
+    pub follow: bool,
     /// The zoom pass first looks at what it sweeps without magnifying so much (the smallest
     /// face at 12 px: 1x for the default 2x, a quarter of the pixels) and magnifies only
     /// around what scores above this there; what scores above `threshold` there already is a
@@ -575,6 +585,8 @@ impl Default for DetectConfig {
             batch: 0,
             zoom: Zoom::Auto,
             zoom_every: 0,
+            revisit_s: REVISIT_S,
+            follow: true,
             zoom_full_every: 4,
             main_full_every: 4,
             zoom_proposal_threshold: 0.05,
@@ -591,6 +603,12 @@ pub const DETECTABLE_FACE_PX: f32 = 8.0;
 /// bundled clips at about 10% less CPU (README, "Throughput"); the tracker's look-back and
 /// look-ahead grow with the gap.
 pub const MAIN_PASS_HZ: f64 = 6.0;
+
+/// Default seconds between zoom-pass looks (`detect.revisit_s`). It was scaled by frame area
+/// (2 s at 720p, 4 s at 1080p and above) to keep the pass's cost per second flat; on still
+/// cameras at 1080p and above that left slowly walking 14-24 px faces between sweeps for
+/// seconds, where the faces found at two looks were too far apart to be joined into one track.
+pub const REVISIT_S: f32 = 1.0;
 
 impl DetectConfig {
     /// The smallest face the main pass must find: `min_face_px`, or 1.5 times that when the
@@ -695,10 +713,9 @@ impl DetectConfig {
         }
     }
 
-    /// Frames between zoom passes for a `w x h` video at `fps`: `zoom_every`, or when it is 0
-    /// (auto) a period that keeps the pass's cost per second of video about the same at any
-    /// resolution: 2 s at 1280x720, 0.5 s at 640x360, at most 4 s.
-    pub fn zoom_every_for(&self, w: u32, h: u32, fps: f64) -> u32 {
+    /// Frames between zoom passes for a video at `fps`: `zoom_every`, or when it is 0 (auto)
+    /// `revisit_s` seconds of it (at least 1 frame, at most 120).
+    pub fn zoom_every_for(&self, _w: u32, _h: u32, fps: f64) -> u32 {
         if self.zoom_every > 0 {
             return self.zoom_every;
         }
@@ -707,8 +724,7 @@ impl DetectConfig {
         } else {
             25.0
         };
-        let secs = (2.0 * (f64::from(w) * f64::from(h)) / (1280.0 * 720.0)).clamp(0.5, 4.0);
-        ((secs * fps).round() as u32).clamp(4, 120)
+        ((f64::from(self.revisit_s) * fps).round() as u32).clamp(1, 120)
     }
 }
 
@@ -988,6 +1004,12 @@ impl Config {
             return Err(invalid(
                 "detect.zoom_proposal_threshold",
                 "must be 0 (off) or above 0 and below detect.threshold",
+            ));
+        }
+        if !(0.05..=10.0).contains(&d.revisit_s) {
+            return Err(invalid(
+                "detect.revisit_s",
+                "must be between 0.05 and 10 (seconds)",
             ));
         }
         if d.zoom_every > 120 {
@@ -1301,13 +1323,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(no_zoom.input_size_for(1280, 720), (864, 480));
-        assert_eq!(DetectConfig::default().zoom_every_for(1280, 720, 30.0), 60);
+        assert_eq!(DetectConfig::default().zoom_every_for(1280, 720, 30.0), 30);
+        assert_eq!(DetectConfig::default().zoom_every_for(3840, 2160, 20.0), 20);
         assert_eq!(DetectConfig::default().every_for(30.0), 5);
         assert_eq!(DetectConfig::default().every_for(25.0), 4);
         assert_eq!(DetectConfig::default().every_for(12.0), 2);
         assert_eq!(DetectConfig::default().every_for(5.0), 1);
         assert_eq!(DetectConfig::default().every_for(60.0), 6);
-        assert_eq!(DetectConfig::default().zoom_every_for(640, 360, 12.0), 6);
+        assert_eq!(DetectConfig::default().zoom_every_for(640, 360, 12.0), 12);
         let big = DetectConfig {
             min_face_px: 40,
             ..Default::default()
@@ -1380,9 +1403,10 @@ mod tests {
 
     #[test]
     fn sparse_zoom_pass_is_bounded_by_held_memory() {
-        let c = Config::default();
-        assert_eq!(c.zoom_every(1280, 720, 30.0), 60);
+        let mut c = Config::default();
+        assert_eq!(c.zoom_every(1280, 720, 30.0), 30);
         // 4K frames are 12 MiB: 512 MiB hold about 40 of them.
+        c.detect.revisit_s = 4.0;
         let z = c.zoom_every(3840, 2160, 30.0);
         assert!(z < 40 && z > 20, "{z}");
     }

@@ -191,7 +191,13 @@ pub struct ZoomSweeps {
     /// (`detect.zoom_proposal_threshold`); the others magnified all they looked at.
     #[serde(default)]
     pub proposed: u64,
-    /// Detector input over all sweeps (both looks), megapixels.
+    /// Follow looks (magnified, around the small faces known, on main-pass frames between
+    /// sweeps) and the faces they looked for in all.
+    #[serde(default)]
+    pub follow_looks: u64,
+    #[serde(default)]
+    pub followed: u64,
+    /// Detector input over all sweeps (both looks) and follow looks, megapixels.
     pub input_mpx: f64,
 }
 

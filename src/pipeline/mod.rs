@@ -768,6 +768,8 @@ impl Stages {
                 main_memory: None,
                 main_passes: MainPasses::default(),
                 crop: Vec::new(),
+                follow: Vec::new(),
+                follow_on: s.cfg.detect.follow,
                 out: to_track,
                 ticks: ticks.clone(),
                 results: results.clone(),

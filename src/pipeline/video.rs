@@ -66,6 +66,11 @@ pub(super) struct DetectStage {
     pub(super) main_passes: MainPasses,
     /// The input tensor of one crop of a partial main pass, kept between runs.
     pub(super) crop: Vec<f32>,
+    /// The small faces the follow look goes back to at the next main pass (see
+    /// [`DetectStage::follow_detect`]), with the follow looks in a row that missed each.
+    pub(super) follow: Vec<(Detection, u32)>,
+    /// Whether the follow look runs (`detect.follow`).
+    pub(super) follow_on: bool,
     pub(super) out: Sender<DetectedFrame>,
     pub(super) ticks: Arc<AtomicU64>,
     pub(super) results: Arc<Mutex<StageResults>>,
@@ -187,6 +192,32 @@ fn run_cost_frame_px(scale: f32) -> u64 {
     (MAIN_RUN_COST_PX as f32 / (scale * scale)).round() as u64
 }
 
+/// The detector score above which a follow look reports a face: lower than the detector's
+/// own, since it looks only where a face was a main pass ago (ByteTrack's second stage: a
+/// face scored 0.3-0.5 on and off stays followed), not so low that texture beside it counts.
+const FOLLOW_THRESHOLD: f32 = 0.5;
+
+/// How far around a followed face its follow look reaches, in face sizes (at least 16 px)
+/// per side: room for a walking face between two main passes and the context the detector
+/// needs.
+const FOLLOW_REACH: f32 = 1.0;
+
+/// Whether `found` is the face `was` a main pass later: its centre within half a face size
+/// (at least 8 px) of where it was, at 0.6-1.6 times its width.
+fn is_followed(was: &crate::geom::BoxF, found: &crate::geom::BoxF) -> bool {
+    let (ax, ay) = was.center();
+    let (bx, by) = found.center();
+    let reach = (0.5 * was.w.max(was.h)).max(8.0);
+    let ratio = found.w / was.w.max(1e-3);
+    (ax - bx).hypot(ay - by) <= reach && (0.6..=1.6).contains(&ratio)
+}
+
+/// Follow looks in a row that may miss a face before it is left to the next sweep.
+const FOLLOW_MISSES: u32 = 2;
+
+/// The most a follow look may cost, as a share of a whole zoom sweep's pixels.
+const FOLLOW_BUDGET: f32 = 0.25;
+
 /// How much longer than `zoom_max_face` a small face's box may be in its other direction
 /// (faces are about 1.2 times as high as wide; a face cut by the frame's edge is shorter).
 const SMALL_FACE_ASPECT: f32 = 1.5;
@@ -290,8 +321,14 @@ impl DetectStage {
             let mut dets: Option<Vec<Detection>> = if p.main { main.next() } else { None };
             if p.zoom {
                 let z = self.zoom_detect(&p.frame)?;
+                self.follow = z.iter().map(|d| (*d, 0)).collect();
                 let mut all = dets.take().unwrap_or_default();
                 all.extend(z);
+                dets = Some(merge(all));
+            } else if let Some(main_dets) = dets.take() {
+                let followed = self.follow_detect(&p.frame)?;
+                let mut all = main_dets;
+                all.extend(followed);
                 dets = Some(merge(all));
             }
             if self.out.send((p.frame, dets)).is_err() {
@@ -474,6 +511,96 @@ impl DetectStage {
             m.since_full += 1;
         }
         Ok(dets)
+    }
+
+    /// The follow look, on a main-pass frame between zoom sweeps: each small face known (the
+    /// last sweep's and the last follow look's) is looked at again at the zoom magnification, in a region around it that
+    /// a walking face stays inside until the next main pass, with the lower
+    /// [`FOLLOW_THRESHOLD`] (the face is expected there). A small face then gets a key every
+    /// main pass instead of one a sweep: the tracker has its motion, so the boxes between,
+    /// before and after follow the face instead of standing where a sweep saw it (a 17 px face
+    /// walking 30 px/s left its still box in under a second). A face missed by
+    /// [`FOLLOW_MISSES`] looks in a row is left to the next sweep. Faces are followed smallest
+    /// first, within [`FOLLOW_BUDGET`] of a whole sweep's pixels.
+    fn follow_detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
+        if self.zoom_tiles.is_empty() || !self.follow_on {
+            return Ok(Vec::new());
+        }
+        let max_face = self.zoom_max_face;
+        let mut wanted: Vec<(Detection, u32)> = std::mem::take(&mut self.follow);
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        wanted.sort_by(|a, b| a.0.bbox.area().total_cmp(&b.0.bbox.area()));
+        let (fw, fh) = (self.frame_size.0 as f32, self.frame_size.1 as f32);
+        let frame_wh = self.frame_size;
+        let budget = (FOLLOW_BUDGET * pixels(&self.zoom_tiles) as f32) as u64;
+        let mut regions: Vec<crate::geom::Rect> = Vec::new();
+        let mut followed = 0;
+        for (d, _) in &wanted {
+            let b = d.bbox;
+            let grow = FOLLOW_REACH * b.w.max(b.h).max(16.0);
+            let r = crate::geom::Rect {
+                x0: (b.x - grow).floor().clamp(0.0, fw) as usize,
+                y0: (b.y - grow).floor().clamp(0.0, fh) as usize,
+                x1: (b.x + b.w + grow).ceil().clamp(0.0, fw) as usize,
+                y1: (b.y + b.h + grow).ceil().clamp(0.0, fh) as usize,
+            };
+            let mut next = regions.clone();
+            next.push(r);
+            let next =
+                crate::detect::zoom::merge_regions(next, run_cost_frame_px(self.zoom_factor));
+            let cost: u64 = next
+                .iter()
+                .map(|r| {
+                    pixels(&crate::detect::zoom::layout_in(
+                        *r,
+                        self.zoom_factor,
+                        frame_wh,
+                    ))
+                })
+                .sum();
+            if cost > budget && followed > 0 {
+                break;
+            }
+            regions = next;
+            followed += 1;
+        }
+        let tiles: Vec<Tile> = regions
+            .iter()
+            .flat_map(|r| crate::detect::zoom::layout_in(*r, self.zoom_factor, frame_wh))
+            .collect();
+        let order = detector_of(&self.detector, &self.input, "follow look")?.channel_order();
+        let vf = map_readable(&self.input, frame, &mut self.info, "the follow look")?;
+        let planes = planes_of(&self.input, &vf)?;
+        let threshold = detector_of(&self.detector, &self.input, "follow look")?.threshold();
+        let looked_for = &wanted[..followed];
+        // Below the detector's own threshold, only the face looked for counts: near where it
+        // was, at about its size (texture beside it scores 0.3 too).
+        let found: Vec<Detection> = self
+            .zoom_tiles_detect(&planes, order, &tiles, FOLLOW_THRESHOLD, max_face)?
+            .into_iter()
+            .filter(|f| {
+                f.score >= threshold
+                    || looked_for
+                        .iter()
+                        .any(|(d, _)| is_followed(&d.bbox, &f.bbox))
+            })
+            .collect();
+        let found = merge(found);
+        let z = &mut self.zoom_sweeps;
+        z.follow_looks += 1;
+        z.followed += followed as u64;
+        z.input_mpx += pixels(&tiles) as f64 / 1e6;
+        // Next time: what was found, and what was looked for and missed, for a while.
+        let mut next: Vec<(Detection, u32)> = found.iter().map(|d| (*d, 0)).collect();
+        for (d, misses) in wanted.into_iter().take(followed) {
+            if misses + 1 < FOLLOW_MISSES && found.iter().all(|f| f.bbox.iou(&d.bbox) <= 0.0) {
+                next.push((d, misses + 1));
+            }
+        }
+        self.follow = next;
+        Ok(found)
     }
 
     /// Detections in frame pixels from detector-input boxes offset by `(ox, oy)` and scaled

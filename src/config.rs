@@ -517,6 +517,10 @@ pub struct DetectConfig {
     /// main-pass frame (a small tile around it), so that its track has its motion (default
     /// true). Off: a small face has one box a sweep, and the tracker carries it still between.
     pub follow: bool,
+    /// Stretch the luma range of grey, dark and washed-out frames (night infrared, dusk,
+    /// fog: the 1st to 99th percentile spanning under 160 levels) to the detector's full
+    /// input range, at most 3x (default true). Only the detector's input changes.
+    pub stretch_contrast: bool,
     /// The zoom pass first looks at what it sweeps without magnifying so much (the smallest
     /// face at 12 px: 1x for the default 2x, a quarter of the pixels) and magnifies only
     /// around what scores above this there; what scores above `threshold` there already is a
@@ -587,6 +591,7 @@ impl Default for DetectConfig {
             zoom_every: 0,
             revisit_s: REVISIT_S,
             follow: true,
+            stretch_contrast: false,
             zoom_full_every: 4,
             main_full_every: 4,
             zoom_proposal_threshold: 0.05,
@@ -713,9 +718,10 @@ impl DetectConfig {
         }
     }
 
-    /// Frames between zoom passes for a video at `fps`: `zoom_every`, or when it is 0 (auto)
-    /// `revisit_s` seconds of it (at least 1 frame, at most 120).
-    pub fn zoom_every_for(&self, _w: u32, _h: u32, fps: f64) -> u32 {
+    /// Frames between zoom passes for a `w x h` video at `fps`: `zoom_every`, or when it is 0
+    /// (auto) `revisit_s` seconds — or less where a sweep is cheap: as often as the sweeps
+    /// of 2 s at 1280x720 cost per second of video (0.5 s at 640x360, at most 4 a second).
+    pub fn zoom_every_for(&self, w: u32, h: u32, fps: f64) -> u32 {
         if self.zoom_every > 0 {
             return self.zoom_every;
         }
@@ -724,7 +730,9 @@ impl DetectConfig {
         } else {
             25.0
         };
-        ((f64::from(self.revisit_s) * fps).round() as u32).clamp(1, 120)
+        let cheap = (2.0 * (f64::from(w) * f64::from(h)) / (1280.0 * 720.0)).max(0.25);
+        let secs = f64::from(self.revisit_s).min(cheap);
+        ((secs * fps).round() as u32).clamp(1, 120)
     }
 }
 
@@ -1330,7 +1338,8 @@ mod tests {
         assert_eq!(DetectConfig::default().every_for(12.0), 2);
         assert_eq!(DetectConfig::default().every_for(5.0), 1);
         assert_eq!(DetectConfig::default().every_for(60.0), 6);
-        assert_eq!(DetectConfig::default().zoom_every_for(640, 360, 12.0), 12);
+        assert_eq!(DetectConfig::default().zoom_every_for(640, 360, 12.0), 6);
+        assert_eq!(DetectConfig::default().zoom_every_for(1920, 1080, 25.0), 25);
         let big = DetectConfig {
             min_face_px: 40,
             ..Default::default()

@@ -6,6 +6,7 @@
 //! or output files — detectors get small packed images and return boxes.
 
 pub mod centerface;
+pub mod contrast;
 pub mod models;
 pub mod runtime;
 pub mod shrink;

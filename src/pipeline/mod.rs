@@ -770,6 +770,7 @@ impl Stages {
                 crop: Vec::new(),
                 follow: Vec::new(),
                 follow_on: s.cfg.detect.follow,
+                stretch_contrast: s.cfg.detect.stretch_contrast,
                 out: to_track,
                 ticks: ticks.clone(),
                 results: results.clone(),

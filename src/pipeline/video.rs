@@ -71,6 +71,9 @@ pub(super) struct DetectStage {
     pub(super) follow: Vec<(Detection, u32)>,
     /// Whether the follow look runs (`detect.follow`).
     pub(super) follow_on: bool,
+    /// Whether grey, dark and washed-out frames are stretched for the detector
+    /// (`detect.stretch_contrast`).
+    pub(super) stretch_contrast: bool,
     pub(super) out: Sender<DetectedFrame>,
     pub(super) ticks: Arc<AtomicU64>,
     pub(super) results: Arc<Mutex<StageResults>>,
@@ -195,12 +198,22 @@ fn run_cost_frame_px(scale: f32) -> u64 {
 /// The detector score above which a follow look reports a face: lower than the detector's
 /// own, since it looks only where a face was a main pass ago (ByteTrack's second stage: a
 /// face scored 0.3-0.5 on and off stays followed), not so low that texture beside it counts.
-const FOLLOW_THRESHOLD: f32 = 0.5;
+const FOLLOW_THRESHOLD: f32 = 0.3;
 
 /// How far around a followed face its follow look reaches, in face sizes (at least 16 px)
 /// per side: room for a walking face between two main passes and the context the detector
 /// needs.
 const FOLLOW_REACH: f32 = 1.0;
+
+/// The contrast stretch of a frame's luma (`detect::contrast`).
+fn stretch_of_planes(planes: &I420<'_>) -> Option<crate::detect::contrast::Stretch> {
+    crate::detect::contrast::Stretch::of_luma(
+        planes.y,
+        planes.strides[0],
+        planes.width as usize,
+        planes.height as usize,
+    )
+}
 
 /// Whether `found` is the face `was` a main pass later: its centre within half a face size
 /// (at least 8 px) of where it was, at 0.6-1.6 times its width.
@@ -345,10 +358,14 @@ impl DetectStage {
         let (w, h) = self.det_size;
         let one = 3 * w as usize * h as usize;
         self.tensor.resize(one * frames.len(), 0.0);
+        let stretch_on = self.stretch_contrast;
         for (f, dst) in frames.iter().zip(self.tensor.chunks_exact_mut(one)) {
             let scratch = &mut self.shrink;
             with_planes(&self.input, f, &mut self.info, "the main pass", |planes| {
-                shrink_nchw(planes, w as usize, h as usize, order, scratch, dst)
+                shrink_nchw(planes, w as usize, h as usize, order, scratch, dst);
+                if let Some(s) = stretch_on.then(|| stretch_of_planes(planes)).flatten() {
+                    s.apply(dst);
+                }
             })?;
         }
         let raw = run_detector(
@@ -452,6 +469,9 @@ impl DetectStage {
                 &mut self.shrink,
                 &mut self.tensor[..one],
             );
+            if let Some(s) = self.stretch_of(&planes) {
+                s.apply(&mut self.tensor[..one]);
+            }
         }
         for c in &crops {
             let (cw, ch) = (c.width(), c.height());
@@ -511,6 +531,15 @@ impl DetectStage {
             m.since_full += 1;
         }
         Ok(dets)
+    }
+
+    /// The detector-input contrast stretch for a frame (`detect.stretch_contrast`).
+    fn stretch_of(&self, planes: &I420<'_>) -> Option<crate::detect::contrast::Stretch> {
+        if self.stretch_contrast {
+            stretch_of_planes(planes)
+        } else {
+            None
+        }
     }
 
     /// The follow look, on a main-pass frame between zoom sweeps: each small face known (the
@@ -803,8 +832,12 @@ impl DetectStage {
             // Rendered straight into the detector's input tensor, reused between sweeps.
             let one = 3 * in_w as usize * in_h as usize;
             self.tensor.resize(one * tiles.len(), 0.0);
+            let stretch = self.stretch_of(planes);
             for (t, dst) in tiles.iter().zip(self.tensor.chunks_exact_mut(one)) {
                 crate::detect::zoom::render_nchw(planes, t, order, dst);
+                if let Some(s) = stretch {
+                    s.apply(dst);
+                }
             }
             let raw = run_detector_at(
                 &mut self.detector,

@@ -339,7 +339,7 @@ impl DetectStage {
                 all.extend(z);
                 dets = Some(merge(all));
             } else if let Some(main_dets) = dets.take() {
-                let followed = self.follow_detect(&p.frame)?;
+                let followed = self.follow_detect(&p.frame, &main_dets)?;
                 let mut all = main_dets;
                 all.extend(followed);
                 dets = Some(merge(all));
@@ -543,7 +543,8 @@ impl DetectStage {
     }
 
     /// The follow look, on a main-pass frame between zoom sweeps: each small face known (the
-    /// last sweep's and the last follow look's) is looked at again at the zoom magnification, in a region around it that
+    /// last sweep's and the last follow look's) that the main pass did not find on this
+    /// frame is looked at again at the zoom magnification, in a region around it that
     /// a walking face stays inside until the next main pass, with the lower
     /// [`FOLLOW_THRESHOLD`] (the face is expected there). A small face then gets a key every
     /// main pass instead of one a sweep: the tracker has its motion, so the boxes between,
@@ -551,13 +552,43 @@ impl DetectStage {
     /// walking 30 px/s left its still box in under a second). A face missed by
     /// [`FOLLOW_MISSES`] looks in a row is left to the next sweep. Faces are followed smallest
     /// first, within [`FOLLOW_BUDGET`] of a whole sweep's pixels.
-    fn follow_detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, PipelineError> {
+    fn follow_detect(
+        &mut self,
+        frame: &Frame,
+        main: &[Detection],
+    ) -> Result<Vec<Detection>, PipelineError> {
         if self.zoom_tiles.is_empty() || !self.follow_on {
             return Ok(Vec::new());
         }
         let max_face = self.zoom_max_face;
-        let mut wanted: Vec<(Detection, u32)> = std::mem::take(&mut self.follow);
+        // A face the main pass found on this frame has its key already: it is not looked at
+        // again, and is followed on from the main pass's box.
+        let (seen, mut wanted): (Vec<(Detection, u32)>, Vec<(Detection, u32)>) =
+            std::mem::take(&mut self.follow)
+                .into_iter()
+                .partition(|(d, _)| {
+                    main.iter()
+                        .any(|m| is_followed(&d.bbox, &m.bbox) || m.bbox.iou(&d.bbox) > MERGE_IOU)
+                });
+        let seen: Vec<(Detection, u32)> = seen
+            .iter()
+            .filter_map(|(d, _)| {
+                main.iter()
+                    .filter(|m| is_followed(&d.bbox, &m.bbox) || m.bbox.iou(&d.bbox) > MERGE_IOU)
+                    .max_by(|a, b| a.bbox.iou(&d.bbox).total_cmp(&b.bbox.iou(&d.bbox)))
+                    .map(|m| {
+                        (
+                            Detection {
+                                revisit: d.revisit,
+                                ..*m
+                            },
+                            0,
+                        )
+                    })
+            })
+            .collect();
         if wanted.is_empty() {
+            self.follow = seen;
             return Ok(Vec::new());
         }
         wanted.sort_by(|a, b| a.0.bbox.area().total_cmp(&b.0.bbox.area()));
@@ -623,6 +654,7 @@ impl DetectStage {
         z.input_mpx += pixels(&tiles) as f64 / 1e6;
         // Next time: what was found, and what was looked for and missed, for a while.
         let mut next: Vec<(Detection, u32)> = found.iter().map(|d| (*d, 0)).collect();
+        next.extend(seen);
         for (d, misses) in wanted.into_iter().take(followed) {
             if misses + 1 < FOLLOW_MISSES && found.iter().all(|f| f.bbox.iou(&d.bbox) <= 0.0) {
                 next.push((d, misses + 1));

@@ -57,6 +57,11 @@ pub struct BenchReport {
     /// Present when a ground truth file was found beside the input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leak: Option<LeakSummary>,
+    /// The process's peak resident memory (VmHWM) after all runs, MiB: the largest that one
+    /// clip at a time needed (runs go one after another unless `--concurrent`). Absent where
+    /// /proc cannot tell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
     pub settings: BenchSettings,
     pub machine: Machine,
 }
@@ -326,6 +331,7 @@ pub fn run(
         vad_ms_per_audio_s: median_full.sidecar.timing.vad_ms_per_audio_s,
         detector,
         leak,
+        peak_rss_mib: peak_rss_mib(),
         settings: BenchSettings {
             detector: cfg.detect.model.name().into(),
             detect_every: cfg.detect.every_for(video.fps()),
@@ -500,4 +506,12 @@ fn bench_detector(
         },
         gpu,
     ))
+}
+
+/// The process's peak resident set (`VmHWM` of /proc/self/status), MiB.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }

@@ -873,6 +873,9 @@ fn cmd_bench(a: BenchArgs) -> u8 {
                         "voice activity   {v:.2} ms per second of audio (Silero VAD, 1 thread)"
                     );
                 }
+                if let Some(m) = r.peak_rss_mib {
+                    println!("peak memory      {m:.0} MiB resident (the whole bench process)");
+                }
                 for b in &r.detector.batches {
                     println!(
                         "                 batch {:>2}: {:.2} ms/frame ({:.1} fps)",

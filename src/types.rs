@@ -197,7 +197,10 @@ pub struct ZoomSweeps {
     pub follow_looks: u64,
     #[serde(default)]
     pub followed: u64,
-    /// Detector input over all sweeps (both looks) and follow looks, megapixels.
+    /// Detector input of the follow looks, megapixels.
+    #[serde(default)]
+    pub follow_input_mpx: f64,
+    /// Detector input over all sweeps (both looks), megapixels.
     pub input_mpx: f64,
 }
 

@@ -68,7 +68,7 @@ pub(super) struct DetectStage {
     pub(super) crop: Vec<f32>,
     /// The small faces the follow look goes back to at the next main pass (see
     /// [`DetectStage::follow_detect`]), with the follow looks in a row that missed each.
-    pub(super) follow: Vec<(Detection, u32)>,
+    pub(super) follow: Vec<Followed>,
     /// Whether the follow look runs (`detect.follow`).
     pub(super) follow_on: bool,
     /// Whether grey, dark and washed-out frames are stretched for the detector
@@ -194,6 +194,9 @@ pub(super) struct Proposal {
 fn run_cost_frame_px(scale: f32) -> u64 {
     (MAIN_RUN_COST_PX as f32 / (scale * scale)).round() as u64
 }
+
+/// A small face the follow look goes back to, and the follow looks in a row that missed it.
+pub(super) type Followed = (Detection, u32);
 
 /// The detector score above which a follow look reports a face: lower than the detector's
 /// own, since it looks only where a face was a main pass ago (ByteTrack's second stage: a
@@ -563,30 +566,26 @@ impl DetectStage {
         let max_face = self.zoom_max_face;
         // A face the main pass found on this frame has its key already: it is not looked at
         // again, and is followed on from the main pass's box.
-        let (seen, mut wanted): (Vec<(Detection, u32)>, Vec<(Detection, u32)>) =
-            std::mem::take(&mut self.follow)
-                .into_iter()
-                .partition(|(d, _)| {
-                    main.iter()
-                        .any(|m| is_followed(&d.bbox, &m.bbox) || m.bbox.iou(&d.bbox) > MERGE_IOU)
-                });
-        let seen: Vec<(Detection, u32)> = seen
-            .iter()
-            .filter_map(|(d, _)| {
-                main.iter()
-                    .filter(|m| is_followed(&d.bbox, &m.bbox) || m.bbox.iou(&d.bbox) > MERGE_IOU)
-                    .max_by(|a, b| a.bbox.iou(&d.bbox).total_cmp(&b.bbox.iou(&d.bbox)))
-                    .map(|m| {
-                        (
-                            Detection {
-                                revisit: d.revisit,
-                                ..*m
-                            },
-                            0,
-                        )
-                    })
-            })
-            .collect();
+        let mut seen: Vec<Followed> = Vec::new();
+        let mut wanted: Vec<Followed> = Vec::new();
+        for (d, misses) in std::mem::take(&mut self.follow) {
+            let same =
+                |m: &&Detection| is_followed(&d.bbox, &m.bbox) || m.bbox.iou(&d.bbox) > MERGE_IOU;
+            let nearest = main
+                .iter()
+                .filter(same)
+                .max_by(|a, b| a.bbox.iou(&d.bbox).total_cmp(&b.bbox.iou(&d.bbox)));
+            match nearest {
+                Some(m) => seen.push((
+                    Detection {
+                        revisit: d.revisit,
+                        ..*m
+                    },
+                    0,
+                )),
+                None => wanted.push((d, misses)),
+            }
+        }
         if wanted.is_empty() {
             self.follow = seen;
             return Ok(Vec::new());
@@ -651,9 +650,9 @@ impl DetectStage {
         let z = &mut self.zoom_sweeps;
         z.follow_looks += 1;
         z.followed += followed as u64;
-        z.input_mpx += pixels(&tiles) as f64 / 1e6;
+        z.follow_input_mpx += pixels(&tiles) as f64 / 1e6;
         // Next time: what was found, and what was looked for and missed, for a while.
-        let mut next: Vec<(Detection, u32)> = found.iter().map(|d| (*d, 0)).collect();
+        let mut next: Vec<Followed> = found.iter().map(|d| (*d, 0)).collect();
         next.extend(seen);
         for (d, misses) in wanted.into_iter().take(followed) {
             if misses + 1 < FOLLOW_MISSES && found.iter().all(|f| f.bbox.iou(&d.bbox) <= 0.0) {

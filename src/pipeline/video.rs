@@ -629,10 +629,10 @@ impl DetectStage {
             .iter()
             .flat_map(|r| crate::detect::zoom::layout_in(*r, self.zoom_factor, frame_wh))
             .collect();
-        let order = detector_of(&self.detector, &self.input, "follow look")?.channel_order();
+        let detector = detector_of(&self.detector, &self.input, "follow look")?;
+        let (order, threshold) = (detector.channel_order(), detector.threshold());
         let vf = map_readable(&self.input, frame, &mut self.info, "the follow look")?;
         let planes = planes_of(&self.input, &vf)?;
-        let threshold = detector_of(&self.detector, &self.input, "follow look")?.threshold();
         let looked_for = &wanted[..followed];
         // Below the detector's own threshold, only the face looked for counts: near where it
         // was, at about its size (texture beside it scores 0.3 too).
@@ -651,11 +651,15 @@ impl DetectStage {
         z.follow_looks += 1;
         z.followed += followed as u64;
         z.follow_input_mpx += pixels(&tiles) as f64 / 1e6;
-        // Next time: what was found, and what was looked for and missed, for a while.
+        // Next time: what was found, what was looked for and missed (for a while), and what
+        // the budget left for the next look.
         let mut next: Vec<Followed> = found.iter().map(|d| (*d, 0)).collect();
         next.extend(seen);
-        for (d, misses) in wanted.into_iter().take(followed) {
-            if misses + 1 < FOLLOW_MISSES && found.iter().all(|f| f.bbox.iou(&d.bbox) <= 0.0) {
+        for (i, (d, misses)) in wanted.into_iter().enumerate() {
+            if i >= followed {
+                next.push((d, misses));
+            } else if misses + 1 < FOLLOW_MISSES && found.iter().all(|f| f.bbox.iou(&d.bbox) <= 0.0)
+            {
                 next.push((d, misses + 1));
             }
         }

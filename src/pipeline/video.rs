@@ -208,6 +208,18 @@ const FOLLOW_THRESHOLD: f32 = 0.3;
 /// needs.
 const FOLLOW_REACH: f32 = 1.0;
 
+/// The region of a `fw x fh` frame around a face box `b`: `sizes` times its size (at least
+/// 16 px) of context on every side, clipped to the frame.
+fn region_around(b: &crate::geom::BoxF, sizes: f32, (fw, fh): (f32, f32)) -> crate::geom::Rect {
+    let grow = sizes * b.w.max(b.h).max(16.0);
+    crate::geom::Rect {
+        x0: (b.x - grow).floor().clamp(0.0, fw) as usize,
+        y0: (b.y - grow).floor().clamp(0.0, fh) as usize,
+        x1: (b.x + b.w + grow).ceil().clamp(0.0, fw) as usize,
+        y1: (b.y + b.h + grow).ceil().clamp(0.0, fh) as usize,
+    }
+}
+
 /// The contrast stretch of a frame's luma (`detect::contrast`).
 fn stretch_of_planes(planes: &I420<'_>) -> Option<crate::detect::contrast::Stretch> {
     crate::detect::contrast::Stretch::of_luma(
@@ -597,16 +609,8 @@ impl DetectStage {
         let mut regions: Vec<crate::geom::Rect> = Vec::new();
         let mut followed = 0;
         for (d, _) in &wanted {
-            let b = d.bbox;
-            let grow = FOLLOW_REACH * b.w.max(b.h).max(16.0);
-            let r = crate::geom::Rect {
-                x0: (b.x - grow).floor().clamp(0.0, fw) as usize,
-                y0: (b.y - grow).floor().clamp(0.0, fh) as usize,
-                x1: (b.x + b.w + grow).ceil().clamp(0.0, fw) as usize,
-                y1: (b.y + b.h + grow).ceil().clamp(0.0, fh) as usize,
-            };
             let mut next = regions.clone();
-            next.push(r);
+            next.push(region_around(&d.bbox, FOLLOW_REACH, (fw, fh)));
             let next =
                 crate::detect::zoom::merge_regions(next, run_cost_frame_px(self.zoom_factor));
             let cost: u64 = next
@@ -814,14 +818,7 @@ impl DetectStage {
             // Context of the face's own size on every side (at least 16 px): the magnified
             // look then sees it whole and centred, as a tile would (its tile grows the region
             // to the size it is rendered at).
-            let b = d.bbox;
-            let grow = b.w.max(b.h).max(16.0);
-            around.push(crate::geom::Rect {
-                x0: (b.x - grow).floor().clamp(0.0, fw) as usize,
-                y0: (b.y - grow).floor().clamp(0.0, fh) as usize,
-                x1: (b.x + b.w + grow).ceil().clamp(0.0, fw) as usize,
-                y1: (b.y + b.h + grow).ceil().clamp(0.0, fh) as usize,
-            });
+            around.push(region_around(&d.bbox, 1.0, (fw, fh)));
         }
         let around =
             crate::detect::zoom::merge_regions(around, run_cost_frame_px(self.zoom_factor));

@@ -220,8 +220,12 @@ fn region_around(b: &crate::geom::BoxF, sizes: f32, (fw, fh): (f32, f32)) -> cra
     }
 }
 
-/// The contrast stretch of a frame's luma (`detect::contrast`).
-fn stretch_of_planes(planes: &I420<'_>) -> Option<crate::detect::contrast::Stretch> {
+/// The contrast stretch of a frame's luma (`detect::contrast`), when it is `on`
+/// (`detect.stretch_contrast`).
+fn stretch_for(on: bool, planes: &I420<'_>) -> Option<crate::detect::contrast::Stretch> {
+    if !on {
+        return None;
+    }
     crate::detect::contrast::Stretch::of_luma(
         planes.y,
         planes.strides[0],
@@ -378,7 +382,7 @@ impl DetectStage {
             let scratch = &mut self.shrink;
             with_planes(&self.input, f, &mut self.info, "the main pass", |planes| {
                 shrink_nchw(planes, w as usize, h as usize, order, scratch, dst);
-                if let Some(s) = stretch_on.then(|| stretch_of_planes(planes)).flatten() {
+                if let Some(s) = stretch_for(stretch_on, planes) {
                     s.apply(dst);
                 }
             })?;
@@ -484,7 +488,7 @@ impl DetectStage {
                 &mut self.shrink,
                 &mut self.tensor[..one],
             );
-            if let Some(s) = self.stretch_of(&planes) {
+            if let Some(s) = stretch_for(self.stretch_contrast, &planes) {
                 s.apply(&mut self.tensor[..one]);
             }
         }
@@ -546,15 +550,6 @@ impl DetectStage {
             m.since_full += 1;
         }
         Ok(dets)
-    }
-
-    /// The detector-input contrast stretch for a frame (`detect.stretch_contrast`).
-    fn stretch_of(&self, planes: &I420<'_>) -> Option<crate::detect::contrast::Stretch> {
-        if self.stretch_contrast {
-            stretch_of_planes(planes)
-        } else {
-            None
-        }
     }
 
     /// The follow look, on a main-pass frame between zoom sweeps: each small face known (the
@@ -864,7 +859,7 @@ impl DetectStage {
             // Rendered straight into the detector's input tensor, reused between sweeps.
             let one = 3 * in_w as usize * in_h as usize;
             self.tensor.resize(one * tiles.len(), 0.0);
-            let stretch = self.stretch_of(planes);
+            let stretch = stretch_for(self.stretch_contrast, planes);
             for (t, dst) in tiles.iter().zip(self.tensor.chunks_exact_mut(one)) {
                 crate::detect::zoom::render_nchw(planes, t, order, dst);
                 if let Some(s) = stretch {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::tracker::TrackerConfig;
+use crate::detect::tracker::{EDGE_REACH, TrackerConfig};
 use crate::detect::{Device, ModelKind};
 use crate::media::encode::Quality;
 use crate::redact::video::{Style, StyleParams};
@@ -778,6 +778,7 @@ impl TrackerSettings {
             lookahead: self.lookahead.max(every),
             max_gap: self.max_gap.max(2 * every).max(sparsest + every),
             frame,
+            edge_back: EDGE_REACH,
         }
     }
 }
@@ -871,8 +872,11 @@ pub struct Limits {
     pub queue_frames: usize,
     /// Largest accepted frame (width x height), to refuse absurd declared sizes.
     pub max_frame_pixels: u64,
-    /// Most memory (MiB) the tracker may hold in frames waiting for their final boxes; a
-    /// sparse zoom pass on large frames is made more frequent to fit. Also the most
+    /// Most memory (MiB) the tracker may hold in frames waiting for their final boxes: on
+    /// large frames a sparse zoom pass is made more frequent to fit, and the look-back for
+    /// faces that came in through the frame's edge (up to `EDGE_REACH`, 45 frames) gets what
+    /// is left. The stages' own queues, the decoder's reference frames and the encoder's come
+    /// on top (about 25 frames). Also the most
     /// decoded-frame memory a finished file leaves for the next one of the process
     /// (`media::frame_memory`: the next file's decoder reuses it instead of faulting in
     /// fresh pages).
@@ -915,18 +919,31 @@ impl Config {
             Some(_) => every.max(self.zoom_every(w, h, fps)),
             None => every,
         };
-        self.tracker
-            .tracker_config(every, sparsest, Some((w as f32, h as f32)))
+        let mut t = self
+            .tracker
+            .tracker_config(every, sparsest, Some((w as f32, h as f32)));
+        // The look-back across the edge holds frames too: it gets what the budget leaves,
+        // never less than the gap the tracker bridges anyway (which holds as many).
+        t.edge_back = EDGE_REACH
+            .min(self.held_frames(w, h, fps))
+            .max(t.max_gap.max(t.lookback));
+        t
+    }
+
+    /// Frames the tracker may hold back for `w x h` video within `limits.max_held_mib`
+    /// (decoded I420 frames; a margin of `every + 8` is left for the frames in the stages).
+    pub fn held_frames(&self, w: u32, h: u32, fps: f64) -> u32 {
+        let frame_bytes = (u64::from(w) * u64::from(h) * 3 / 2).max(1);
+        (self.limits.max_held_mib * 1024 * 1024 / frame_bytes)
+            .saturating_sub(u64::from(self.detect.every_for(fps)) + 8)
+            .clamp(1, u64::from(u32::MAX)) as u32
     }
 
     /// Frames between zoom passes, made smaller when needed so that the frames the tracker
     /// holds back (about `zoom_every + every` of them) fit in `limits.max_held_mib`.
     pub fn zoom_every(&self, w: u32, h: u32, fps: f64) -> u32 {
         let want = self.detect.zoom_every_for(w, h, fps);
-        let frame_bytes = (u64::from(w) * u64::from(h) * 3 / 2).max(1);
-        let fit = (self.limits.max_held_mib * 1024 * 1024 / frame_bytes)
-            .saturating_sub(u64::from(self.detect.every_for(fps)) + 8);
-        want.min(fit.clamp(1, u64::from(u32::MAX)) as u32).max(1)
+        want.min(self.held_frames(w, h, fps)).max(1)
     }
 
     /// The sha256 of the settings that shape an output (paths of the runtime, the models and
@@ -1420,6 +1437,31 @@ mod tests {
         c.detect.revisit_s = 4.0;
         let z = c.zoom_every(3840, 2160, 30.0);
         assert!(z < 40 && z > 20, "{z}");
+    }
+
+    #[test]
+    fn edge_look_back_is_bounded_by_held_memory_but_never_below_the_bridged_gap() {
+        let mut c = Config::default();
+        // 720p: the whole edge reach fits.
+        assert_eq!(c.tracker_config(1280, 720, 25.0).edge_back, EDGE_REACH);
+        // 4K: 512 MiB hold about 41 frames; the look-back gets what is left.
+        let t = c.tracker_config(3840, 2160, 25.0);
+        assert!(
+            t.edge_back < EDGE_REACH && t.edge_back >= t.max_gap,
+            "{t:?}"
+        );
+        assert!(
+            t.delay() <= u64::from(c.held_frames(3840, 2160, 25.0)),
+            "{t:?}"
+        );
+        // A small budget: the hold is the gap the sparsest pass needs, no more.
+        c.limits.max_held_mib = 128;
+        let t = c.tracker_config(2560, 1440, 20.0);
+        assert_eq!(u64::from(t.edge_back), t.delay(), "{t:?}");
+        assert!(
+            t.delay() <= u64::from(c.held_frames(2560, 1440, 20.0)) + 8,
+            "{t:?}"
+        );
     }
 
     #[test]

@@ -26,8 +26,12 @@ pub struct TrackerConfig {
     pub max_gap: u32,
     /// Frame size: a face at the frame's edge that moves outwards is followed until it has
     /// left the picture (up to [`EDGE_REACH`] frames), and one that came in is followed back
-    /// to where it entered.
+    /// to where it entered (up to `edge_back` frames).
     pub frame: Option<(f32, f32)>,
+    /// Longest look-back (frames) for a face that came in through the frame's edge. Every
+    /// frame of it is a frame held back, so large frames may get less than [`EDGE_REACH`]
+    /// (`Config::tracker_config` fits it to `limits.max_held_mib`).
+    pub edge_back: u32,
 }
 
 /// Frames over which a track's start and end velocities are measured (from its first key, to
@@ -45,6 +49,7 @@ impl Default for TrackerConfig {
             lookahead: 6,
             max_gap: 8,
             frame: None,
+            edge_back: EDGE_REACH,
         }
     }
 }
@@ -52,7 +57,11 @@ impl Default for TrackerConfig {
 impl TrackerConfig {
     /// The number of frames a frame is held back before its boxes are final.
     pub fn delay(&self) -> u64 {
-        let edge = if self.frame.is_some() { EDGE_REACH } else { 0 };
+        let edge = if self.frame.is_some() {
+            self.edge_back
+        } else {
+            0
+        };
         u64::from(self.lookback.max(self.max_gap).max(edge))
     }
 }
@@ -154,8 +163,9 @@ fn shifted(b: &BoxF, v: &[f32; 4], frames: f32) -> BoxF {
 /// Frames until a box moving by `v` per frame has left a `w x h` frame, when it touches an
 /// edge — or would within `ahead` frames, the time the detector may not look again — and
 /// moves out through it; `None` otherwise. (A face half out of the picture is the one the
-/// detector is likeliest to miss: the last box it gave may stop short of the edge.)
-fn frames_to_exit(b: &BoxF, v: &[f32; 4], (w, h): (f32, f32), ahead: u32) -> Option<u32> {
+/// detector is likeliest to miss: the last box it gave may stop short of the edge.) At most
+/// `cap` frames.
+fn frames_to_exit(b: &BoxF, v: &[f32; 4], (w, h): (f32, f32), ahead: u32, cap: u32) -> Option<u32> {
     // Detector boxes of a face cut by the frame edge stop a little short of it; an unclipped
     // box moving outwards gets there in `ahead` frames.
     let ahead = ahead as f32;
@@ -192,7 +202,7 @@ fn frames_to_exit(b: &BoxF, v: &[f32; 4], (w, h): (f32, f32), ahead: u32) -> Opt
     if b.y2() >= h - to_bottom && top > 0.05 {
         consider((h - b.y) / top);
     }
-    best.map(|t| (t.ceil() as u32).min(EDGE_REACH))
+    best.map(|t| (t.ceil() as u32).min(cap))
 }
 
 impl Track {
@@ -250,7 +260,7 @@ impl Track {
             let back_v = self.start_velocity().map(|v| [-v[0], -v[1], -v[2], -v[3]]);
             let mut reach = cfg.lookback.max(self.max_revisit.saturating_sub(1));
             if let (Some(v), Some(size)) = (back_v, cfg.frame)
-                && let Some(t) = frames_to_exit(&first.bbox, &v, size, reach)
+                && let Some(t) = frames_to_exit(&first.bbox, &v, size, reach, cfg.edge_back)
             {
                 reach = reach.max(t);
             }
@@ -270,7 +280,7 @@ impl Track {
             let d = frame - last.frame;
             let mut reach = cfg.lookahead.max(self.max_revisit.saturating_sub(1));
             if let (Some(v), Some(size)) = (self.end_velocity(), cfg.frame)
-                && let Some(t) = frames_to_exit(&last.bbox, &v, size, reach)
+                && let Some(t) = frames_to_exit(&last.bbox, &v, size, reach, EDGE_REACH)
             {
                 reach = reach.max(t);
             }
@@ -852,6 +862,35 @@ mod tests {
             "two frames before the first detection"
         );
         assert_eq!(out[8].boxes[0].source, BoxSource::Extended);
+    }
+
+    #[test]
+    fn the_look_back_across_the_edge_stops_at_edge_back_and_so_does_the_hold() {
+        // A face coming in at 1 px a frame, first detected 20 frames after it started.
+        let frames: Vec<_> = (0..60)
+            .map(|i| {
+                (i >= 20).then(|| {
+                    let mut d = det(-20.0 + i as f32, 40.0, 20.0);
+                    d.bbox = d.bbox.clip(100.0, 100.0);
+                    vec![d]
+                })
+            })
+            .map(|d| d.or(Some(vec![])))
+            .collect();
+        let reach = |edge_back: u32| {
+            let cfg = TrackerConfig {
+                lookback: 1,
+                frame: Some((100.0, 100.0)),
+                edge_back,
+                ..Default::default()
+            };
+            assert_eq!(cfg.delay(), u64::from(edge_back.max(cfg.max_gap)));
+            let out = run(cfg, &frames);
+            (0..20).filter(|&i| !out[i].boxes.is_empty()).count()
+        };
+        assert!(reach(EDGE_REACH) >= 18, "{}", reach(EDGE_REACH));
+        let short = reach(10);
+        assert!((8..=10).contains(&short), "{short}");
     }
 
     /// composite_pan's face 6 (48x56 px) comes up through the bottom edge at 0.88 px a frame

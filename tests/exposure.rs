@@ -28,10 +28,11 @@ const MAX_ALTERED: f64 = 0.05;
 
 /// Conditions where the guarantee is not met yet (README, "What is promised about faces"),
 /// with the share of boxes left that they must stay under: a ceiling that catches a
-/// regression, not the promise. Night infrared (2026-12-07): 10.5% — a 14 px face on the
-/// grey, noisy picture that YuNet-n does not find at 2x, and an 80 px face crossing at ~108 px
-/// a frame found 6-11 frames late.
-const NOT_MET: [(&str, f64); 1] = [("night_ir", 0.12)];
+/// regression, not the promise. Night infrared (2026-12-07): 8.6% — a 14 px face on the
+/// grey, noisy picture that YuNet-n does not find at 2x (holdout), and two 14–16 px faces
+/// lost for their last 23 frames (tune). The 80 px face crossing at ~110 px a frame, found
+/// on two frames of its 23, is covered since the tracker's second association stage.
+const NOT_MET: [(&str, f64); 1] = [("night_ir", 0.10)];
 
 static CORPUS: Mutex<Option<PathBuf>> = Mutex::new(None);
 

@@ -202,6 +202,9 @@ pub struct ZoomSweeps {
     pub follow_input_mpx: f64,
     /// Detector input over all sweeps (both looks), megapixels.
     pub input_mpx: f64,
+    /// The picture was grey (night infrared): sweeps at `detect.grey_zoom`, no proposals.
+    #[serde(default)]
+    pub grey: bool,
 }
 
 /// The main pass over one clip: how many frames it ran on, how many of those it looked at

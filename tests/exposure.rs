@@ -28,11 +28,11 @@ const MAX_ALTERED: f64 = 0.05;
 
 /// Conditions where the guarantee is not met yet (README, "What is promised about faces"),
 /// with the share of boxes left that they must stay under: a ceiling that catches a
-/// regression, not the promise. Night infrared (2026-12-07): 8.6% — a 14 px face on the
-/// grey, noisy picture that YuNet-n does not find at 2x (holdout), and two 14–16 px faces
-/// lost for their last 23 frames (tune). The 80 px face crossing at ~110 px a frame, found
-/// on two frames of its 23, is covered since the tracker's second association stage.
-const NOT_MET: [(&str, f64); 1] = [("night_ir", 0.10)];
+/// regression, not the promise. Night infrared (2026-12-07): 2.6% — swept at 3x with no
+/// proposals since the grey picture is recognised; left: a 16 px face first found 21 frames
+/// in (tune), a 16 px face lost for 13 frames while an 80 px face passes over it (tune), and
+/// a 14 px face lost for 14 frames near the end (holdout).
+const NOT_MET: [(&str, f64); 1] = [("night_ir", 0.04)];
 
 static CORPUS: Mutex<Option<PathBuf>> = Mutex::new(None);
 
@@ -151,5 +151,25 @@ fn every_face_on_the_stress_corpus_is_redacted_within_the_stated_bounds() {
     if leaked as f64 > MAX_LEAK_OVERALL * boxes as f64 {
         failures.push(format!("overall: {leaked} of {boxes} boxes leaked"));
     }
+    // Only the infrared clips were taken for grey pictures (swept closer); dusk, heavy
+    // compression and the colour scenes were not.
+    let mut sidecars = 0;
+    for clip in std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+    {
+        let name = clip.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".mp4.json") {
+            continue;
+        }
+        sidecars += 1;
+        let sidecar: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(clip.path()).unwrap()).unwrap();
+        let grey = sidecar["detector"]["zoom"]["grey"].as_bool();
+        if grey != Some(name.starts_with("night_ir")) {
+            failures.push(format!("{name}: detector.zoom.grey is {grey:?}"));
+        }
+    }
+    assert!(sidecars >= 8, "a sidecar beside every output: {sidecars}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -682,6 +682,33 @@ impl I420<'_> {
     }
 }
 
+/// Whether a frame is grey (a camera in night infrared mode): at least 99% of its chroma
+/// samples, on a grid of every 4th sample of every 4th row, within 6 levels of neutral (128).
+/// Compression leaves a grey picture's chroma at 128 give or take a level or two; the
+/// dullest colour scene (dusk, fog) has skin, signs or lights well beyond 6 somewhere.
+pub fn is_grey(p: &I420<'_>) -> bool {
+    let (cw, ch) = (
+        (p.width as usize).div_ceil(2),
+        (p.height as usize).div_ceil(2),
+    );
+    if !p.is_complete() || cw == 0 || ch == 0 {
+        return false;
+    }
+    let (mut n, mut off) = (0usize, 0usize);
+    for (plane, stride) in [(p.u, p.strides[1]), (p.v, p.strides[2])] {
+        for row in (0..ch).step_by(4) {
+            let r = &plane[row * stride..row * stride + cw];
+            for &c in r.iter().step_by(4) {
+                n += 1;
+                if c.abs_diff(128) > 6 {
+                    off += 1;
+                }
+            }
+        }
+    }
+    off * 100 <= n
+}
+
 /// Bilinear sample positions along one axis: for each output index the two source indices
 /// and the weight of the second, in 8.8 fixed point.
 fn axis_taps(
@@ -903,6 +930,35 @@ mod tests {
             t.iter()
                 .all(|t| t.in_w <= MAX_TILE_W + 96 && t.in_h <= MAX_TILE_H + 96)
         );
+    }
+
+    #[test]
+    fn a_grey_picture_is_grey_and_a_dull_or_partly_coloured_one_is_not() {
+        let (w, h) = (320usize, 180usize);
+        let (cw, ch) = (w / 2, h / 2);
+        let y = vec![90u8; w * h];
+        let is = |u: &[u8], v: &[u8]| {
+            is_grey(&I420 {
+                y: &y,
+                u,
+                v,
+                strides: [w, cw, cw],
+                width: w as u32,
+                height: h as u32,
+            })
+        };
+        // Infrared: neutral chroma, compression noise of a level or two.
+        let noisy: Vec<u8> = (0..cw * ch).map(|i| 126 + (i * 7 % 5) as u8).collect();
+        assert!(is(&noisy, &noisy));
+        // Dusk: dull, but coloured everywhere.
+        let (u, v) = (vec![120u8; cw * ch], vec![137u8; cw * ch]);
+        assert!(!is(&u, &v));
+        // A grey scene with a coloured sign over a tenth of its rows.
+        let mut sign = noisy.clone();
+        sign[..cw * ch / 10].fill(170);
+        assert!(!is(&sign, &noisy));
+        // Planes short of their rows are never taken for grey.
+        assert!(!is(&noisy[..cw], &noisy));
     }
 
     #[test]

@@ -751,6 +751,7 @@ impl Stages {
                     .detect
                     .zoom_for(s.frame_size.0, s.frame_size.1)
                     .unwrap_or(1.0),
+                grey_zoom: s.cfg.detect.grey_zoom,
                 zoom_proposal: s
                     .cfg
                     .detect

@@ -2,7 +2,7 @@
 """Builds the stress corpus: short synthetic surveillance-style clips with exact per-frame face
 ground truth, to measure whether every face is redacted in every frame.
 
-  python3 scripts/make_stress_corpus.py OUT_DIR [--only NAME[,NAME...]] [--list]
+  python3 scripts/make_stress_corpus.py OUT_DIR [--only NAME[,NAME...]] [--list] [--judge]
 
 For each clip it writes OUT_DIR/NAME.mp4 (H.264, video only, encoded by gst-launch-1.0's x264enc)
 and OUT_DIR/NAME.gt.json, then OUT_DIR/manifest.json listing the clips present in OUT_DIR.
@@ -756,6 +756,19 @@ CLIPS = [
      'camera panning (-2.83, -1.47) px/frame over 14 standing faces 16-48 px, plus 2 walkers'),
 ]
 
+# Judge clips: not in the corpus the defaults are tested and tuned on (CLIPS), never looked at
+# while choosing a setting; rendered with --judge to check a change against footage it was not
+# chosen on. New seeds (walker paths, the pillar, the fast face's line), the tune or the holdout
+# identities, another quantizer.
+JUDGE = [
+    ('night_ir_1440p_judge103', 'night_ir', 'tune', scene_night_ir, 103, dict(X264_MAIN, q=33, preset='veryfast'),
+     'judge: night_ir with seed 103, tune identities'),
+    ('night_ir_1440p_judge104', 'night_ir', 'holdout', scene_night_ir, 104, dict(X264_MAIN, q=33, preset='veryfast'),
+     'judge: night_ir with seed 104, holdout identities'),
+    ('night_ir_1440p_judge105', 'night_ir', 'holdout', scene_night_ir, 105, dict(X264_MAIN, q=33, preset='veryfast'),
+     'judge: night_ir with seed 105, holdout identities'),
+]
+
 def encoder(path, W, H, fps, gray, enc):
     return subprocess.Popen([
         'gst-launch-1.0', '-q', '-e',
@@ -887,7 +900,12 @@ def main():
     ap.add_argument('out_dir', nargs='?')
     ap.add_argument('--only', help='comma-separated clip names')
     ap.add_argument('--list', action='store_true', help='list the clips and exit')
+    ap.add_argument('--judge', action='store_true',
+                    help='render the judge clips (night_ir, new seeds) instead of the corpus')
     args = ap.parse_args()
+    global CLIPS
+    if args.judge:
+        CLIPS = JUDGE
     if args.list:
         for c in CLIPS:
             print(f'{c[0]:28s} {c[1]:12s} {c[2]:8s} {c[6]}')

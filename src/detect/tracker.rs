@@ -230,6 +230,16 @@ impl Track {
         }
     }
 
+    /// A detection at `frame` matched to this track becomes its newest key.
+    fn extend_with(&mut self, frame: u64, d: &Detection) {
+        self.max_revisit = self.max_revisit.max(d.revisit);
+        self.keys.push(Key {
+            frame,
+            bbox: d.bbox,
+            score: d.score,
+        });
+    }
+
     fn predict(&self, frame: u64) -> BoxF {
         let last = self.last();
         match self.velocity() {
@@ -517,14 +527,7 @@ impl<T> Tracker<T> {
             }
             track_used[li] = true;
             det_used[di] = true;
-            let d = &dets[di];
-            let t = &mut self.tracks[live[li]];
-            t.max_revisit = t.max_revisit.max(d.revisit);
-            t.keys.push(Key {
-                frame,
-                bbox: d.bbox,
-                score: d.score,
-            });
+            self.tracks[live[li]].extend_with(frame, &dets[di]);
         }
         // Second stage: a face seen once has no motion to predict with, and one passing
         // close to the camera moves further than its own size between main passes (night_ir:
@@ -538,7 +541,10 @@ impl<T> Tracker<T> {
                 continue;
             }
             for (di, d) in dets.iter().enumerate() {
-                if let Some(q) = fast_match(p, &d.bbox, *since).filter(|_| !det_used[di]) {
+                if det_used[di] {
+                    continue;
+                }
+                if let Some(q) = fast_match(p, &d.bbox, *since) {
                     far.push((q, li, di));
                 }
             }
@@ -550,14 +556,7 @@ impl<T> Tracker<T> {
             }
             track_used[li] = true;
             det_used[di] = true;
-            let d = &dets[di];
-            let t = &mut self.tracks[live[li]];
-            t.max_revisit = t.max_revisit.max(d.revisit);
-            t.keys.push(Key {
-                frame,
-                bbox: d.bbox,
-                score: d.score,
-            });
+            self.tracks[live[li]].extend_with(frame, &dets[di]);
         }
         for (di, d) in dets.iter().enumerate() {
             if !det_used[di] && d.bbox.is_finite() && d.bbox.area() > 0.0 {

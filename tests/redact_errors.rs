@@ -247,3 +247,63 @@ fn an_output_name_past_the_file_name_limit_is_refused_before_any_work() {
         assert_eq!(common::listing(dir.path()), Vec::<String>::new());
     }
 }
+
+/// Two recordings spliced into one MP4 (GStreamer's concat, as a recorder's rotation or an
+/// archive tool may do) whose second part's timestamps start again below the first's: the
+/// decoder gave some frames no timestamp, mp4mux refused the first of them, and the run then
+/// waited 60 s for the stall watchdog ("processing made no progress"). Such a file is
+/// redacted, every frame of both parts, its faces redacted in the second part too.
+#[test]
+fn regression_a_file_spliced_from_two_recordings_is_redacted_not_stalled() {
+    use gstreamer::prelude::*;
+    let dir = common::scratch();
+    let spliced = dir.path().join("spliced.mp4");
+    gstreamer::init().unwrap();
+    let part = |name: &str| {
+        format!(
+            "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! \
+             videoscale ! videorate ! video/x-raw,width=640,height=360,framerate=25/1 ! c. ",
+            common::sample(name).display()
+        )
+    };
+    let p = gstreamer::parse::launch(&format!(
+        "concat name=c ! videoconvert ! video/x-raw,format=I420 ! \
+         x264enc speed-preset=veryfast bframes=2 key-int-max=60 ! h264parse ! mp4mux ! \
+         filesink location=\"{}\" {} {}",
+        spliced.display(),
+        part("faces_sizes.mp4"),
+        part("city_pan.mp4")
+    ))
+    .unwrap();
+    p.set_state(gstreamer::State::Playing).unwrap();
+    let msg = p
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gstreamer::ClockTime::from_seconds(120),
+            &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
+        )
+        .expect("the spliced file is written in time");
+    assert_eq!(msg.type_(), gstreamer::MessageType::Eos, "{msg:?}");
+    p.set_state(gstreamer::State::Null).unwrap();
+
+    let out = dir.path().join("out.mp4");
+    let o = common::redact_to(&spliced, &out, &["--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let frames = v["frames"].as_u64().unwrap();
+    // faces_sizes is 8 s and city_pan 6.8 s: at 25 fps, about 370 frames in all.
+    assert!(frames > 330, "both parts redacted: {frames} frames");
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out.mp4.json")).unwrap()).unwrap();
+    let late_faces = sidecar["faces"]["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["first_frame"].as_u64().unwrap() > frames * 3 / 5)
+        .count();
+    assert!(
+        late_faces > 0,
+        "faces found and redacted in the second part"
+    );
+}

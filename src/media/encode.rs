@@ -529,22 +529,41 @@ impl Encoder {
             }),
             Some(m) => match m.view() {
                 gst::MessageView::Eos(_) => Ok(()),
-                gst::MessageView::Error(e) => Err(MediaError::Encode {
-                    path: self.path.clone(),
-                    // One line: GStreamer's debug text spans several.
-                    detail: match e.debug() {
-                        Some(d) if !d.trim().is_empty() => {
-                            format!("{} ({})", e.error(), d.lines().last().unwrap_or("").trim())
-                        }
-                        _ => e.error().to_string(),
-                    },
-                }),
+                gst::MessageView::Error(e) => Err(self.encode_error(e)),
                 _ => Err(MediaError::Gst("unexpected bus message".into())),
             },
         };
         self.finished = true;
         super::shutdown(&self.pipeline);
         result
+    }
+
+    /// The error the encoder's pipeline posted, if it did (the message is taken off the bus:
+    /// the caller fails the run with it). Without this a failed encoder stopped taking frames
+    /// and the run waited for the stall watchdog (mp4mux refusing a frame with no timestamp:
+    /// 60 s, then "stalled").
+    pub fn error(&self) -> Option<MediaError> {
+        let msg = self
+            .pipeline
+            .bus()?
+            .pop_filtered(&[gst::MessageType::Error])?;
+        match msg.view() {
+            gst::MessageView::Error(e) => Some(self.encode_error(e)),
+            _ => None,
+        }
+    }
+
+    fn encode_error(&self, e: &gst::message::Error) -> MediaError {
+        MediaError::Encode {
+            path: self.path.clone(),
+            // One line: GStreamer's debug text spans several.
+            detail: match e.debug() {
+                Some(d) if !d.trim().is_empty() => {
+                    format!("{} ({})", e.error(), d.lines().last().unwrap_or("").trim())
+                }
+                _ => e.error().to_string(),
+            },
+        }
     }
 
     pub fn path(&self) -> &Path {

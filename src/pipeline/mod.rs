@@ -931,6 +931,11 @@ fn supervise(
             }
             return Ok(()); // the stage error is reported by join()
         }
+        if let Some(e) = encoder.and_then(Encoder::error) {
+            stages.error.set(name_input(input, e));
+            abort_all();
+            return Ok(());
+        }
         // The cause is recorded before the abort: a stage that then sees its encoder
         // flushing must not become the reported reason (the first error set wins).
         if ctl.cancel.load(Ordering::Relaxed) {

@@ -1122,6 +1122,7 @@ impl RedactStage {
         let mut video_end = None;
         let (mut redact_t, mut push_t) = (Duration::ZERO, Duration::ZERO);
         let mut info = FrameInfo::default();
+        let (mut last_pts, mut retimed) = (None::<gst::ClockTime>, 0u64);
         for tf in self.rx.iter() {
             if self.error.is_set() {
                 // Fail closed: once anything failed, nothing more goes to the encoder.
@@ -1132,7 +1133,22 @@ impl RedactStage {
                 panic!("OBSCURA_FAULT redact-panic at frame {frames}");
             }
             let TrackedFrame { frame, boxes } = tf;
-            let pts = frame.pts;
+            // A frame with no timestamp or one not after the last (a file spliced from
+            // segments whose times start again) is placed one frame after the last: mp4mux
+            // refuses a frame with no timestamp, and the order shown is the order decoded.
+            let pts = match (frame.pts, last_pts) {
+                (Some(p), Some(l)) if p > l => Some(p),
+                (p, None) => p,
+                (_, Some(l)) => {
+                    retimed += 1;
+                    let step = frame
+                        .duration
+                        .filter(|d| !d.is_zero())
+                        .unwrap_or(gst::ClockTime::from_mseconds(40));
+                    Some(l + step)
+                }
+            };
+            last_pts = pts.or(last_pts);
             video_end = video_end.max(end_time(pts, frame.duration));
             let t = Instant::now();
             let caps = frame.caps.clone();
@@ -1185,6 +1201,13 @@ impl RedactStage {
         }
         if let Some(v) = &self.video_in {
             v.end();
+        }
+        if retimed > 0 {
+            tracing::warn!(
+                input = %self.input.display(),
+                frames = retimed,
+                "frames with no timestamp or one going backwards were placed after the frame before"
+            );
         }
         if let Ok(mut r) = self.results.lock() {
             r.frames = frames;

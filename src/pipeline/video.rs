@@ -1134,11 +1134,12 @@ impl RedactStage {
             }
             let TrackedFrame { frame, boxes } = tf;
             // A frame with no timestamp or one not after the last (a file spliced from
-            // segments whose times start again) is placed one frame after the last: mp4mux
-            // refuses a frame with no timestamp, and the order shown is the order decoded.
+            // segments whose times start again) is placed one frame after the last (a first
+            // frame with none at 0): mp4mux refuses a frame with no timestamp, and the order
+            // shown is the order decoded.
             let pts = match (frame.pts, last_pts) {
                 (Some(p), Some(l)) if p > l => Some(p),
-                (p, None) => p,
+                (p, None) => Some(p.unwrap_or(gst::ClockTime::ZERO)),
                 (_, Some(l)) => {
                     retimed += 1;
                     let step = frame
@@ -1148,7 +1149,7 @@ impl RedactStage {
                     Some(l + step)
                 }
             };
-            last_pts = pts.or(last_pts);
+            last_pts = pts;
             video_end = video_end.max(end_time(pts, frame.duration));
             let t = Instant::now();
             let caps = frame.caps.clone();

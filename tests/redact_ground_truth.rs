@@ -247,28 +247,14 @@ fn main_passes_limited_to_what_changed_still_redact_every_face() {
 /// The first frame of faces_sizes held for `frames` frames at 30 fps (a still camera), encoded
 /// by GStreamer's x264 as the bundled samples are.
 fn make_still_clip(src: &std::path::Path, dst: &std::path::Path, frames: u32) {
-    use gstreamer::prelude::*;
-    gstreamer::init().unwrap();
-    let p = gstreamer::parse::launch(&format!(
+    common::gst_launch(&format!(
         "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! \
          imagefreeze num-buffers={frames} ! video/x-raw,framerate=30/1 ! \
          x264enc speed-preset=slow pass=qual quantizer=20 key-int-max=60 ! h264parse ! \
          mp4mux ! filesink location=\"{}\"",
         src.display(),
         dst.display()
-    ))
-    .unwrap();
-    p.set_state(gstreamer::State::Playing).unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gstreamer::ClockTime::from_seconds(120),
-            &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
-        )
-        .expect("the still clip is written in time");
-    assert_eq!(msg.type_(), gstreamer::MessageType::Eos, "{msg:?}");
-    p.set_state(gstreamer::State::Null).unwrap();
+    ));
 }
 
 /// A still camera: the main pass does not run where nothing changed (the faces of the pass

@@ -311,3 +311,22 @@ pub fn expect_failure(input: &Path, extra: &[&str], code: i32, needles: &[&str])
         );
     }
 }
+
+/// Runs a `gst-launch`-style pipeline `desc` to its end of stream (within two minutes): how the
+/// tests make clips the bundled samples do not have.
+pub fn gst_launch(desc: &str) {
+    use gstreamer::prelude::*;
+    gstreamer::init().unwrap();
+    let p = gstreamer::parse::launch(desc).unwrap();
+    p.set_state(gstreamer::State::Playing).unwrap();
+    let msg = p
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gstreamer::ClockTime::from_seconds(120),
+            &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
+        )
+        .expect("the pipeline ends in time");
+    assert_eq!(msg.type_(), gstreamer::MessageType::Eos, "{msg:?}");
+    p.set_state(gstreamer::State::Null).unwrap();
+}

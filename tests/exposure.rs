@@ -28,11 +28,10 @@ const MAX_ALTERED: f64 = 0.05;
 
 /// Conditions where the guarantee is not met yet (README, "What is promised about faces"),
 /// with the share of boxes left that they must stay under: a ceiling that catches a
-/// regression, not the promise. Night infrared (2026-12-07): 2.6% — swept at 3x with no
-/// proposals since the grey picture is recognised; left: a 16 px face first found 21 frames
-/// in (tune), a 16 px face lost for 13 frames while an 80 px face passes over it (tune), and
-/// a 14 px face lost for 14 frames near the end (holdout).
-const NOT_MET: [(&str, f64); 1] = [("night_ir", 0.04)];
+/// regression, not the promise. Night infrared (2026-12-07): 1.9% — swept at 3x with no
+/// proposals and followed at a lower threshold since the grey picture is recognised; left: a
+/// 16 px face first found 21 frames in, and a 16 px face lost for 13 frames (tune).
+const NOT_MET: [(&str, f64); 1] = [("night_ir", 0.03)];
 
 static CORPUS: Mutex<Option<PathBuf>> = Mutex::new(None);
 

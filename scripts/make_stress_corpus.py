@@ -903,23 +903,21 @@ def main():
     ap.add_argument('--judge', action='store_true',
                     help='render the judge clips (night_ir, new seeds) instead of the corpus')
     args = ap.parse_args()
-    global CLIPS
-    if args.judge:
-        CLIPS = JUDGE
+    catalogue = JUDGE if args.judge else CLIPS
     if args.list:
-        for c in CLIPS:
+        for c in catalogue:
             print(f'{c[0]:28s} {c[1]:12s} {c[2]:8s} {c[6]}')
         return
     if not args.out_dir:
         ap.error('OUT_DIR is required')
-    names = [c[0] for c in CLIPS]
+    names = [c[0] for c in catalogue]
     want = names if not args.only else [s.strip() for s in args.only.split(',') if s.strip()]
     bad = [w for w in want if w not in names]
     if bad:
         ap.error(f'unknown clip(s) {bad}; --list shows them')
     os.makedirs(args.out_dir, exist_ok=True)
     t_all = time.time()
-    for c in CLIPS:
+    for c in catalogue:
         if c[0] not in want:
             continue
         t0 = time.time()
@@ -930,7 +928,7 @@ def main():
               f'{len(gt["faces"])} faces, {nb} boxes, mean luma {luma:.0f}, {size / 1e6:.2f} MB, '
               f'{time.time() - t0:.1f} s', file=sys.stderr)
     clips = []
-    for c in CLIPS:
+    for c in catalogue:
         gp = os.path.join(args.out_dir, c[0] + '.gt.json')
         if os.path.exists(gp) and os.path.exists(os.path.join(args.out_dir, c[0] + '.mp4')):
             g = json.load(open(gp))

@@ -522,8 +522,8 @@ pub struct DetectConfig {
     /// looks at (no proposals). Default 3 (auto zoom is 2, with proposals): on the stress
     /// corpus's night clips YuNet-n found a 14 px face on the noisy grey picture only so
     /// (night_ir leaked 8.6% -> 2.6%, at 1.8x the CPU on those clips; with the follow look's
-    /// lower threshold on grey pictures, 1.9%). 0 = grey pictures are swept as any other.
-    /// Only where the zoom pass runs.
+    /// lower threshold on grey pictures, 1.9%). A larger `zoom` is kept. 0 = grey pictures
+    /// are swept as any other. Only where the zoom pass runs.
     #[serde(serialize_with = "short_f32")]
     pub grey_zoom: f32,
     /// Stretch the luma range of grey, dark and washed-out frames (night infrared, dusk,

@@ -120,6 +120,11 @@ impl BoxF {
     pub fn center(&self) -> (f32, f32) {
         (self.x + self.w / 2.0, self.y + self.h / 2.0)
     }
+    /// Distance between the centres of two boxes.
+    pub fn center_distance(&self, o: &BoxF) -> f32 {
+        let ((ax, ay), (bx, by)) = (self.center(), o.center());
+        (ax - bx).hypot(ay - by)
+    }
 
     pub fn is_finite(&self) -> bool {
         self.x.is_finite() && self.y.is_finite() && self.w.is_finite() && self.h.is_finite()
@@ -326,6 +331,12 @@ mod tests {
             let i = a.iou(&b);
             prop_assert!((0.0..=1.0 + 1e-5).contains(&i));
             prop_assert!((i - b.iou(&a)).abs() < 1e-5);
+        }
+
+        #[test]
+        fn center_distance_is_symmetric_and_zero_to_itself(a in arb_box(), b in arb_box()) {
+            prop_assert!((a.center_distance(&b) - b.center_distance(&a)).abs() < 1e-3);
+            prop_assert!(a.center_distance(&a) == 0.0 && a.center_distance(&b) >= 0.0);
         }
 
         #[test]

@@ -367,9 +367,7 @@ fn match_quality(pred: &BoxF, det: &BoxF, iou_match: f32, frames: u64) -> f32 {
         return iou;
     }
     // Small, fast faces can jump further than their own size between detections.
-    let (pcx, pcy) = pred.center();
-    let (dcx, dcy) = det.center();
-    let dist = ((pcx - dcx).powi(2) + (pcy - dcy).powi(2)).sqrt();
+    let dist = pred.center_distance(det);
     let size = pred.w.max(pred.h).max(det.w.max(det.h));
     let ratio = (det.area() / pred.area().max(1e-3)).max(1e-3);
     // The further back the track was last seen, the further the face may have gone.
@@ -400,12 +398,10 @@ fn fast_match(last: &BoxF, det: &BoxF, frames: u64) -> Option<f32> {
     if !(0.6..=1.6).contains(&ratio) {
         return None;
     }
-    let (pcx, pcy) = last.center();
-    let (dcx, dcy) = det.center();
-    let dist = ((pcx - dcx).powi(2) + (pcy - dcy).powi(2)).sqrt();
-    let size = last.w.max(last.h).max(det.w.max(det.h));
-    let reach = size * FAST_REACH * frames as f32;
-    (size > 0.0 && dist < reach).then_some(dist / reach)
+    // Both boxes are at least FAST_MIN_PX wide: the reach is positive.
+    let reach = last.w.max(last.h).max(det.w.max(det.h)) * FAST_REACH * frames as f32;
+    let dist = last.center_distance(det);
+    (dist < reach).then_some(dist / reach)
 }
 
 /// A frame that left the tracker with its final boxes.

@@ -246,11 +246,9 @@ fn stretch_for(on: bool, planes: &I420<'_>) -> Option<crate::detect::contrast::S
 /// Whether `found` is the face `was` a main pass later: its centre within half a face size
 /// (at least 8 px) of where it was, at 0.6-1.6 times its width.
 fn is_followed(was: &crate::geom::BoxF, found: &crate::geom::BoxF) -> bool {
-    let (ax, ay) = was.center();
-    let (bx, by) = found.center();
     let reach = (0.5 * was.w.max(was.h)).max(8.0);
     let ratio = found.w / was.w.max(1e-3);
-    (ax - bx).hypot(ay - by) <= reach && (0.6..=1.6).contains(&ratio)
+    was.center_distance(found) <= reach && (0.6..=1.6).contains(&ratio)
 }
 
 /// Follow looks in a row that may miss a face before it is left to the next sweep.
@@ -568,16 +566,23 @@ impl DetectStage {
     /// `grey_zoom` times, all it looks at: on the noisy grey picture the cheaper first look
     /// scored a 14 px face below the proposal threshold, and 2x did not find it either.
     fn sweep_grey_pictures_closer(&mut self, frame: &Frame) -> Result<(), PipelineError> {
-        if self.zoom_tiles.is_empty() || self.grey_zoom <= self.zoom_factor {
+        if self.zoom_tiles.is_empty() || self.grey_zoom <= 0.0 {
             return Ok(());
         }
         let vf = map_readable(&self.input, frame, &mut self.info, "the grey check")?;
         let planes = planes_of(&self.input, &vf)?;
         if crate::detect::zoom::is_grey(&planes) {
-            self.zoom_factor = self.grey_zoom;
+            // A `detect.zoom` already above `grey_zoom` is kept; the rest of the grey setting
+            // (no first look, the follow look's lower threshold) holds either way.
+            if self.grey_zoom > self.zoom_factor {
+                self.zoom_factor = self.grey_zoom;
+                self.zoom_tiles = crate::detect::zoom::layout(
+                    self.frame_size.0,
+                    self.frame_size.1,
+                    self.grey_zoom,
+                );
+            }
             self.zoom_proposal = None;
-            self.zoom_tiles =
-                crate::detect::zoom::layout(self.frame_size.0, self.frame_size.1, self.grey_zoom);
             self.zoom_sweeps.grey = true;
             tracing::debug!(
                 zoom = self.grey_zoom,

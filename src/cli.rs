@@ -755,7 +755,7 @@ fn cmd_eval(a: EvalArgs) -> u8 {
                 } else {
                     print!("{}", r.table());
                 }
-                if r.all().errors > 0 {
+                if r.errors() > 0 {
                     exit::INPUT
                 } else {
                     exit::OK
@@ -778,16 +778,29 @@ fn cmd_eval(a: EvalArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    match crate::eval::evaluate(&a.input, &a.output, &gt) {
-        Ok(r) => {
-            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-            exit::OK
+    let faces = if gt.has_video() {
+        match crate::eval::evaluate(&a.input, &a.output, &gt) {
+            Ok(r) => serde_json::to_value(&r).unwrap_or_default(),
+            Err(e) => {
+                fail(&e);
+                return exit::INPUT;
+            }
         }
-        Err(e) => {
-            fail(&e);
-            exit::INPUT
+    } else {
+        serde_json::json!({})
+    };
+    let mut out = faces;
+    if gt.has_voice() {
+        match crate::eval::voice::evaluate(&a.input, &a.output, &gt.speech) {
+            Ok(v) => out["voice"] = serde_json::to_value(&v).unwrap_or_default(),
+            Err(e) => {
+                fail(format!("voice: {e}"));
+                return exit::INPUT;
+            }
         }
     }
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    exit::OK
 }
 
 /// The bundled benchmark clip, looked up like the models (beside the binary or the repo).

@@ -22,14 +22,25 @@ use crate::geom::BoxF;
 use crate::media::MediaError;
 use crate::media::decode::{DecodeConfig, Decoder};
 
+pub mod voice;
+pub use voice::{VoiceReport, VoiceSummary};
+
 /// Ground truth of a sample clip.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroundTruth {
+    /// The clip's file name, beside the ground truth. Empty: `NAME.gt.json`'s `NAME.*`.
+    #[serde(default)]
     pub video: String,
+    #[serde(default)]
     pub width: u32,
+    #[serde(default)]
     pub height: u32,
+    /// 0 with no `frames` and no `faces`: an audio-only clip.
+    #[serde(default)]
     pub fps: f64,
+    #[serde(default)]
     pub frames: u64,
+    #[serde(default)]
     pub faces: Vec<GtFace>,
     /// Labelled speech intervals `[start_s, end_s]`.
     #[serde(default)]
@@ -41,6 +52,9 @@ pub struct GroundTruth {
     /// `tune` or `holdout` (stress corpus): whether defaults were tuned on the clip.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<String>,
+    /// Speech power over noise power of a mixed clip (voice corpus); groups the voice table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snr_db: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +70,17 @@ impl GroundTruth {
         let text = std::fs::read_to_string(path)?;
         serde_json::from_str(&text)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    /// Whether the clip has faces to evaluate (a video with frames or boxes).
+    pub fn has_video(&self) -> bool {
+        self.frames > 0 || !self.faces.is_empty()
+    }
+
+    /// Whether the clip's voice is evaluated: labelled speech, or an audio-only clip (whose
+    /// empty label says there is no speech in it).
+    pub fn has_voice(&self) -> bool {
+        !self.speech.is_empty() || !self.has_video()
     }
 
     /// Ground-truth boxes in frame `i`: (face id, face width, box).
@@ -444,7 +469,14 @@ pub struct ClipEval {
     pub name: String,
     pub condition: String,
     pub split: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snr_db: Option<f64>,
+    /// Whether faces were to be evaluated, and whether the voice was.
+    pub faces_expected: bool,
+    pub voice_expected: bool,
     pub report: Option<EvalReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voice: Option<VoiceReport>,
     /// Why the clip could not be evaluated (output missing, undecodable, another size).
     pub error: Option<String>,
 }
@@ -476,7 +508,7 @@ impl ExposureSummary {
             group: group.to_string(),
             ..ExposureSummary::default()
         };
-        for c in clips {
+        for c in clips.into_iter().filter(|c| c.faces_expected) {
             s.clips += 1;
             let Some(r) = &c.report else {
                 s.errors += 1;
@@ -518,11 +550,18 @@ pub struct CorpusReport {
     /// One row per condition (name order), then `all (tune)` and `all (holdout)` where the
     /// clips say their split, then `all`.
     pub summary: Vec<ExposureSummary>,
+    /// The voice side where clips have it: one row per condition, per SNR, per split, all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub voice_summary: Vec<VoiceSummary>,
 }
 
 impl CorpusReport {
     fn new(clips: Vec<ClipEval>) -> CorpusReport {
-        let mut conditions: Vec<&str> = clips.iter().map(|c| c.condition.as_str()).collect();
+        let mut conditions: Vec<&str> = clips
+            .iter()
+            .filter(|c| c.faces_expected)
+            .map(|c| c.condition.as_str())
+            .collect();
         conditions.sort_unstable();
         conditions.dedup();
         let mut summary: Vec<ExposureSummary> = conditions
@@ -530,24 +569,58 @@ impl CorpusReport {
             .map(|k| ExposureSummary::of(k, clips.iter().filter(|c| c.condition == *k)))
             .collect();
         for split in ["tune", "holdout"] {
-            let of_split = || clips.iter().filter(|c| c.split.as_deref() == Some(split));
+            let of_split = || {
+                clips
+                    .iter()
+                    .filter(|c| c.faces_expected && c.split.as_deref() == Some(split))
+            };
             if of_split().next().is_some() {
                 summary.push(ExposureSummary::of(&format!("all ({split})"), of_split()));
             }
         }
         summary.push(ExposureSummary::of("all", &clips));
-        CorpusReport { clips, summary }
+        let voice_summary = voice_rows(&clips);
+        if !clips.iter().any(|c| c.faces_expected) {
+            summary.clear();
+        }
+        CorpusReport {
+            clips,
+            summary,
+            voice_summary,
+        }
     }
 
-    /// The overall row.
-    pub fn all(&self) -> &ExposureSummary {
-        self.summary
-            .last()
-            .expect("the overall row is always there")
+    /// The overall row of the faces (empty where no clip has faces).
+    pub fn all(&self) -> ExposureSummary {
+        self.summary.last().cloned().unwrap_or_default()
+    }
+
+    /// Clips that could not be evaluated, faces or voice.
+    pub fn errors(&self) -> usize {
+        self.clips.iter().filter(|c| c.error.is_some()).count()
     }
 
     /// The table `obscura eval` prints for a folder.
     pub fn table(&self) -> String {
+        let mut t = String::new();
+        if !self.summary.is_empty() {
+            t.push_str(&self.faces_table());
+        }
+        if !self.voice_summary.is_empty() {
+            if !t.is_empty() {
+                t.push('\n');
+            }
+            t.push_str(&voice::table(&self.voice_summary));
+        }
+        for c in &self.clips {
+            if let Some(e) = &c.error {
+                t.push_str(&format!("{}: {e}\n", c.name));
+            }
+        }
+        t
+    }
+
+    fn faces_table(&self) -> String {
         let mut t = format!(
             "{:<16} {:>5} {:>7} {:>7} {:>7} {:>13} {:>13} {:>9}\n",
             "condition",
@@ -578,13 +651,52 @@ impl CorpusReport {
                 }
             ));
         }
-        for c in &self.clips {
-            if let Some(e) = &c.error {
-                t.push_str(&format!("{}: {e}\n", c.name));
-            }
-        }
         t
     }
+}
+
+/// The voice rows of a folder: per condition, per SNR, per split, then all.
+fn voice_rows(clips: &[ClipEval]) -> Vec<VoiceSummary> {
+    let voiced: Vec<&ClipEval> = clips.iter().filter(|c| c.voice_expected).collect();
+    if voiced.is_empty() {
+        return Vec::new();
+    }
+    let of = |group: &str, keep: &dyn Fn(&ClipEval) -> bool| {
+        VoiceSummary::of(
+            group,
+            voiced
+                .iter()
+                .filter(|c| keep(c))
+                .map(|c| (c.name.as_str(), c.voice.as_ref())),
+        )
+    };
+    let mut rows = Vec::new();
+    let mut conditions: Vec<&str> = voiced.iter().map(|c| c.condition.as_str()).collect();
+    conditions.sort_unstable();
+    conditions.dedup();
+    for k in conditions {
+        rows.push(of(k, &|c| c.condition == k));
+    }
+    let mut snrs: Vec<i64> = voiced
+        .iter()
+        .filter_map(|c| c.snr_db.map(|d| d.round() as i64))
+        .collect();
+    snrs.sort_unstable_by(|a, b| b.cmp(a));
+    snrs.dedup();
+    for d in snrs {
+        rows.push(of(&format!("{d} dB"), &|c| {
+            c.snr_db.map(|x| x.round() as i64) == Some(d)
+        }));
+    }
+    for split in ["tune", "holdout"] {
+        if voiced.iter().any(|c| c.split.as_deref() == Some(split)) {
+            rows.push(of(&format!("all ({split})"), &|c| {
+                c.split.as_deref() == Some(split)
+            }));
+        }
+    }
+    rows.push(of("all", &|_| true));
+    rows
 }
 
 /// Evaluates every clip of `inputs` that has ground truth (`*.gt.json`, naming its video)
@@ -616,8 +728,15 @@ pub fn evaluate_folder(
         let gt = GroundTruth::load(&p)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
         // The video is named by the ground truth: a bare file name beside it, nothing else.
-        let name = Path::new(&gt.video)
-            .file_name()
+        let named = if gt.video.is_empty() {
+            clip_beside(&p)
+        } else {
+            Some(gt.video.clone())
+        };
+        // The clip is named by the ground truth: a bare file name beside it, nothing else.
+        let name = named
+            .as_deref()
+            .and_then(|v| Path::new(v).file_name())
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         let condition = gt.condition.clone().unwrap_or_else(|| {
@@ -625,33 +744,54 @@ pub fn evaluate_folder(
                 .file_stem()
                 .map_or(name.clone(), |s| s.to_string_lossy().to_string())
         });
-        let result = if name.is_empty() || name != gt.video {
-            Err(format!(
-                "{}: 'video' must be a file name beside it",
+        let (faces_expected, voice_expected) = (gt.has_video(), gt.has_voice());
+        let (mut report, mut voice, mut error) = (None, None, None);
+        if name.is_empty() || Some(&name) != named.as_ref() {
+            error = Some(format!(
+                "{}: 'video' must be a file name beside it (or left out, with one NAME.* beside it)",
                 p.display()
-            ))
+            ));
         } else {
-            evaluate_with(
-                &inputs.join(&name),
-                &outputs.join(&name),
-                &gt,
-                redacted_below,
-            )
-            .map_err(|e| e.to_string())
-        };
-        let (report, error) = match result {
-            Ok(r) => (Some(r), None),
-            Err(e) => (None, Some(e)),
-        };
+            let (input, output) = (inputs.join(&name), outputs.join(&name));
+            if faces_expected {
+                match evaluate_with(&input, &output, &gt, redacted_below) {
+                    Ok(r) => report = Some(r),
+                    Err(e) => error = Some(e.to_string()),
+                }
+            }
+            if voice_expected && error.is_none() {
+                match voice::evaluate(&input, &output, &gt.speech) {
+                    Ok(r) => voice = Some(r),
+                    Err(e) => error = Some(format!("voice: {e}")),
+                }
+            }
+        }
         clips.push(ClipEval {
             name,
             condition,
             split: gt.split.clone(),
+            snr_db: gt.snr_db,
+            faces_expected,
+            voice_expected,
             report,
+            voice,
             error,
         });
     }
     Ok(CorpusReport::new(clips))
+}
+
+/// The one media file `NAME.*` beside `NAME.gt.json` (none, or more than one: `None`).
+fn clip_beside(gt: &Path) -> Option<String> {
+    let stem = gt.file_name()?.to_str()?.strip_suffix(".gt.json")?;
+    let mut found = std::fs::read_dir(gt.parent()?)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            Path::new(n).file_stem().and_then(|s| s.to_str()) == Some(stem) && !n.ends_with(".json")
+        });
+    let one = found.next()?;
+    found.next().is_none().then_some(one)
 }
 
 /// Decoded audio, mixed down to mono: `(samples, rate)`. Timestamps follow the stream's
@@ -809,6 +949,10 @@ mod tests {
                 }],
                 ..EvalReport::default()
             }),
+            snr_db: None,
+            faces_expected: true,
+            voice_expected: false,
+            voice: None,
             error: None,
         };
         let mut bad = clip("c.mp4", "dusk", "holdout", 0, 0, 0);

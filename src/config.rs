@@ -354,9 +354,16 @@ pub enum VadFailure {
 pub struct VoiceSettings {
     /// `mute` (default), `bleep`, `disguise`, `tag` or `keep`.
     pub mode: crate::redact::audio::VoiceMode,
-    /// VAD probability that starts speech (it ends below `threshold - 0.15`).
+    /// VAD probability that starts speech.
     #[serde(serialize_with = "short_f32")]
     pub threshold: f32,
+    /// Speech ends after the probability stays below this for `min_silence_s`; it also bounds
+    /// the onset look-back. None: `threshold - 0.15`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_threshold: Option<f32>,
+    /// Seconds before a segment's first confident window that it may reach back over
+    /// windows at or above the end threshold (the onset of an utterance).
+    pub onset_lookback_s: f64,
     /// Seconds redacted before and after each speech segment.
     pub pad_s: f64,
     /// Speech ends after this much silence (seconds).
@@ -369,11 +376,21 @@ pub struct VoiceSettings {
     pub on_vad_failure: VadFailure,
 }
 
+impl VoiceSettings {
+    /// The probability under which speech ends (`end_threshold`, else `threshold - 0.15`).
+    pub fn end_threshold(&self) -> f32 {
+        self.end_threshold
+            .unwrap_or((self.threshold - 0.15).max(0.01))
+    }
+}
+
 impl Default for VoiceSettings {
     fn default() -> Self {
         VoiceSettings {
             mode: crate::redact::audio::VoiceMode::Mute,
             threshold: 0.5,
+            end_threshold: None,
+            onset_lookback_s: 0.0,
             pad_s: 0.2,
             min_silence_s: 0.1,
             min_speech_s: 0.0,
@@ -1101,6 +1118,20 @@ impl Config {
             return Err(invalid(
                 "voice.threshold",
                 "must be between 0 and 1 (exclusive)",
+            ));
+        }
+        if let Some(e) = v.end_threshold
+            && !(e > 0.0 && e <= v.threshold)
+        {
+            return Err(invalid(
+                "voice.end_threshold",
+                "must be above 0 and at most voice.threshold",
+            ));
+        }
+        if !(0.0..=1.0).contains(&v.onset_lookback_s) {
+            return Err(invalid(
+                "voice.onset_lookback_s",
+                "must be between 0 and 1 second",
             ));
         }
         if !(0.0..=2.0).contains(&v.pad_s) {

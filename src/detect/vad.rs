@@ -106,19 +106,34 @@ impl Vad {
 pub struct SegmenterConfig {
     /// A window at or above this probability starts (or continues) speech.
     pub threshold: f32,
-    /// Speech ends after the probability stays below `threshold - 0.15` this long (seconds).
+    /// Speech ends after the probability stays below this this long (`min_silence_s`).
+    pub end_threshold: f32,
+    /// Speech ends after the probability stays below `end_threshold` this long (seconds).
     pub min_silence_s: f64,
     /// Segments shorter than this are dropped (seconds); 0 keeps every burst (recall first).
     pub min_speech_s: f64,
+    /// A segment starts earlier, at the first of the windows just before it that stay at or
+    /// above `end_threshold` without a break, reaching back at most this far (seconds): the
+    /// onset of an utterance, which the VAD scores low until it has heard more of it.
+    pub onset_lookback_s: f64,
 }
 
 impl Default for SegmenterConfig {
     fn default() -> Self {
         SegmenterConfig {
             threshold: 0.5,
+            end_threshold: 0.35,
             min_silence_s: 0.1,
             min_speech_s: 0.0,
+            onset_lookback_s: 0.0,
         }
+    }
+}
+
+impl SegmenterConfig {
+    /// Windows of look-back kept.
+    fn lookback_windows(&self) -> usize {
+        (self.onset_lookback_s / WINDOW_S).ceil().max(0.0) as usize
     }
 }
 
@@ -142,6 +157,8 @@ pub struct Segmenter {
     current: Option<Segment>,
     silence_since: Option<f64>,
     closed: Vec<Segment>,
+    /// The probabilities of the last windows outside speech, newest last (onset look-back).
+    recent: std::collections::VecDeque<f32>,
 }
 
 impl Segmenter {
@@ -153,6 +170,7 @@ impl Segmenter {
             current: None,
             silence_since: None,
             closed: Vec::new(),
+            recent: std::collections::VecDeque::new(),
         }
     }
 
@@ -160,16 +178,29 @@ impl Segmenter {
     pub fn push(&mut self, p: f32) {
         let t = self.origin_s + self.windows as f64 * WINDOW_S;
         self.windows += 1;
-        let neg = self.cfg.threshold - 0.15;
+        let neg = self.cfg.end_threshold;
         match self.current.as_mut() {
             None => {
                 if p >= self.cfg.threshold {
+                    // Back over the unbroken run of windows at or above the end threshold
+                    // (not past the end of the last segment: those windows are in `recent`
+                    // only since it closed).
+                    let back = self.recent.iter().rev().take_while(|&&q| q >= neg).count();
+                    self.recent.clear();
                     self.current = Some(Segment {
-                        start_s: t,
+                        start_s: t - back as f64 * WINDOW_S,
                         end_s: t + WINDOW_S,
                         score: p,
                     });
                     self.silence_since = None;
+                } else {
+                    let keep = self.cfg.lookback_windows();
+                    if keep > 0 {
+                        if self.recent.len() == keep {
+                            self.recent.pop_front();
+                        }
+                        self.recent.push_back(p);
+                    }
                 }
             }
             Some(cur) => {
@@ -180,6 +211,7 @@ impl Segmenter {
                         let done = *cur;
                         self.current = None;
                         self.silence_since = None;
+                        self.recent.clear();
                         if done.end_s - done.start_s >= self.cfg.min_speech_s {
                             self.closed.push(done);
                         }
@@ -266,6 +298,36 @@ mod tests {
         let s = run(&p);
         assert_eq!(s.len(), 1, "{s:?}");
         assert!((s[0].end_s - 27.0 * WINDOW_S).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_onset_look_back_reaches_the_start_of_the_rise_and_no_further() {
+        let cfg = SegmenterConfig {
+            onset_lookback_s: 0.2,
+            ..SegmenterConfig::default()
+        };
+        let run = |p: &[f32]| {
+            let mut s = Segmenter::new(cfg, 0.0);
+            p.iter().for_each(|&x| s.push(x));
+            s.finish()
+        };
+        // Rising for 3 windows (0.4) before crossing 0.5 at window 13: starts at 10.
+        let mut p = vec![0.0f32; 10];
+        p.extend([0.4, 0.4, 0.4]);
+        p.extend(vec![0.9; 10]);
+        p.extend(vec![0.0; 10]);
+        let s = run(&p);
+        assert!((s[0].start_s - 10.0 * WINDOW_S).abs() < 1e-9, "{s:?}");
+        // A rise longer than the look-back: 0.2 s is 7 windows back.
+        let mut p = vec![0.0f32; 5];
+        p.extend(vec![0.4; 20]);
+        p.extend(vec![0.9; 10]);
+        let s = run(&p);
+        assert!((s[0].start_s - 18.0 * WINDOW_S).abs() < 1e-9, "{s:?}");
+        // Off by default.
+        let mut d = Segmenter::new(SegmenterConfig::default(), 0.0);
+        p.iter().for_each(|&x| d.push(x));
+        assert!((d.finish()[0].start_s - 25.0 * WINDOW_S).abs() < 1e-9);
     }
 
     #[test]

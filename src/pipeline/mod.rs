@@ -823,8 +823,10 @@ impl Stages {
                 vad: s.vad,
                 segmenter: SegmenterConfig {
                     threshold: v.threshold,
+                    end_threshold: v.end_threshold(),
                     min_silence_s: v.min_silence_s,
                     min_speech_s: v.min_speech_s,
+                    onset_lookback_s: v.onset_lookback_s,
                 },
                 pad_s: v.pad_s,
                 disguise_alpha: v.disguise_alpha,

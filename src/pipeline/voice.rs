@@ -101,7 +101,12 @@ impl VoiceStage {
         let mut samples_out: u64 = 0;
         let mut audio_s = 0.0;
         // How far past a buffer the VAD must have seen before the buffer is final.
-        let hold = self.pad_s + self.segmenter.min_silence_s + 2.0 * vad::WINDOW_S + 0.05;
+        // (A segment may start up to `onset_lookback_s` before the window that opened it.)
+        let hold = self.pad_s
+            + self.segmenter.min_silence_s
+            + self.segmenter.onset_lookback_s
+            + 2.0 * vad::WINDOW_S
+            + 0.05;
         let vad_rx = self.vad_rx.clone();
         loop {
             if main_done && vad_done {

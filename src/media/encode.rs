@@ -378,6 +378,9 @@ pub struct Encoder {
     video: Option<gst_app::AppSrc>,
     audio: Option<gst_app::AppSrc>,
     finished: bool,
+    /// The end of stream came while [`Encoder::error`] looked for errors (it takes every
+    /// message off the bus): an audio-only file can be complete before `finish` is called.
+    eos_seen: std::sync::atomic::AtomicBool,
 }
 
 fn appsrc(name: &str, max_bytes: u64) -> gst_app::AppSrc {
@@ -482,6 +485,7 @@ impl Encoder {
             video,
             audio,
             finished: false,
+            eos_seen: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -517,20 +521,28 @@ impl Encoder {
             .pipeline
             .bus()
             .ok_or_else(|| MediaError::Gst("encoder without a bus".into()))?;
-        let msg = bus.timed_pop_filtered(
-            gst::ClockTime::from_nseconds(timeout.as_nanos().min(u64::MAX as u128) as u64),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        );
+        let msg = match self.error() {
+            Some(e) => Err(e),
+            None if self.eos_seen.load(std::sync::atomic::Ordering::Acquire) => Ok(None),
+            None => Ok(bus.timed_pop_filtered(
+                gst::ClockTime::from_nseconds(timeout.as_nanos().min(u64::MAX as u128) as u64),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )),
+        };
         let result = match msg {
-            None => Err(MediaError::Stalled {
-                path: self.path.clone(),
-                what: "encoding (end of stream never came)".into(),
-                secs: timeout.as_secs(),
-            }),
-            Some(m) => match m.view() {
-                gst::MessageView::Eos(_) => Ok(()),
-                gst::MessageView::Error(e) => Err(self.encode_error(e)),
-                _ => Err(MediaError::Gst("unexpected bus message".into())),
+            Err(e) => Err(e),
+            Ok(None) if self.eos_seen.load(std::sync::atomic::Ordering::Acquire) => Ok(()),
+            Ok(msg) => match msg {
+                None => Err(MediaError::Stalled {
+                    path: self.path.clone(),
+                    what: "encoding (end of stream never came)".into(),
+                    secs: timeout.as_secs(),
+                }),
+                Some(m) => match m.view() {
+                    gst::MessageView::Eos(_) => Ok(()),
+                    gst::MessageView::Error(e) => Err(self.encode_error(e)),
+                    _ => Err(MediaError::Gst("unexpected bus message".into())),
+                },
             },
         };
         self.finished = true;
@@ -541,16 +553,22 @@ impl Encoder {
     /// The error the encoder's pipeline posted, if it did (the message is taken off the bus:
     /// the caller fails the run with it). Without this a failed encoder stopped taking frames
     /// and the run waited for the stall watchdog (mp4mux refusing a frame with no timestamp:
-    /// 60 s, then "stalled").
+    /// 60 s, then "stalled"). Every message before it is taken off too, and an end of stream
+    /// among them is remembered for `finish` (`pop_filtered` would have dropped it, and
+    /// `finish` then waited for one that had already come: regression_audio_only_eos_*).
     pub fn error(&self) -> Option<MediaError> {
-        let msg = self
-            .pipeline
-            .bus()?
-            .pop_filtered(&[gst::MessageType::Error])?;
-        match msg.view() {
-            gst::MessageView::Error(e) => Some(self.encode_error(e)),
-            _ => None,
+        let bus = self.pipeline.bus()?;
+        while let Some(msg) = bus.pop() {
+            match msg.view() {
+                gst::MessageView::Error(e) => return Some(self.encode_error(e)),
+                gst::MessageView::Eos(_) => {
+                    self.eos_seen
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+                _ => {}
+            }
         }
+        None
     }
 
     fn encode_error(&self, e: &gst::message::Error) -> MediaError {
@@ -707,5 +725,52 @@ mod tests {
             f("a.out", false, Some("MPEG-4 AAC")).unwrap(),
             OutputFormat::MP4
         );
+    }
+
+    /// An audio-only file's one track ends before `finish` is called; the end of stream then
+    /// reaches the bus while the supervisor polls `error`. It was dropped there
+    /// (`pop_filtered`), and `finish` waited out its timeout: a complete file failed as
+    /// "stalled" (seen in a batch of WAV files on a loaded machine).
+    #[test]
+    fn regression_audio_only_eos_seen_while_polling_errors_is_not_lost() {
+        crate::media::init().expect("GStreamer");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.wav");
+        let format = OutputFormat::for_output(&path, false, None).unwrap();
+        let enc = Encoder::start(&EncodeConfig {
+            path: path.clone(),
+            format,
+            video: None,
+            audio: Some(AudioEncodeSpec { bitrate: 64_000 }),
+            max_queue_bytes: 1 << 20,
+        })
+        .unwrap();
+        let mut a = enc.audio_handle().unwrap();
+        let caps = gst::Caps::builder("audio/x-raw")
+            .field("format", "F32LE")
+            .field("layout", "interleaved")
+            .field("rate", 16_000i32)
+            .field("channels", 1i32)
+            .build();
+        let bytes: Vec<u8> = (0..16_000)
+            .flat_map(|i| (0.1f32 * (i as f32 * 0.05).sin()).to_le_bytes())
+            .collect();
+        let mut buf = gst::Buffer::from_mut_slice(bytes);
+        buf.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
+        buf.get_mut()
+            .unwrap()
+            .set_duration(gst::ClockTime::from_seconds(1));
+        a.push(&caps, buf).unwrap();
+        a.end();
+        // Poll as the supervisor does until the end of stream has come and gone off the bus.
+        let t0 = std::time::Instant::now();
+        while !enc.eos_seen.load(std::sync::atomic::Ordering::Acquire) {
+            assert!(enc.error().is_none());
+            assert!(t0.elapsed() < Duration::from_secs(30), "no end of stream");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        enc.finish(Duration::from_secs(2))
+            .expect("the end of stream already came");
+        assert!(std::fs::metadata(&path).unwrap().len() > 30_000);
     }
 }

@@ -358,7 +358,7 @@ pub struct VoiceSettings {
     #[serde(serialize_with = "short_f32")]
     pub threshold: f32,
     /// Speech ends after the probability stays below this for `min_silence_s`; it also bounds
-    /// the onset look-back. None: `threshold - 0.15`.
+    /// the onset look-back. None: half of `threshold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_threshold: Option<f32>,
     /// Seconds before a segment's first confident window that it may reach back over
@@ -377,10 +377,9 @@ pub struct VoiceSettings {
 }
 
 impl VoiceSettings {
-    /// The probability under which speech ends (`end_threshold`, else `threshold - 0.15`).
+    /// The probability under which speech ends (`end_threshold`, else half of `threshold`).
     pub fn end_threshold(&self) -> f32 {
-        self.end_threshold
-            .unwrap_or((self.threshold - 0.15).max(0.01))
+        self.end_threshold.unwrap_or(self.threshold / 2.0)
     }
 }
 
@@ -388,10 +387,10 @@ impl Default for VoiceSettings {
     fn default() -> Self {
         VoiceSettings {
             mode: crate::redact::audio::VoiceMode::Mute,
-            threshold: 0.5,
+            threshold: 0.4,
             end_threshold: None,
-            onset_lookback_s: 0.0,
-            pad_s: 0.2,
+            onset_lookback_s: 0.3,
+            pad_s: 0.3,
             min_silence_s: 0.1,
             min_speech_s: 0.0,
             disguise_alpha: 0.8,

@@ -13,9 +13,10 @@ use obscura::redact::audio::VoiceMode;
 /// LibriVox clips placed at 1.0 s and 10.0 s in librivox_gaps_16k.wav (labels from the .lab
 /// files, offset by the silence before each clip).
 const GAPS_SPEECH: [(f64, f64); 2] = [(1.236, 7.762), (10.351, 12.874)];
-/// Silero's segment boundaries differ from the hand labels by up to ~0.11 s, and the redactor
-/// pads segments by 0.2 s: "outside speech" is measured beyond label ± (0.2 + 0.15) s.
-const OUTSIDE_MARGIN: f64 = 0.35;
+/// Silero's segment boundaries differ from the hand labels by up to ~0.11 s (its onset
+/// look-back and the lower end threshold reach a little further out), and the redactor pads
+/// segments by 0.3 s: "outside speech" is measured beyond label ± (0.3 + 0.2) s.
+const OUTSIDE_MARGIN: f64 = 0.5;
 
 fn audio(name: &str) -> PathBuf {
     common::sample(&format!("audio/{name}"))
@@ -318,11 +319,17 @@ fn audio_only_formats_come_out_in_their_own_family_and_muted() {
             OUTSIDE_MARGIN
         };
         let (inner, outer) = ratios_with(&encoded, &out.output, &GAPS_SPEECH, margin);
-        println!("{ext}: inside {inner:.5} outside {outer:.3}");
+        println!(
+            "{ext}: inside {inner:.5} outside {outer:.3} segments {:?}",
+            out.sidecar.voice.as_ref().map(|v| &v.segments)
+        );
         assert!(inner <= 0.01, "{ext}: energy left inside speech {inner}");
         // Lossy codecs re-encode the hum; most of its energy survives (LAME at 16 kHz loses
-        // about 5% of the hum's amplitude per generation, measured with ffmpeg as well).
-        let min = if ext == "mp3" { 0.85 } else { 0.9 };
+        // about 5% of the hum's amplitude per generation, measured with ffmpeg as well). The
+        // MP3's first 0.1 s (LAME's start transient over the hum) scores 0.497 in Silero: over
+        // the start threshold of 0.4, so 0.46 s of the hum's 2.5 s outside speech is muted
+        // with its padding (0.85 with the old threshold of 0.5).
+        let min = if ext == "mp3" { 0.7 } else { 0.9 };
         assert!(outer >= min, "{ext}: energy kept outside speech {outer}");
     }
 }

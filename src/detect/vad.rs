@@ -147,7 +147,8 @@ pub struct Segment {
 }
 
 /// Streaming segmenter with hysteresis: enter speech at `threshold`, leave it only after
-/// `min_silence_s` below `threshold - 0.15`.
+/// `min_silence_s` below `end_threshold`; a new segment reaches back over the rise before it
+/// (`onset_lookback_s`).
 #[derive(Debug)]
 pub struct Segmenter {
     cfg: SegmenterConfig,

@@ -655,6 +655,12 @@ impl CorpusReport {
     }
 }
 
+/// Whether a clip's time outside speech counts for the muted figures: not where its noise is
+/// speech itself (`babble`, which may be muted) or where there is no noise (`clean`).
+fn muted_counts(c: &ClipEval) -> bool {
+    !matches!(c.condition.as_str(), "babble" | "clean")
+}
+
 /// The voice rows of a folder: per condition, per SNR, per split, then all.
 fn voice_rows(clips: &[ClipEval]) -> Vec<VoiceSummary> {
     let voiced: Vec<&ClipEval> = clips.iter().filter(|c| c.voice_expected).collect();
@@ -667,7 +673,7 @@ fn voice_rows(clips: &[ClipEval]) -> Vec<VoiceSummary> {
             voiced
                 .iter()
                 .filter(|c| keep(c))
-                .map(|c| (c.name.as_str(), c.voice.as_ref())),
+                .map(|c| (c.name.as_str(), c.voice.as_ref(), muted_counts(c))),
         )
     };
     let mut rows = Vec::new();

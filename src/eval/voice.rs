@@ -22,6 +22,9 @@ use crate::media::MediaError;
 pub const FRAME_S: f64 = 0.03;
 /// A frame is muted when the output keeps at most this share of the input's energy (-20 dB).
 pub const MUTED_AT_MOST: f64 = 0.01;
+/// Frames farther than this from labelled speech are *far* (seconds): muting there is not the
+/// redaction's padding or a late end but sound muted for itself.
+pub const FAR_S: f64 = 0.5;
 /// Mean square under which an input frame counts as digital silence.
 const SILENT_MS: f64 = 1e-10;
 
@@ -43,6 +46,10 @@ pub struct VoiceReport {
     pub other_frames: u64,
     pub other_muted: u64,
     pub other_muted_rate: f64,
+    /// The same for the frames more than [`FAR_S`] from labelled speech.
+    pub far_frames: u64,
+    pub far_muted: u64,
+    pub far_muted_rate: f64,
 }
 
 /// Mean square of `x` (sampled at `rate`) in each [`FRAME_S`] frame of `0..frames`.
@@ -69,6 +76,14 @@ fn speech_share(speech: &[[f64; 2]], k: usize) -> f64 {
         .map(|s| (s[1].min(b) - s[0].max(a)).max(0.0))
         .sum::<f64>()
         / FRAME_S
+}
+
+/// Whether frame `k` lies more than [`FAR_S`] from every labelled interval.
+fn far_from_speech(speech: &[[f64; 2]], k: usize) -> bool {
+    let (a, b) = (k as f64 * FRAME_S, (k + 1) as f64 * FRAME_S);
+    speech
+        .iter()
+        .all(|s| b <= s[0] - FAR_S || a >= s[1] + FAR_S)
 }
 
 /// Compares decoded mono audio of the input and the output against the labelled speech.
@@ -113,11 +128,18 @@ pub fn measure(input: (&[f32], u32), output: (&[f32], u32), speech: &[[f64; 2]])
             if muted {
                 r.other_muted += 1;
             }
+            if far_from_speech(speech, k) {
+                r.far_frames += 1;
+                if muted {
+                    r.far_muted += 1;
+                }
+            }
         }
     }
     let rate = |n: u64, d: u64| if d > 0 { n as f64 / d as f64 } else { 0.0 };
     r.speech_audible_rate = rate(r.speech_audible, r.speech_frames);
     r.other_muted_rate = rate(r.other_muted, r.other_frames);
+    r.far_muted_rate = rate(r.far_muted, r.far_frames);
     r.speech_energy_left = if e_in > 0.0 { e_out / e_in } else { 0.0 };
     r
 }
@@ -164,20 +186,26 @@ pub struct VoiceSummary {
     /// Time outside speech muted: over the group, and the worst clip's.
     pub other_muted_rate: f64,
     pub worst_other_muted_rate: f64,
+    /// The same for time far from speech.
+    pub far_muted_rate: f64,
+    pub worst_far_muted_rate: f64,
     pub errors: usize,
 }
 
 impl VoiceSummary {
+    /// Each clip comes with whether its time outside speech counts for the muted figures
+    /// (not where the "noise" is itself speech, as babble is, nor where it is silence).
     pub fn of<'a>(
         group: &str,
-        clips: impl IntoIterator<Item = (&'a str, Option<&'a VoiceReport>)>,
+        clips: impl IntoIterator<Item = (&'a str, Option<&'a VoiceReport>, bool)>,
     ) -> VoiceSummary {
         let mut s = VoiceSummary {
             group: group.to_string(),
             ..VoiceSummary::default()
         };
         let (mut e_in, mut e_out, mut other, mut muted, mut rates) = (0.0, 0.0, 0, 0, 0.0);
-        for (name, r) in clips {
+        let (mut far, mut far_muted) = (0, 0);
+        for (name, r, muted_counts) in clips {
             s.clips += 1;
             let Some(r) = r else {
                 s.errors += 1;
@@ -193,9 +221,15 @@ impl VoiceSummary {
             s.longest_audible_s = s.longest_audible_s.max(r.longest_audible_s);
             e_in += r.speech_s;
             e_out += r.speech_s * r.speech_energy_left;
+            if !muted_counts {
+                continue;
+            }
             other += r.other_frames;
             muted += r.other_muted;
             s.worst_other_muted_rate = s.worst_other_muted_rate.max(r.other_muted_rate);
+            far += r.far_frames;
+            far_muted += r.far_muted;
+            s.worst_far_muted_rate = s.worst_far_muted_rate.max(r.far_muted_rate);
         }
         let done = s.clips - s.errors;
         if done > 0 {
@@ -210,6 +244,9 @@ impl VoiceSummary {
         if other > 0 {
             s.other_muted_rate = muted as f64 / other as f64;
         }
+        if far > 0 {
+            s.far_muted_rate = far_muted as f64 / far as f64;
+        }
         s
     }
 }
@@ -217,7 +254,7 @@ impl VoiceSummary {
 /// The voice table `obscura eval` prints for a folder.
 pub fn table(rows: &[VoiceSummary]) -> String {
     let mut t = format!(
-        "{:<16} {:>5} {:>8} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9}  worst clip\n",
+        "{:<16} {:>5} {:>8} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9}  worst clip\n",
         "voice",
         "clips",
         "speech s",
@@ -226,11 +263,12 @@ pub fn table(rows: &[VoiceSummary]) -> String {
         "clip max%",
         "run max",
         "energy%",
-        "muted%"
+        "muted%",
+        "far mut%"
     );
     for s in rows {
         t.push_str(&format!(
-            "{:<16} {:>5} {:>8.1} {:>9.2} {:>9.2} {:>10.2} {:>8.2}s {:>9.2} {:>9.2}  {}{}\n",
+            "{:<16} {:>5} {:>8.1} {:>9.2} {:>9.2} {:>10.2} {:>8.2}s {:>9.2} {:>9.2} {:>9.2}  {}{}\n",
             s.group,
             s.clips,
             s.speech_frames as f64 * FRAME_S,
@@ -240,6 +278,7 @@ pub fn table(rows: &[VoiceSummary]) -> String {
             s.longest_audible_s,
             100.0 * s.speech_energy_left,
             100.0 * s.worst_other_muted_rate,
+            100.0 * s.worst_far_muted_rate,
             s.worst_clip.as_deref().unwrap_or("-"),
             if s.errors > 0 {
                 format!("  ({} not evaluated)", s.errors)
@@ -279,6 +318,8 @@ mod tests {
         assert!((r.speech_audible_rate - 0.5).abs() < 0.05, "{r:?}");
         assert!((r.speech_energy_left - 0.5).abs() < 0.05, "{r:?}");
         assert!((r.other_muted_rate - 0.5).abs() < 0.05, "{r:?}");
+        // Far from speech: 0-0.5 s (kept) and 2.5-3 s (muted).
+        assert!((r.far_muted_rate - 0.5).abs() < 0.07, "{r:?}");
         // The frame 0.99-1.02 s is two-thirds speech: the run starts there.
         assert!((r.longest_audible_at.unwrap() - 0.99).abs() < 1e-9, "{r:?}");
     }
@@ -315,10 +356,24 @@ mod tests {
             other_frames: 50,
             ..VoiceReport::default()
         };
-        let s = VoiceSummary::of("x", [("a", Some(&a)), ("b", Some(&b)), ("c", None)]);
-        assert_eq!((s.clips, s.errors), (3, 1));
+        let babble = VoiceReport {
+            other_frames: 100,
+            other_muted: 100,
+            other_muted_rate: 1.0,
+            ..VoiceReport::default()
+        };
+        let s = VoiceSummary::of(
+            "x",
+            [
+                ("a", Some(&a), true),
+                ("b", Some(&b), true),
+                ("c", None, true),
+                ("babble", Some(&babble), false),
+            ],
+        );
+        assert_eq!((s.clips, s.errors), (4, 1));
         assert!((s.speech_audible_rate - 0.025).abs() < 1e-12);
-        assert!((s.mean_clip_audible_rate - 0.05).abs() < 1e-12);
+        assert!((s.mean_clip_audible_rate - 0.1 / 3.0).abs() < 1e-12);
         assert_eq!(s.worst_clip.as_deref(), Some("a"));
         assert!((s.speech_energy_left - 0.05).abs() < 1e-12);
         assert!((s.other_muted_rate - 0.05).abs() < 1e-12);

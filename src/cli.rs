@@ -55,8 +55,9 @@ pub enum Command {
     Erase(SelectArgs),
     /// Export one account's clips (records and media) into a folder.
     Export(ExportArgs),
-    /// Set or release a legal hold.
-    Hold(HoldArgs),
+    /// Legal holds: set one per case, release a case, list those in force.
+    #[command(subcommand)]
+    Hold(HoldCommand),
     /// Retention: delete what is past its retention and not on hold.
     Retention(RetentionArgs),
     /// The audit log.
@@ -103,12 +104,16 @@ pub struct BatchArgs {
 }
 
 #[derive(Args, Debug)]
+// `--device` is the camera here; the compute device is `--compute` only.
+#[command(mut_arg("compute", |a| a.alias(None)))]
 pub struct IngestArgs {
     pub input: PathBuf,
-    #[arg(long)]
-    pub device: String,
-    /// When the clip was recorded (RFC 3339); default: now.
-    #[arg(long)]
+    /// The camera that recorded the clip (a device id of the configuration).
+    #[arg(long, value_name = "ID", required = true, action = clap::ArgAction::Append)]
+    pub device: Vec<String>,
+    /// When the clip was recorded: RFC 3339 (2026-11-29T08:00:00Z) or 20261129T080000Z,
+    /// from 2000-01-01 to 5 minutes after now; default: now.
+    #[arg(long, value_name = "TIME")]
     pub recorded_at: Option<String>,
     #[command(flatten)]
     pub processing: ProcessingArgs,
@@ -145,6 +150,30 @@ pub struct SelectArgs {
     pub config: PathBuf,
 }
 
+/// An optional device, account or clip.
+#[derive(Args, Debug)]
+#[group(required = false, multiple = false, id = "opt_selector")]
+pub struct OptSelect {
+    #[arg(long, group = "opt_selector")]
+    pub device: Option<String>,
+    #[arg(long, group = "opt_selector")]
+    pub account: Option<String>,
+    #[arg(long, group = "opt_selector")]
+    pub clip: Option<String>,
+}
+
+impl OptSelect {
+    fn selector(&self) -> Option<crate::route::Selector> {
+        use crate::route::Selector;
+        match (&self.device, &self.account, &self.clip) {
+            (Some(d), _, _) => Some(Selector::Device(d.clone())),
+            (_, Some(a), _) => Some(Selector::Account(a.clone())),
+            (_, _, Some(c)) => Some(Selector::Clip(c.clone())),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     #[arg(long)]
@@ -155,17 +184,82 @@ pub struct ExportArgs {
     pub config: PathBuf,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum HoldCommand {
+    /// Put a device, an account or a clip on hold for a case (added to the holds in force; a
+    /// device or account hold also covers clips ingested later).
+    Set(HoldSetArgs),
+    /// End the holds of one case; the other cases stay in force.
+    Release(HoldReleaseArgs),
+    /// The holds in force (all, or those over a device, account or clip).
+    List(HoldListArgs),
+}
+
 #[derive(Args, Debug)]
-pub struct HoldArgs {
-    /// set | release
-    #[arg(value_parser = ["set", "release"])]
-    pub action: String,
+pub struct HoldSetArgs {
     #[command(flatten)]
     pub select: Select,
+    /// The case (matter, request, ticket) the hold is for; `hold release --case` ends it.
+    #[arg(long)]
+    pub case: String,
+    /// Why the hold is set.
     #[arg(long)]
     pub reason: String,
+    /// Who sets it (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Only clips recorded at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only clips recorded at or before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
     #[arg(long, env = "OBSCURA_CONFIG")]
     pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct HoldReleaseArgs {
+    /// The case whose holds end.
+    #[arg(long)]
+    pub case: String,
+    /// Only the case's hold over this device, account or clip.
+    #[command(flatten)]
+    pub select: OptSelect,
+    /// Why it ends (recorded in the audit log).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Who releases it (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct HoldListArgs {
+    #[command(flatten)]
+    pub select: OptSelect,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// An RFC 3339 time.
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{e} (expected RFC 3339, such as 2026-11-29T08:00:00Z)"))
+}
+
+/// Who runs the command: `--by`, else `$USER`, else `unknown`.
+fn operator(by: &Option<String>) -> String {
+    by.clone()
+        .filter(|b| !b.trim().is_empty())
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 #[derive(Args, Debug)]
@@ -239,9 +333,10 @@ pub struct ProcessingArgs {
     /// Detector score threshold (0..1).
     #[arg(long)]
     pub threshold: Option<f32>,
-    /// Where inference runs.
-    #[arg(long, value_enum)]
-    pub device: Option<Device>,
+    /// Where inference runs. `--device` is its older name, still taken by every command but
+    /// `ingest`, whose `--device` is the camera.
+    #[arg(long, alias = "device", value_enum, value_name = "cpu|cuda|auto")]
+    pub compute: Option<Device>,
     /// Encoder speed/quality trade-off.
     #[arg(long, value_enum)]
     pub quality: Option<Quality>,
@@ -296,7 +391,7 @@ impl ProcessingArgs {
         if let Some(v) = self.threshold {
             c.detect.threshold = v;
         }
-        if let Some(v) = self.device {
+        if let Some(v) = self.compute {
             c.runtime.device = v;
         }
         if let Some(v) = self.quality {
@@ -457,12 +552,29 @@ pub fn main() -> ExitCode {
         }),
         Command::Export(a) => with_router(&a.config, |r| {
             r.export(&a.account, &a.out)
-                .map(|x| serde_json::json!({"account": a.account, "clips": x, "out": a.out}))
+                .map(|x| serde_json::to_value(x).unwrap_or_default())
         }),
-        Command::Hold(a) => with_router(&a.config, |r| {
-            r.hold(a.action == "set", &a.select.selector(), &a.reason)
-                .map(|x| serde_json::json!({"action": a.action, "clips": x}))
+        Command::Hold(HoldCommand::Set(a)) => with_router(&a.config, |r| {
+            r.hold_set(&crate::route::HoldRequest {
+                scope: a.select.selector(),
+                case: a.case.clone(),
+                reason: a.reason.clone(),
+                by: operator(&a.by),
+                from: a.from,
+                to: a.to,
+            })
+            .map(|x| serde_json::to_value(x).unwrap_or_default())
         }),
+        Command::Hold(HoldCommand::Release(a)) => with_router(&a.config, |r| {
+            r.hold_release(
+                &a.case,
+                a.select.selector().as_ref(),
+                &a.reason,
+                &operator(&a.by),
+            )
+            .map(|x| serde_json::to_value(x).unwrap_or_default())
+        }),
+        Command::Hold(HoldCommand::List(a)) => cmd_hold_list(a),
         Command::Retention(a) => with_router(&a.config, |r| {
             r.sweep(a.dry_run)
                 .map(|x| serde_json::to_value(x).unwrap_or_default())
@@ -968,20 +1080,84 @@ fn with_router(
     }
 }
 
+fn cmd_hold_list(a: HoldListArgs) -> u8 {
+    let json = a.json;
+    let sel = a.select.selector();
+    let cfg = match Config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e);
+            return exit::USAGE;
+        }
+    };
+    let router = match crate::route::Router::new(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            fail(&e);
+            return e.exit_code();
+        }
+    };
+    match router.hold_list(sel.as_ref()) {
+        Ok(list) if json => {
+            println!("{}", serde_json::to_string(&list).unwrap_or_default());
+            exit::OK
+        }
+        Ok(list) => {
+            if list.is_empty() {
+                println!("no holds in force");
+            } else {
+                println!("CASE\tSCOPE\tWINDOW\tBY\tSET AT\tCLIPS\tREASON");
+            }
+            for h in &list {
+                let r = &h.record;
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    one_line(&r.case),
+                    r.scope,
+                    r.window(),
+                    one_line(&r.by),
+                    r.set_at,
+                    h.clips.len(),
+                    one_line(&r.reason)
+                );
+            }
+            exit::OK
+        }
+        Err(e) => {
+            fail(&e);
+            e.exit_code()
+        }
+    }
+}
+
+/// Names that mean a compute device, not a camera.
+const COMPUTE_NAMES: [&str; 3] = ["cpu", "cuda", "auto"];
+
 fn cmd_ingest(a: IngestArgs) -> u8 {
     let cfg = match resolve_or_usage(&a.processing) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // `--device` once, naming a camera: before `--compute` existed, `--device` meant both.
+    let device = match a.device.as_slice() {
+        [d] if !COMPUTE_NAMES.contains(&d.as_str()) || cfg.devices.contains_key(d) => d.clone(),
+        ds => {
+            fail(format!(
+                "--device {}: ingest's --device is the camera that recorded the clip, given once; the compute device (cpu, cuda, auto) is --compute",
+                ds.join(" --device ")
+            ));
+            return exit::USAGE;
+        }
+    };
     let recorded = match a
         .recorded_at
         .as_deref()
-        .map(chrono::DateTime::parse_from_rfc3339)
+        .map(crate::route::parse_recorded_at)
         .transpose()
     {
-        Ok(t) => t.map(|t| t.with_timezone(&chrono::Utc)),
+        Ok(t) => t,
         Err(e) => {
-            fail(format!("--recorded-at: {e}"));
+            fail(format!("--recorded-at {e}"));
             return exit::USAGE;
         }
     };
@@ -994,7 +1170,7 @@ fn cmd_ingest(a: IngestArgs) -> u8 {
     };
     let ctl = Control::default();
     install_interrupt(&ctl);
-    match router.ingest(&a.input, &a.device, recorded, &ctl) {
+    match router.ingest(&a.input, &device, recorded, &ctl) {
         Ok(r) => {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
             exit::OK
@@ -1305,6 +1481,56 @@ mod tests {
         assert!(
             Cli::try_parse_from(["obscura", "bench", "--runs", "1", "--batches", "1,8"]).is_ok()
         );
+    }
+
+    /// `ingest --device` was both the camera and the compute device: `--device cam-1
+    /// --device cpu` failed, `--device cpu` alone was taken for a camera. The compute device
+    /// is `--compute` (other commands still take `--device` for it).
+    #[test]
+    fn regression_ingest_had_two_flags_called_device() {
+        use clap::Parser;
+        let parsed = Cli::try_parse_from([
+            "obscura",
+            "ingest",
+            "x.mp4",
+            "--device",
+            "cam-1",
+            "--compute",
+            "cpu",
+        ])
+        .unwrap();
+        match parsed.command {
+            Command::Ingest(a) => {
+                assert_eq!(a.device, ["cam-1"]);
+                assert_eq!(a.processing.compute, Some(Device::Cpu));
+            }
+            other => panic!("{other:?}"),
+        }
+        for args in [
+            &[
+                "obscura", "redact", "x.mp4", "-o", "y.mp4", "--device", "cuda",
+            ][..],
+            &[
+                "obscura",
+                "redact",
+                "x.mp4",
+                "-o",
+                "y.mp4",
+                "--compute",
+                "cuda",
+            ],
+        ] {
+            match Cli::try_parse_from(args).unwrap().command {
+                Command::Redact(a) => assert_eq!(a.processing.compute, Some(Device::Cuda)),
+                other => panic!("{other:?}"),
+            }
+        }
+        // A hold needs its case.
+        let e = Cli::try_parse_from([
+            "obscura", "hold", "set", "--device", "cam-1", "--reason", "r", "--config", "c",
+        ])
+        .expect_err("accepted");
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

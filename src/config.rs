@@ -235,6 +235,10 @@ pub struct RegionConfig {
     /// Per-clip keys of the vault, kept apart from it (default: the store's `keys/` prefix).
     #[serde(default)]
     pub keys: Option<String>,
+    /// Whether this region stores media that was not redacted (`--style tag`, `--voice tag`
+    /// or `keep`). Off by default: such a clip fails and goes to the quarantine.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_unredacted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -10,6 +10,14 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use std::os::unix::fs::PermissionsExt;
+
+/// Mode of files that hold personal data or keys (vault keys and originals, quarantine
+/// copies, exports, the audit log): the owner reads and writes, nobody else.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// Mode of the folders Obscura creates for such files.
+pub const PRIVATE_DIR: u32 = 0o700;
+
 /// sha256 of a file's contents, lower-case hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = File::open(path)?;
@@ -123,6 +131,21 @@ impl TempFile {
             .create(true)
             .truncate(true)
             .open(&self.temp)
+    }
+
+    /// Like [`TempFile::create`], readable and writable by the owner only ([`PRIVATE_FILE`]):
+    /// for files that hold personal data or keys.
+    pub fn create_private(&self) -> std::io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(PRIVATE_FILE)
+            .open(&self.temp)?;
+        // The mode of `open` only applies to a file it creates, and goes through the umask.
+        f.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+        Ok(f)
     }
 
     /// fsyncs the temporary file, renames it to the target and fsyncs the folder.
@@ -276,9 +299,33 @@ pub fn write_through(tmp: TempFile, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes `data` to `target` atomically, as [`write_atomic`], readable by the owner only
+/// ([`PRIVATE_FILE`]).
+pub fn write_atomic_private(target: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = TempFile::beside(target)?;
+    tmp.create_private()?.write_all(data)?;
+    tmp.commit()?;
+    Ok(())
+}
+
+/// Sets `path`'s permission bits to `mode`.
+pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// As [`create_dir_all_durable`], the folders it creates open to their owner only
+/// ([`PRIVATE_DIR`]); folders that exist already are left as they are.
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    create_dir_all_with(dir, Some(PRIVATE_DIR))
+}
+
 /// Creates `dir` with the folders above it that are missing, each one's entry made durable in
 /// its parent: a file renamed into a new folder is not durable until the folder is.
 pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
+    create_dir_all_with(dir, None)
+}
+
+fn create_dir_all_with(dir: &Path, mode: Option<u32>) -> std::io::Result<()> {
     let mut missing = Vec::new();
     let mut d = dir;
     while !d.is_dir() {
@@ -291,7 +338,20 @@ pub fn create_dir_all_durable(dir: &Path) -> std::io::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    std::fs::create_dir_all(dir)?;
+    match mode {
+        Some(mode) => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir)?;
+            // The umask may have taken bits off; never adds any to folders that existed.
+            for m in &missing {
+                set_mode(m, mode)?;
+            }
+        }
+        None => std::fs::create_dir_all(dir)?,
+    }
     for m in missing {
         sync_dir(parent_dir(m))?;
     }

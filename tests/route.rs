@@ -229,16 +229,38 @@ fn run_scenario(dir: &Path, eu_store: &str, us_store: &str, us_root_for_listing:
     let q = files_under(&dir.join("quarantine"));
     assert!(q.iter().any(|f| f.ends_with(".reason.json")), "{q:?}");
 
-    // Hold, then erase the eu device: the held clip stays and is reported.
+    // Two holds for two cases (the device, the account), then erase the eu device: the held
+    // clip stays and is reported with both cases.
     let (code, h, err) = obscura(
         &cfg,
-        &["hold", "set", "--device", "cam-eu-1", "--reason", "case 42"],
+        &[
+            "hold", "set", "--device", "cam-eu-1", "--case", "case 42", "--reason", "subpoena",
+        ],
         None,
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(h["clips"][0], clip_eu.as_str());
+    let (code, _, err) = obscura(
+        &cfg,
+        &[
+            "hold",
+            "set",
+            "--account",
+            "acct-7",
+            "--case",
+            "case 44",
+            "--reason",
+            "dispute",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
     let (_, e, _) = obscura(&cfg, &["erase", "--device", "cam-eu-1"], None);
     assert_eq!(e["held"][0], clip_eu.as_str());
+    assert_eq!(
+        e["held_by"][&clip_eu],
+        serde_json::json!(["case 42", "case 44"])
+    );
     assert!(e["erased"].as_array().unwrap().is_empty());
 
     // Export the account: media and record.
@@ -266,6 +288,10 @@ fn run_scenario(dir: &Path, eu_store: &str, us_store: &str, us_root_for_listing:
         serde_json::from_slice(&std::fs::read(out.join(&clip_eu).join("sidecar.json")).unwrap())
             .unwrap();
     assert_eq!(rec["clip"]["account"], "acct-7");
+    // The record shows the holds in force, and so does the export's answer.
+    assert_eq!(rec["clip"]["hold"], true);
+    assert_eq!(rec["clip"]["holds"].as_array().unwrap().len(), 2, "{rec}");
+    assert_eq!(x["holds"].as_array().unwrap().len(), 2, "{x}");
     assert_eq!(rec["clip"]["legal_basis"], "legitimate_interest");
     assert!(
         rec["clip"]["labels"]
@@ -294,19 +320,27 @@ fn run_scenario(dir: &Path, eu_store: &str, us_store: &str, us_root_for_listing:
     let (_, s, _) = obscura(&cfg, &["retention", "sweep", "--dry-run"], Some(later));
     assert_eq!(s["held"][0], clip_eu.as_str());
     assert!(s["deleted"].as_array().unwrap().is_empty());
-    // Release the hold: the sweep deletes exactly the expired, unheld clip.
-    obscura(
+    // Releasing one case leaves the other in force: still held.
+    let (code, r, err) = obscura(
         &cfg,
         &[
             "hold",
             "release",
-            "--clip",
-            &clip_eu,
+            "--case",
+            "case 42",
             "--reason",
             "case closed",
         ],
         None,
     );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["still_held"][0], clip_eu.as_str());
+    let (_, s, _) = obscura(&cfg, &["retention", "sweep"], Some(later));
+    assert_eq!(s["held_by"][&clip_eu], serde_json::json!(["case 44"]));
+    assert!(s["deleted"].as_array().unwrap().is_empty());
+    // Release the last case: the sweep deletes exactly the expired, unheld clip.
+    let (code, _, err) = obscura(&cfg, &["hold", "release", "--case", "case 44"], None);
+    assert_eq!(code, 0, "{err}");
     let (_, s, _) = obscura(&cfg, &["retention", "sweep"], Some(later));
     assert_eq!(s["deleted"].as_array().unwrap().len(), 1);
     assert_eq!(s["deleted"][0], clip_eu.as_str());

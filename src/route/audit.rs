@@ -6,6 +6,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -97,16 +98,22 @@ impl AuditLog {
         if let Some(dir) = self.path.parent()
             && !dir.as_os_str().is_empty()
         {
-            crate::fsutil::create_dir_all_durable(dir).map_err(|e| self.io(e))?;
+            crate::fsutil::create_private_dir_all(dir).map_err(|e| self.io(e))?;
         }
         // A new log's entry in its folder is made durable with its first line.
         let created = !self.path.exists();
+        // The log names devices, accounts and clips: the owner's only (0600).
         let mut f = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
+            .mode(crate::fsutil::PRIVATE_FILE)
             .open(&self.path)
             .map_err(|e| self.io(e))?;
+        if created {
+            crate::fsutil::set_mode(&self.path, crate::fsutil::PRIVATE_FILE)
+                .map_err(|e| self.io(e))?;
+        }
         use std::os::fd::AsRawFd;
         // SAFETY: flock on an open descriptor; released when the file is closed.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {

@@ -6,12 +6,14 @@
 //! quarantine, and the audit trail. Must not touch: media processing (it calls `pipeline`).
 //!
 //! Store layout (per region): `clips/<id>/media.<ext>` and `clips/<id>/sidecar.json` (written
-//! last: a clip exists once its sidecar does), `holds/<id>.json`; the vault holds
+//! last: a clip exists once its sidecar does), `holds/cases/<hash>.json` (one hold record per
+//! case and scope, see [`holds`]); the vault holds
 //! `originals/<id>.enc`, the key store `keys/<id>.key`. Clip ids derive from the input's sha256
 //! and the device ([`clip_id`]), so
 //! ingesting the same input twice finds the first clip and writes nothing.
 
 pub mod audit;
+pub mod holds;
 pub mod ids;
 pub mod store;
 pub mod vault;
@@ -27,12 +29,33 @@ use crate::config::{Config, DeviceConfig, parse_duration};
 use crate::pipeline::{Control, Job, PipelineError};
 use crate::types::Sidecar;
 use audit::{AuditLog, Event};
+use holds::HoldRecord;
 use store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("unknown device '{0}' (not in the configuration)")]
-    UnknownDevice(String),
+    #[error("unknown device '{id}' (not in the configuration; known devices: {known})")]
+    UnknownDevice { id: String, known: String },
+    /// A device, account or clip named on the command line that nothing knows.
+    #[error("unknown {kind} '{id}': {known}; nothing was changed")]
+    Unknown {
+        kind: &'static str,
+        id: String,
+        known: String,
+    },
+    #[error("no hold of case '{case}' is in force ({known}); nothing was changed")]
+    UnknownCase { case: String, known: String },
+    /// A bad argument of a privacy operation (case name, hold window).
+    #[error("{0}")]
+    Invalid(String),
+    /// The recording time of a clip is outside what is accepted.
+    #[error("recorded_at {0}")]
+    RecordedAt(String),
+    /// The output was not redacted and the region does not accept unredacted media.
+    #[error(
+        "{what} not redacted, and region '{region}' does not accept unredacted media (regions.{region}.accept_unredacted = false): not stored"
+    )]
+    Unredacted { region: String, what: String },
     #[error("unknown region '{0}'")]
     UnknownRegion(String),
     #[error("invalid id: {0}")]
@@ -61,11 +84,16 @@ impl RouteError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RouteError::Pipeline(e) => crate::cli::exit_code_for(e),
-            RouteError::UnknownDevice(_)
+            RouteError::UnknownDevice { .. }
             | RouteError::UnknownRegion(_)
             | RouteError::InvalidId(_)
+            | RouteError::RecordedAt(_)
+            | RouteError::Unredacted { .. }
             | RouteError::Minor { .. } => 1,
-            RouteError::Config(_) => 2,
+            RouteError::Config(_)
+            | RouteError::Unknown { .. }
+            | RouteError::UnknownCase { .. }
+            | RouteError::Invalid(_) => 2,
             _ => 4,
         }
     }
@@ -116,8 +144,17 @@ pub struct ClipInfo {
     pub retain_until: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub originals_retain_until: Option<String>,
-    /// Hold state when the record was written; current holds are `holds/<id>.json`.
+    /// Whether a hold was in force when the record was last written (at ingest and at every
+    /// hold change); the hold records themselves are what erase and sweep check.
     pub hold: bool,
+    /// The holds in force then (case, scope, who, when, why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<HoldRecord>,
+    /// False when the stored media was not redacted (`--style tag`, `--voice tag|keep`):
+    /// only regions with `accept_unredacted` store such clips. Records written before this
+    /// field existed read as redacted.
+    #[serde(default = "redacted_default")]
+    pub redacted: bool,
     /// Every object stored for the clip, with its sha256 (the sidecar itself excluded).
     pub objects: Vec<StoredObject>,
 }
@@ -130,11 +167,8 @@ pub struct StoredSidecar {
     pub clip: ClipInfo,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Hold {
-    pub clip: String,
-    pub reason: String,
-    pub set_at: String,
+fn redacted_default() -> bool {
+    true
 }
 
 struct Region {
@@ -168,8 +202,9 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 /// One object to upload: store, key, bytes, metadata/tags.
 type Put<'a> = (Store, String, Bytes, Vec<(&'a str, String)>);
 
-/// Selects clips for erase and hold.
-#[derive(Debug, Clone)]
+/// Selects clips for erase, export and hold; a hold record's scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "lowercase")]
 pub enum Selector {
     Device(String),
     Account(String),
@@ -185,12 +220,119 @@ impl Selector {
         }
         .map_err(RouteError::InvalidId)
     }
-    fn matches(&self, c: &ClipInfo) -> bool {
+    pub fn matches(&self, c: &ClipInfo) -> bool {
         match self {
             Selector::Device(d) => &c.device == d,
             Selector::Account(a) => &c.account == a,
             Selector::Clip(id) => &c.id == id,
         }
+    }
+    /// `("device", "cam-1")`.
+    pub fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Selector::Device(d) => ("device", d),
+            Selector::Account(a) => ("account", a),
+            Selector::Clip(c) => ("clip", c),
+        }
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, id) = self.parts();
+        write!(f, "{kind} {id}")
+    }
+}
+
+/// A new hold: what `obscura hold set` asks for.
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    pub scope: Selector,
+    pub case: String,
+    pub reason: String,
+    pub by: String,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// What a hold change did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct HoldReport {
+    pub action: String,
+    pub case: String,
+    /// The records set or released.
+    pub records: Vec<HoldRecord>,
+    /// Stored clips the records cover now.
+    pub clips: Vec<String>,
+    /// Of those, the clips still held by another case after a release.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub still_held: Vec<String>,
+}
+
+/// How far in the future of now a recording time may be (clock skew between a camera and
+/// this host).
+pub const RECORDED_AT_MAX_SKEW_S: i64 = 300;
+/// The earliest recording time accepted.
+pub const RECORDED_AT_FLOOR: &str = "2000-01-01T00:00:00Z";
+/// The forms of a recording time, for error messages.
+pub const RECORDED_AT_FORMATS: &str =
+    "RFC 3339 such as 2026-11-29T08:00:00Z or 2026-11-29T09:00:00+01:00, or 20261129T080000Z";
+
+/// Parses a recording time given by an operator: RFC 3339, or the compact UTC form of file
+/// names (`20261129T080000Z`, fractions allowed), then checks it with [`check_recorded_at`].
+pub fn parse_recorded_at(s: &str) -> Result<DateTime<Utc>, String> {
+    let t = DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            let stem = s.strip_suffix('Z')?;
+            let fmt = if stem.contains('.') {
+                "%Y%m%dT%H%M%S%.f"
+            } else {
+                "%Y%m%dT%H%M%S"
+            };
+            chrono::NaiveDateTime::parse_from_str(stem, fmt)
+                .ok()
+                .map(|t| t.and_utc())
+        })
+        .ok_or_else(|| format!("'{s}' is not a time; accepted: {RECORDED_AT_FORMATS}"))?;
+    check_recorded_at(t)?;
+    Ok(t)
+}
+
+/// A recording time must lie between [`RECORDED_AT_FLOOR`] and now plus
+/// [`RECORDED_AT_MAX_SKEW_S`]: a time in the future would stretch the clip's retention.
+pub fn check_recorded_at(t: DateTime<Utc>) -> Result<(), String> {
+    let floor = DateTime::parse_from_rfc3339(RECORDED_AT_FLOOR)
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let latest = now() + chrono::Duration::seconds(RECORDED_AT_MAX_SKEW_S);
+    if t < floor {
+        return Err(format!(
+            "{} is before {RECORDED_AT_FLOOR}, the earliest accepted (formats: {RECORDED_AT_FORMATS})",
+            rfc3339(t)
+        ));
+    }
+    if t > latest {
+        return Err(format!(
+            "{} is in the future: at most {} minutes after now ({}) is accepted (formats: {RECORDED_AT_FORMATS})",
+            rfc3339(t),
+            RECORDED_AT_MAX_SKEW_S / 60,
+            rfc3339(now())
+        ));
+    }
+    Ok(())
+}
+
+/// Up to 20 names, sorted, for an error message.
+fn name_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut v: Vec<&str> = names.into_iter().collect();
+    v.sort_unstable();
+    v.dedup();
+    match v.len() {
+        0 => "none".into(),
+        n if n > 20 => format!("{}, … ({n} in all)", v[..20].join(", ")),
+        _ => v.join(", "),
     }
 }
 
@@ -223,6 +365,9 @@ fn is_zero(v: &u64) -> bool {
 pub struct EraseReport {
     pub erased: Vec<String>,
     pub held: Vec<String>,
+    /// For each held clip, the cases holding it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub held_by: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -230,8 +375,17 @@ pub struct SweepReport {
     pub dry_run: bool,
     pub expired: Vec<String>,
     pub held: Vec<String>,
+    /// For each held clip, the cases holding it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub held_by: BTreeMap<String, Vec<String>>,
+    /// Clips deleted whole (with `dry_run`: that the sweep would delete).
     pub deleted: Vec<String>,
+    /// Clips whose original alone was past its retention and was shredded (with `dry_run`:
+    /// would be).
     pub originals_deleted: Vec<String>,
+    /// Every object removed — keys, originals, media, sidecars — by URI (with `dry_run`: every
+    /// object the sweep would remove).
+    pub removed: Vec<String>,
     /// Half-written files that killed processes left in folder stores, removed (counted
     /// only, with `dry_run`).
     pub interrupted_removed: usize,
@@ -296,7 +450,10 @@ impl Router {
         ids::device(id).map_err(RouteError::InvalidId)?;
         self.devices
             .get(id)
-            .ok_or_else(|| RouteError::UnknownDevice(id.to_string()))
+            .ok_or_else(|| RouteError::UnknownDevice {
+                id: id.to_string(),
+                known: name_list(self.devices.keys().map(String::as_str)),
+            })
     }
 
     /// Redacts, classifies and stores one input for `device`. On any failure nothing is
@@ -338,6 +495,9 @@ impl Router {
     ) -> Result<IngestReport, RouteError> {
         let dev = self.device(device_id)?.clone();
         let region = self.region(&dev.region)?;
+        if let Some(t) = recorded_at {
+            check_recorded_at(t).map_err(RouteError::RecordedAt)?;
+        }
         let input_sha = crate::fsutil::sha256_file(input).map_err(|source| RouteError::Io {
             path: input.to_path_buf(),
             source,
@@ -424,22 +584,32 @@ impl Router {
             sidecar: None,
         };
         let out = crate::pipeline::redact_file(&job, &self.cfg, ctl)?;
-        // Classify.
+        // Classify, failing closed: a face or speech found makes a clip personal whatever
+        // the redaction did; so does audio that no voice detector checked (`--voice tag` or
+        // `keep`, or a VAD that failed).
         let faces = out.sidecar.totals.tracks;
         let speech = out.sidecar.totals.speech_s;
-        let mut labels = Vec::new();
-        if faces > 0 {
-            labels.push("face".to_string());
-        }
-        if speech > 0.0 {
-            labels.push("voice".to_string());
-        }
+        let look = Classified::of(&out.sidecar, &self.cfg);
+        let labels = look.labels(faces, speech);
         let personal = !labels.is_empty();
         if dev.minor && personal {
             return Err(RouteError::Minor {
                 device: device_id.to_string(),
             });
         }
+        if let Some(what) = look.unredacted()
+            && !self
+                .cfg
+                .regions
+                .get(&dev.region)
+                .is_some_and(|r| r.accept_unredacted)
+        {
+            return Err(RouteError::Unredacted {
+                region: dev.region.clone(),
+                what,
+            });
+        }
+        let redacted = look.unredacted().is_none();
         let recorded = recorded_at.unwrap_or_else(now);
         let r = &self.cfg.retention;
         let keep = parse_duration(if personal {
@@ -457,6 +627,7 @@ impl Router {
                 ("obscura-region", dev.region.clone()),
                 ("obscura-classification", classification.clone()),
                 ("obscura-retain-until", rfc3339(retain_until)),
+                ("obscura-redacted", redacted.to_string()),
             ]
         };
         let mut objects = Vec::new();
@@ -520,6 +691,7 @@ impl Router {
             );
             puts.push((v.clone(), okey, Bytes::from(enc), m));
         }
+
         let clip = ClipInfo {
             id: clip_id.clone(),
             device: device_id.to_string(),
@@ -535,8 +707,14 @@ impl Router {
             retain_until: rfc3339(retain_until),
             originals_retain_until,
             hold: false,
+            holds: Vec::new(),
+            redacted,
             objects: objects.clone(),
         };
+        // Holds already in force over the device or the account cover the new clip too.
+        let mut clip = clip;
+        clip.holds = holds_over(&self.hold_records()?, &clip);
+        clip.hold = !clip.holds.is_empty();
         let stored = StoredSidecar {
             sidecar: out.sidecar.clone(),
             clip,
@@ -549,10 +727,17 @@ impl Router {
             Bytes::from(sidecar_bytes),
             meta("sidecar"),
         ));
-        // Upload in order; the sidecar last. On failure remove what was put.
+        // Upload in order; the sidecar last. On failure remove what was put. Keys and
+        // originals are the owner's only in a folder store.
         let mut done: Vec<(Store, String)> = Vec::new();
         for (st, key, data, m) in puts {
-            if let Err(e) = self.rt.block_on(st.put(&key, data, &m)) {
+            let private = key.starts_with("keys/") || key.starts_with("originals/");
+            let put = if private {
+                self.rt.block_on(st.put_private(&key, data, &m))
+            } else {
+                self.rt.block_on(st.put(&key, data, &m))
+            };
+            if let Err(e) = put {
                 for (s2, k2) in done.iter().rev() {
                     let _ = self.rt.block_on(s2.delete(k2));
                 }
@@ -645,9 +830,15 @@ impl Router {
             format!("staging/{name}.enc"),
         );
         self.rt
-            .block_on(r.keys.put(&kkey, Bytes::copy_from_slice(&key), &meta))
+            .block_on(
+                r.keys
+                    .put_private(&kkey, Bytes::copy_from_slice(&key), &meta),
+            )
             .map_err(RouteError::Store)?;
-        if let Err(e) = self.rt.block_on(target.put(&okey, Bytes::from(enc), &meta)) {
+        if let Err(e) = self
+            .rt
+            .block_on(target.put_private(&okey, Bytes::from(enc), &meta))
+        {
             let _ = self.rt.block_on(r.keys.delete(&kkey));
             return Err(RouteError::Store(e));
         }
@@ -708,11 +899,14 @@ impl Router {
         err: &RouteError,
     ) -> Result<PathBuf, RouteError> {
         let dir = &self.cfg.paths.quarantine;
-        // Durably: the input is removed once its copy is committed here.
-        crate::fsutil::create_dir_all_durable(dir).map_err(|source| RouteError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        // Durably: the input is removed once its copy is committed here. Copies hold personal
+        // data: the folder is the owner's only (0700), each copy and reason 0600.
+        crate::fsutil::create_private_dir_all(dir)
+            .and_then(|()| crate::fsutil::set_mode(dir, crate::fsutil::PRIVATE_DIR))
+            .map_err(|source| RouteError::Io {
+                path: dir.clone(),
+                source,
+            })?;
         crate::fsutil::sweep_stale(dir, None);
         let name: String = input
             .file_name()
@@ -740,10 +934,16 @@ impl Router {
                     path: target.clone(),
                     source,
                 })?;
-            std::fs::copy(input, tmp.path()).map_err(|source| RouteError::Io {
-                path: target.clone(),
-                source,
-            })?;
+            // Not `fs::copy`: it would give the copy the input's permissions.
+            tmp.create_private()
+                .and_then(|mut to| {
+                    std::io::copy(&mut std::fs::File::open(input)?, &mut to)?;
+                    Ok(())
+                })
+                .map_err(|source| RouteError::Io {
+                    path: target.clone(),
+                    source,
+                })?;
             tmp.commit().map_err(|source| RouteError::Io {
                 path: target.clone(),
                 source,
@@ -757,7 +957,7 @@ impl Router {
         });
         let mut reason_path = target.clone().into_os_string();
         reason_path.push(".reason.json");
-        crate::fsutil::write_atomic(
+        crate::fsutil::write_atomic_private(
             Path::new(&reason_path),
             &serde_json::to_vec_pretty(&reason).unwrap_or_default(),
         )
@@ -801,52 +1001,182 @@ impl Router {
         Ok(out)
     }
 
-    fn held(&self, c: &ClipInfo) -> Result<Option<Hold>, RouteError> {
-        let r = self.region(&c.region)?;
-        let b = self
-            .rt
-            .block_on(r.store.get(&format!("holds/{}.json", c.id)))
-            .map_err(RouteError::Store)?;
-        Ok(b.and_then(|b| serde_json::from_slice(&b).ok()))
+    /// Every hold record in force, read from every region (a record is stored in the regions
+    /// of what it covers; reading them all means a device that moved region stays covered).
+    /// Earlier versions' single holds (`holds/<clip>.json`) read as case `legacy`.
+    pub fn hold_records(&self) -> Result<Vec<StoredHold>, RouteError> {
+        let mut out: Vec<StoredHold> = Vec::new();
+        for (name, r) in &self.regions {
+            for key in self
+                .rt
+                .block_on(r.store.list("holds"))
+                .map_err(RouteError::Store)?
+            {
+                let Some(b) = self
+                    .rt
+                    .block_on(r.store.get(&key))
+                    .map_err(RouteError::Store)?
+                else {
+                    continue;
+                };
+                match holds::parse(&key, &b) {
+                    Some(record) => out.push(StoredHold {
+                        region: name.clone(),
+                        key,
+                        record,
+                    }),
+                    // A hold that cannot be read must not be taken for no hold.
+                    None => {
+                        return Err(RouteError::Store(format!(
+                            "{}: not a hold record; fix or remove it",
+                            r.store.uri(&key)
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
-    /// Deletes every object of a clip: original and key first (crypto-shred), media, then the
-    /// sidecar last (so a half-finished erase is found and finished by the next one).
-    fn delete_clip(&self, c: &ClipInfo) -> Result<Vec<String>, RouteError> {
-        let r = self.region(&c.region)?;
-        let mut gone = Vec::new();
-        for kind in ["key", "original", "media"] {
-            for o in c.objects.iter().filter(|o| o.kind == kind) {
-                let st = match kind {
+    /// The stored clips, each with the hold records in force over it.
+    fn clips_with_holds(&self) -> Result<(Vec<StoredSidecar>, Vec<StoredHold>), RouteError> {
+        Ok((self.clips()?, self.hold_records()?))
+    }
+
+    /// Refuses a device, account or clip that neither the configuration nor the stores know:
+    /// a typo must not look like "nothing to do" to a legal hold or an erasure request.
+    fn check_known(&self, sel: &Selector, clips: &[StoredSidecar]) -> Result<(), RouteError> {
+        sel.validate()?;
+        let stored = || clips.iter().map(|s| &s.clip);
+        let (known, names): (bool, Vec<&str>) = match sel {
+            Selector::Device(d) => (
+                self.devices.contains_key(d) || stored().any(|c| &c.device == d),
+                self.devices
+                    .keys()
+                    .map(String::as_str)
+                    .chain(stored().map(|c| c.device.as_str()))
+                    .collect(),
+            ),
+            Selector::Account(a) => (
+                self.devices.values().any(|d| &d.account == a) || stored().any(|c| &c.account == a),
+                self.devices
+                    .values()
+                    .map(|d| d.account.as_str())
+                    .chain(stored().map(|c| c.account.as_str()))
+                    .collect(),
+            ),
+            Selector::Clip(id) => (stored().any(|c| &c.id == id), Vec::new()),
+        };
+        if known {
+            return Ok(());
+        }
+        let (kind, id) = sel.parts();
+        let known = match sel {
+            Selector::Clip(_) => {
+                format!("no stored clip has this id ({} clips stored)", clips.len())
+            }
+            Selector::Device(_) => format!(
+                "not in the configuration and no stored clip has it (known devices: {})",
+                name_list(names)
+            ),
+            Selector::Account(_) => format!(
+                "no configured device and no stored clip has it (known accounts: {})",
+                name_list(names)
+            ),
+        };
+        Err(RouteError::Unknown {
+            kind,
+            id: id.to_string(),
+            known,
+        })
+    }
+
+    /// Rewrites a clip's stored record where its holds changed (`clip.hold`, `clip.holds`).
+    fn refresh_holds(&self, s: &StoredSidecar, all: &[StoredHold]) -> Result<(), RouteError> {
+        let now_held = holds_over(all, &s.clip);
+        if now_held == s.clip.holds && s.clip.hold != now_held.is_empty() {
+            return Ok(());
+        }
+        let mut s2 = s.clone();
+        s2.clip.hold = !now_held.is_empty();
+        s2.clip.holds = now_held;
+        let r = self.region(&s.clip.region)?;
+        let sk = format!("clips/{}/sidecar.json", s.clip.id);
+        let meta = [
+            ("obscura-clip", s.clip.id.clone()),
+            ("obscura-kind", "sidecar".to_string()),
+            ("obscura-region", s.clip.region.clone()),
+            ("obscura-classification", s.clip.classification.clone()),
+            ("obscura-retain-until", s.clip.retain_until.clone()),
+            ("obscura-redacted", s.clip.redacted.to_string()),
+            ("obscura-hold", s2.clip.hold.to_string()),
+        ];
+        self.rt
+            .block_on(r.store.put(
+                &sk,
+                Bytes::from(serde_json::to_vec_pretty(&s2).unwrap_or_default()),
+                &meta,
+            ))
+            .map_err(RouteError::Store)
+    }
+
+    /// The objects [`Router::delete_clip`] removes, in its order: original and key first
+    /// (crypto-shred), media, then the sidecar last (so a half-finished erase is found and
+    /// finished by the next one). With `originals_only`, the key and the original alone.
+    fn clip_objects(&self, c: &ClipInfo, originals_only: bool) -> Vec<(Store, String, String)> {
+        let Ok(r) = self.region(&c.region) else {
+            return Vec::new();
+        };
+        let kinds: &[&str] = if originals_only {
+            &["key", "original"]
+        } else {
+            &["key", "original", "media"]
+        };
+        let mut v = Vec::new();
+        for kind in kinds {
+            for o in c.objects.iter().filter(|o| o.kind == *kind) {
+                let st = match *kind {
                     "key" => &r.keys,
                     "original" => r.vault.as_ref().unwrap_or(&r.store),
                     _ => &r.store,
                 };
-                self.rt
-                    .block_on(st.delete(&o.key))
-                    .map_err(RouteError::Store)?;
-                gone.push(o.uri.clone());
+                v.push((st.clone(), o.key.clone(), o.uri.clone()));
             }
         }
-        let sk = format!("clips/{}/sidecar.json", c.id);
-        self.rt
-            .block_on(r.store.delete(&sk))
-            .map_err(RouteError::Store)?;
-        gone.push(r.store.uri(&sk));
+        if !originals_only {
+            let sk = format!("clips/{}/sidecar.json", c.id);
+            v.push((r.store.clone(), sk.clone(), r.store.uri(&sk)));
+        }
+        v
+    }
+
+    /// Deletes every object of a clip (see [`Router::clip_objects`]); returns their URIs.
+    fn delete_clip(&self, c: &ClipInfo) -> Result<Vec<String>, RouteError> {
+        let mut gone = Vec::new();
+        for (st, key, uri) in self.clip_objects(c, false) {
+            self.rt
+                .block_on(st.delete(&key))
+                .map_err(RouteError::Store)?;
+            gone.push(uri);
+        }
         Ok(gone)
     }
 
-    /// Erases the selected clips everywhere, except clips on hold (reported).
+    /// Erases the selected clips everywhere, except clips on hold (reported with their cases).
     pub fn erase(&self, sel: &Selector) -> Result<EraseReport, RouteError> {
-        sel.validate()?;
+        let (clips, all_holds) = self.clips_with_holds()?;
+        self.check_known(sel, &clips)?;
         let mut rep = EraseReport::default();
-        for s in self.clips()? {
+        for s in &clips {
             let c = &s.clip;
             if !sel.matches(c) {
                 continue;
             }
-            if self.held(c)?.is_some() {
+            let held = holds_over(&all_holds, c);
+            if !held.is_empty() {
                 rep.held.push(c.id.clone());
+                rep.held_by
+                    .insert(c.id.clone(), held.into_iter().map(|h| h.case).collect());
                 continue;
             }
             let gone = self.delete_clip(c)?;
@@ -864,51 +1194,241 @@ impl Router {
         Ok(rep)
     }
 
-    /// Sets or releases a hold on the selected clips.
-    pub fn hold(&self, set: bool, sel: &Selector, reason: &str) -> Result<Vec<String>, RouteError> {
-        sel.validate()?;
-        let mut ids_done = Vec::new();
-        for s in self.clips()? {
-            let c = &s.clip;
-            if !sel.matches(c) {
+    /// The regions a hold record over `scope` is stored in: those of the clips it covers now
+    /// and, for a device or account, those its configured devices write to.
+    fn hold_regions(&self, scope: &Selector, clips: &[StoredSidecar]) -> Vec<String> {
+        let mut v: Vec<String> = clips
+            .iter()
+            .filter(|s| scope.matches(&s.clip))
+            .map(|s| s.clip.region.clone())
+            .collect();
+        for (id, d) in &self.devices {
+            let covers = match scope {
+                Selector::Device(x) => x == id,
+                Selector::Account(a) => a == &d.account,
+                Selector::Clip(_) => false,
+            };
+            if covers {
+                v.push(d.region.clone());
+            }
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Sets a hold: one record per case and scope, added to those in force (setting the same
+    /// case on the same scope again replaces its reason). A device or account hold also
+    /// covers clips ingested later. The records of the covered clips are rewritten to show it.
+    pub fn hold_set(&self, req: &HoldRequest) -> Result<HoldReport, RouteError> {
+        holds::check_case(&req.case).map_err(RouteError::Invalid)?;
+        if req.reason.trim().is_empty() {
+            return Err(RouteError::Invalid(
+                "the reason is empty (--reason says why the hold is set)".into(),
+            ));
+        }
+        if let (Some(f), Some(t)) = (req.from, req.to)
+            && f > t
+        {
+            return Err(RouteError::Invalid(format!(
+                "--from {} is after --to {}",
+                rfc3339(f),
+                rfc3339(t)
+            )));
+        }
+        let (clips, mut all_holds) = self.clips_with_holds()?;
+        self.check_known(&req.scope, &clips)?;
+        let record = HoldRecord {
+            case: req.case.clone(),
+            scope: req.scope.clone(),
+            reason: req.reason.clone(),
+            by: req.by.clone(),
+            set_at: rfc3339(now()),
+            from: req.from.map(rfc3339),
+            to: req.to.map(rfc3339),
+        };
+        let key = record.key();
+        let body = Bytes::from(serde_json::to_vec_pretty(&record).unwrap_or_default());
+        let mut uris = Vec::new();
+        for region in self.hold_regions(&req.scope, &clips) {
+            let r = self.region(&region)?;
+            self.rt
+                .block_on(r.store.put(&key, body.clone(), &[]))
+                .map_err(RouteError::Store)?;
+            uris.push(r.store.uri(&key));
+            all_holds.retain(|h| !(h.key == key && h.region == region));
+            all_holds.push(StoredHold {
+                region,
+                key: key.clone(),
+                record: record.clone(),
+            });
+        }
+        let (kind, id) = req.scope.parts();
+        self.audit.append(Event {
+            action: "hold_set".into(),
+            clip: matches!(req.scope, Selector::Clip(_)).then(|| id.to_string()),
+            device: matches!(req.scope, Selector::Device(_)).then(|| id.to_string()),
+            account: matches!(req.scope, Selector::Account(_)).then(|| id.to_string()),
+            region: None,
+            objects: uris,
+            detail: Some(format!(
+                "case {:?}; {kind} {id}; window {}; by {:?}; reason {:?}",
+                record.case,
+                record.window(),
+                record.by,
+                record.reason
+            )),
+        })?;
+        let mut covered = Vec::new();
+        for s in clips.iter().filter(|s| record.covers(&s.clip)) {
+            self.refresh_holds(s, &all_holds)?;
+            covered.push(s.clip.id.clone());
+        }
+        Ok(HoldReport {
+            action: "set".into(),
+            case: req.case.clone(),
+            records: vec![record],
+            clips: covered,
+            still_held: Vec::new(),
+        })
+    }
+
+    /// Releases the holds of one case (only those over `scope` when given); the other cases
+    /// stay in force. Each released record is an audit entry.
+    pub fn hold_release(
+        &self,
+        case: &str,
+        scope: Option<&Selector>,
+        reason: &str,
+        by: &str,
+    ) -> Result<HoldReport, RouteError> {
+        holds::check_case(case).map_err(RouteError::Invalid)?;
+        let (clips, all_holds) = self.clips_with_holds()?;
+        if let Some(sel) = scope {
+            self.check_known(sel, &clips)?;
+        }
+        let (gone, kept): (Vec<StoredHold>, Vec<StoredHold>) = all_holds
+            .into_iter()
+            .partition(|h| h.record.case == case && scope.is_none_or(|sel| &h.record.scope == sel));
+        if gone.is_empty() {
+            let mut cases: Vec<String> = kept.iter().map(|h| h.record.case.clone()).collect();
+            cases.sort();
+            cases.dedup();
+            return Err(RouteError::UnknownCase {
+                case: case.to_string(),
+                known: match scope {
+                    Some(sel) => format!(
+                        "over {sel}; cases in force: {}",
+                        name_list(cases.iter().map(String::as_str))
+                    ),
+                    None => format!(
+                        "cases in force: {}",
+                        name_list(cases.iter().map(String::as_str))
+                    ),
+                },
+            });
+        }
+        // One record per scope, possibly stored in several regions.
+        let mut records: Vec<HoldRecord> = Vec::new();
+        for h in &gone {
+            let r = self.region(&h.region)?;
+            self.rt
+                .block_on(r.store.delete(&h.key))
+                .map_err(RouteError::Store)?;
+            if !records.contains(&h.record) {
+                records.push(h.record.clone());
+            }
+        }
+        for rec in &records {
+            let (kind, id) = rec.scope.parts();
+            let uris = gone
+                .iter()
+                .filter(|h| &h.record == rec)
+                .filter_map(|h| self.region(&h.region).ok().map(|r| r.store.uri(&h.key)))
+                .collect();
+            self.audit.append(Event {
+                action: "hold_release".into(),
+                clip: matches!(rec.scope, Selector::Clip(_)).then(|| id.to_string()),
+                device: matches!(rec.scope, Selector::Device(_)).then(|| id.to_string()),
+                account: matches!(rec.scope, Selector::Account(_)).then(|| id.to_string()),
+                region: None,
+                objects: uris,
+                detail: Some(format!(
+                    "case {case:?}; {kind} {id}; by {by:?}; reason {:?}",
+                    if reason.is_empty() { "-" } else { reason }
+                )),
+            })?;
+        }
+        let mut rep = HoldReport {
+            action: "release".into(),
+            case: case.to_string(),
+            records: records.clone(),
+            ..Default::default()
+        };
+        for s in clips
+            .iter()
+            .filter(|s| records.iter().any(|r| r.covers(&s.clip)))
+        {
+            self.refresh_holds(s, &kept)?;
+            rep.clips.push(s.clip.id.clone());
+            if !holds_over(&kept, &s.clip).is_empty() {
+                rep.still_held.push(s.clip.id.clone());
+            }
+        }
+        Ok(rep)
+    }
+
+    /// The hold records in force; with a selector, those that cover the selected clips or the
+    /// selected device or account itself (a device hold is listed for its account too).
+    pub fn hold_list(&self, sel: Option<&Selector>) -> Result<Vec<HoldListed>, RouteError> {
+        let (clips, all_holds) = self.clips_with_holds()?;
+        if let Some(sel) = sel {
+            self.check_known(sel, &clips)?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for h in all_holds {
+            if !seen.insert(h.key.clone()) {
                 continue;
             }
-            let r = self.region(&c.region)?;
-            let key = format!("holds/{}.json", c.id);
-            if set {
-                let h = Hold {
-                    clip: c.id.clone(),
-                    reason: reason.to_string(),
-                    set_at: rfc3339(now()),
-                };
-                self.rt
-                    .block_on(r.store.put(
-                        &key,
-                        Bytes::from(serde_json::to_vec_pretty(&h).unwrap_or_default()),
-                        &[],
-                    ))
-                    .map_err(RouteError::Store)?;
-            } else {
-                self.rt
-                    .block_on(r.store.delete(&key))
-                    .map_err(RouteError::Store)?;
+            let covered: Vec<String> = clips
+                .iter()
+                .filter(|s| h.record.covers(&s.clip))
+                .map(|s| s.clip.id.clone())
+                .collect();
+            let relevant = match sel {
+                None => true,
+                Some(sel) => {
+                    &h.record.scope == sel
+                        || clips
+                            .iter()
+                            .any(|s| sel.matches(&s.clip) && h.record.covers(&s.clip))
+                        || match (&h.record.scope, sel) {
+                            (Selector::Device(d), Selector::Account(a)) => {
+                                self.devices.get(d).is_some_and(|x| &x.account == a)
+                            }
+                            (Selector::Account(a), Selector::Device(d)) => {
+                                self.devices.get(d).is_some_and(|x| &x.account == a)
+                            }
+                            _ => false,
+                        }
+                }
+            };
+            if relevant {
+                out.push(HoldListed {
+                    record: h.record,
+                    clips: covered,
+                });
             }
-            self.audit.append(Event {
-                action: if set { "hold_set" } else { "hold_release" }.into(),
-                clip: Some(c.id.clone()),
-                device: Some(c.device.clone()),
-                account: Some(c.account.clone()),
-                region: Some(c.region.clone()),
-                objects: vec![r.store.uri(&key)],
-                detail: Some(reason.to_string()),
-            })?;
-            ids_done.push(c.id.clone());
         }
-        Ok(ids_done)
+        out.sort_by(|a, b| {
+            (&a.record.case, &a.record.set_at).cmp(&(&b.record.case, &b.record.set_at))
+        });
+        Ok(out)
     }
 
     /// Deletes clips past `retain_until` that are not on hold (and originals past their own
-    /// retention); with `dry_run`, only reports.
+    /// retention); with `dry_run`, reports exactly what it would remove and removes nothing.
     pub fn sweep(&self, dry_run: bool) -> Result<SweepReport, RouteError> {
         let t = now();
         let mut rep = SweepReport {
@@ -926,7 +1446,8 @@ impl Router {
                 }
             }
         }
-        for s in self.clips()? {
+        let (clips, all_holds) = self.clips_with_holds()?;
+        for s in &clips {
             let c = &s.clip;
             let expired = DateTime::parse_from_rfc3339(&c.retain_until)
                 .map(|d| d.with_timezone(&Utc) <= t)
@@ -939,14 +1460,21 @@ impl Router {
             if !expired && !originals_expired {
                 continue;
             }
-            if self.held(c)?.is_some() {
+            let held = holds_over(&all_holds, c);
+            if !held.is_empty() {
                 rep.held.push(c.id.clone());
+                rep.held_by
+                    .insert(c.id.clone(), held.into_iter().map(|h| h.case).collect());
                 continue;
             }
             if expired {
                 rep.expired.push(c.id.clone());
-                if !dry_run {
+                if dry_run {
+                    rep.removed
+                        .extend(self.clip_objects(c, false).into_iter().map(|o| o.2));
+                } else {
                     let gone = self.delete_clip(c)?;
+                    rep.removed.extend(gone.iter().cloned());
                     self.audit.append(Event {
                         action: "sweep_delete".into(),
                         clip: Some(c.id.clone()),
@@ -955,31 +1483,26 @@ impl Router {
                         detail: Some(format!("retain_until {}", c.retain_until)),
                         ..Default::default()
                     })?;
-                    rep.deleted.push(c.id.clone());
                 }
-            } else if originals_expired
-                && c.objects.iter().any(|o| o.kind == "original")
-                && !dry_run
-            {
+                rep.deleted.push(c.id.clone());
+            } else if originals_expired && c.objects.iter().any(|o| o.kind == "original") {
                 // Only the original's retention ran out: shred it (key, then data) and rewrite
                 // the record without them.
-                let r = self.region(&c.region)?;
-                let mut gone = Vec::new();
-                for o in c
-                    .objects
-                    .iter()
-                    .filter(|o| o.kind == "key" || o.kind == "original")
-                {
-                    let st = if o.kind == "key" {
-                        &r.keys
-                    } else {
-                        r.vault.as_ref().unwrap_or(&r.store)
-                    };
-                    self.rt
-                        .block_on(st.delete(&o.key))
-                        .map_err(RouteError::Store)?;
-                    gone.push(o.uri.clone());
+                let shred = self.clip_objects(c, true);
+                rep.originals_deleted.push(c.id.clone());
+                if dry_run {
+                    rep.removed.extend(shred.into_iter().map(|o| o.2));
+                    continue;
                 }
+                let mut gone = Vec::new();
+                for (st, key, uri) in shred {
+                    self.rt
+                        .block_on(st.delete(&key))
+                        .map_err(RouteError::Store)?;
+                    gone.push(uri);
+                }
+                rep.removed.extend(gone.iter().cloned());
+                let r = self.region(&c.region)?;
                 let mut s2 = s.clone();
                 s2.clip
                     .objects
@@ -1000,31 +1523,39 @@ impl Router {
                     objects: gone,
                     ..Default::default()
                 })?;
-                rep.originals_deleted.push(c.id.clone());
             }
         }
         Ok(rep)
     }
 
-    /// Gathers an account's clips (records and media, from every region) into `out`.
-    pub fn export(&self, account: &str, out: &Path) -> Result<Vec<String>, RouteError> {
-        ids::account(account).map_err(RouteError::InvalidId)?;
-        std::fs::create_dir_all(out).map_err(|source| RouteError::Io {
+    /// Gathers an account's clips (records and media, from every region) into `out`; each
+    /// record shows the holds in force now. Returns the clips and those holds. The folders
+    /// made here are 0700, the files 0600.
+    pub fn export(&self, account: &str, out: &Path) -> Result<ExportReport, RouteError> {
+        let sel = Selector::Account(account.to_string());
+        let (clips, all_holds) = self.clips_with_holds()?;
+        self.check_known(&sel, &clips)?;
+        crate::fsutil::create_private_dir_all(out).map_err(|source| RouteError::Io {
             path: out.to_path_buf(),
             source,
         })?;
-        let mut exported = Vec::new();
-        for s in self.clips()? {
+        let mut rep = ExportReport {
+            account: account.to_string(),
+            out: out.to_path_buf(),
+            ..Default::default()
+        };
+        for s in &clips {
             let c = &s.clip;
             if c.account != account {
                 continue;
             }
             let r = self.region(&c.region)?;
             let dir = out.join(&c.id);
-            std::fs::create_dir_all(&dir).map_err(|source| RouteError::Io {
+            let io = |source| RouteError::Io {
                 path: dir.clone(),
                 source,
-            })?;
+            };
+            crate::fsutil::create_private_dir_all(&dir).map_err(io)?;
             for o in c.objects.iter().filter(|o| o.kind == "media") {
                 if let Some(b) = self
                     .rt
@@ -1032,31 +1563,127 @@ impl Router {
                     .map_err(RouteError::Store)?
                 {
                     let name = o.key.rsplit('/').next().unwrap_or("media");
-                    crate::fsutil::write_atomic(&dir.join(name), &b).map_err(|source| {
-                        RouteError::Io {
-                            path: dir.clone(),
-                            source,
-                        }
-                    })?;
+                    crate::fsutil::write_atomic_private(&dir.join(name), &b).map_err(io)?;
                 }
             }
-            crate::fsutil::write_atomic(
+            let mut s2 = s.clone();
+            s2.clip.holds = holds_over(&all_holds, c);
+            s2.clip.hold = !s2.clip.holds.is_empty();
+            for h in &s2.clip.holds {
+                if !rep.holds.contains(h) {
+                    rep.holds.push(h.clone());
+                }
+            }
+            crate::fsutil::write_atomic_private(
                 &dir.join("sidecar.json"),
-                &serde_json::to_vec_pretty(&s).unwrap_or_default(),
+                &serde_json::to_vec_pretty(&s2).unwrap_or_default(),
             )
-            .map_err(|source| RouteError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            exported.push(c.id.clone());
+            .map_err(io)?;
+            rep.clips.push(c.id.clone());
         }
         self.audit.append(Event {
             action: "export".into(),
             account: Some(account.to_string()),
-            detail: Some(format!("{} clips", exported.len())),
+            detail: Some(format!("{} clips", rep.clips.len())),
             ..Default::default()
         })?;
-        Ok(exported)
+        Ok(rep)
+    }
+}
+
+/// A hold record as stored: where, under which key.
+#[derive(Debug, Clone)]
+pub struct StoredHold {
+    pub region: String,
+    pub key: String,
+    pub record: HoldRecord,
+}
+
+/// A hold in force and the stored clips it covers now.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldListed {
+    #[serde(flatten)]
+    pub record: HoldRecord,
+    pub clips: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ExportReport {
+    pub account: String,
+    pub clips: Vec<String>,
+    pub out: PathBuf,
+    /// The holds in force over the exported clips.
+    pub holds: Vec<HoldRecord>,
+}
+
+/// The records (one per case and scope, however many regions store it) that cover `c`.
+fn holds_over(all: &[StoredHold], c: &ClipInfo) -> Vec<HoldRecord> {
+    let mut v: Vec<HoldRecord> = Vec::new();
+    for h in all.iter().filter(|h| h.record.covers(c)) {
+        if !v.contains(&h.record) {
+            v.push(h.record.clone());
+        }
+    }
+    v.sort_by(|a, b| (&a.case, &a.set_at).cmp(&(&b.case, &b.set_at)));
+    v
+}
+
+/// What a redacted output says about how far it can be trusted: whether its audio was
+/// checked for speech and whether faces and voices were really redacted.
+struct Classified {
+    audio: bool,
+    /// Audio that no voice detector checked (voice mode `tag`/`keep`, or the VAD failed).
+    audio_unchecked: bool,
+    faces_unredacted: bool,
+    voices_unredacted: bool,
+}
+
+impl Classified {
+    fn of(s: &Sidecar, cfg: &Config) -> Classified {
+        use crate::redact::audio::VoiceMode;
+        let audio = s.input.audio.is_some();
+        let video = s.input.video.is_some();
+        let voice = s.voice.as_ref();
+        let audio_unchecked = audio
+            && (matches!(cfg.voice.mode, VoiceMode::Tag | VoiceMode::Keep)
+                || voice.is_none_or(|v| v.vad_failed || v.model_sha256.is_empty()));
+        let voices_unredacted = audio
+            && !voice.is_some_and(|v| matches!(v.mode.as_str(), "mute" | "bleep" | "disguise"));
+        let faces_unredacted = video
+            && s.redaction
+                .as_ref()
+                .is_none_or(|r| r.style == crate::redact::video::Style::Tag.name());
+        Classified {
+            audio,
+            audio_unchecked,
+            faces_unredacted,
+            voices_unredacted,
+        }
+    }
+
+    /// `face` (a face track), `voice` (speech found), `audio` (audio that was not checked for
+    /// speech: personal until shown otherwise).
+    fn labels(&self, faces: u64, speech_s: f64) -> Vec<String> {
+        let mut labels = Vec::new();
+        if faces > 0 {
+            labels.push("face".to_string());
+        }
+        if speech_s > 0.0 {
+            labels.push("voice".to_string());
+        } else if self.audio && self.audio_unchecked {
+            labels.push("audio".to_string());
+        }
+        labels
+    }
+
+    /// What was left unredacted, if anything.
+    fn unredacted(&self) -> Option<String> {
+        match (self.faces_unredacted, self.voices_unredacted) {
+            (true, true) => Some("faces and voices were".into()),
+            (true, false) => Some("faces were".into()),
+            (false, true) => Some("voices were".into()),
+            (false, false) => None,
+        }
     }
 }
 
@@ -1116,4 +1743,52 @@ fn load_devices_file(path: &Path) -> Result<BTreeMap<String, DeviceConfig>, Rout
         .map(|f| f.devices)
         .or_else(|_| toml::from_str::<BTreeMap<String, DeviceConfig>>(&text))
         .map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A time in 2030 was taken as the recording time (from a file name or `--recorded-at`)
+    /// and stretched the clip's retention by years.
+    #[test]
+    fn regression_a_recording_time_in_the_future_stretched_retention() {
+        let soon = now() + chrono::Duration::seconds(RECORDED_AT_MAX_SKEW_S - 30);
+        assert!(check_recorded_at(soon).is_ok());
+        let later = now() + chrono::Duration::seconds(RECORDED_AT_MAX_SKEW_S + 30);
+        let e = check_recorded_at(later).unwrap_err();
+        assert!(e.contains("future") && e.contains("RFC 3339"), "{e}");
+        let e = parse_recorded_at("1999-12-31T23:59:59Z").unwrap_err();
+        assert!(e.contains(RECORDED_AT_FLOOR), "{e}");
+        assert!(parse_recorded_at("2030-01-01T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn recording_times_are_read_in_rfc_3339_and_in_the_file_name_form() {
+        let want = DateTime::parse_from_rfc3339("2026-11-29T08:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for s in [
+            "2026-11-29T08:00:00Z",
+            "2026-11-29T09:00:00+01:00",
+            "20261129T080000Z",
+        ] {
+            assert_eq!(parse_recorded_at(s).unwrap(), want, "{s}");
+        }
+        for s in ["2026-11-29", "20261129T080000", "yesterday", ""] {
+            let e = parse_recorded_at(s).unwrap_err();
+            assert!(
+                e.contains("RFC 3339") && e.contains("20261129T080000Z"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hold_scope_reads_as_kind_and_id() {
+        let s = Selector::Device("cam-1".into());
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(j, r#"{"kind":"device","id":"cam-1"}"#);
+        assert_eq!(serde_json::from_str::<Selector>(&j).unwrap(), s);
+    }
 }

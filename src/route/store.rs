@@ -206,6 +206,27 @@ impl Store {
     }
 
     pub async fn put(&self, key: &str, data: Bytes, meta: &[(&str, String)]) -> Result<(), String> {
+        self.put_with(key, data, meta, false).await
+    }
+
+    /// As [`Store::put`], for keys and originals: in a folder store the file is readable by
+    /// its owner only (0600) and the folders made for it are 0700, its own folder included.
+    pub async fn put_private(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &[(&str, String)],
+    ) -> Result<(), String> {
+        self.put_with(key, data, meta, true).await
+    }
+
+    async fn put_with(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &[(&str, String)],
+        private: bool,
+    ) -> Result<(), String> {
         self.confined(key)?;
         if let Some(file) = self.file_of(key) {
             // Not `object_store`'s own local put: it neither fsyncs the file nor its folder
@@ -213,7 +234,7 @@ impl Store {
             // process killed mid-put leaves its `name#1` beside the object for good.
             let file = file?;
             let uri = self.uri(key);
-            return tokio::task::spawn_blocking(move || commit_file(&file, &data))
+            return tokio::task::spawn_blocking(move || commit_file(&file, &data, private))
                 .await
                 .map_err(|e| format!("{uri}: {e}"))?
                 .map_err(|e| format!("{uri}: {e}"));
@@ -352,13 +373,23 @@ impl Store {
 /// Commits `data` as `file` of a folder store: missing folders created durably, what killed
 /// processes left in the folder removed, then written under an unlisted temporary name,
 /// fsynced, renamed, and the folder fsynced.
-fn commit_file(file: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+/// With `private`, the file is 0600 and its folder (and those made for it) 0700.
+fn commit_file(file: &std::path::Path, data: &[u8], private: bool) -> std::io::Result<()> {
     let dir = file
         .parent()
         .ok_or_else(|| std::io::Error::other("an object's file has no folder"))?;
-    crate::fsutil::create_dir_all_durable(dir)?;
+    if !private {
+        crate::fsutil::create_dir_all_durable(dir)?;
+        crate::fsutil::sweep_stale(dir, None);
+        return crate::fsutil::write_through(crate::fsutil::TempFile::beside_unlisted(file)?, data);
+    }
+    crate::fsutil::create_private_dir_all(dir)?;
+    crate::fsutil::set_mode(dir, crate::fsutil::PRIVATE_DIR)?;
     crate::fsutil::sweep_stale(dir, None);
-    crate::fsutil::write_through(crate::fsutil::TempFile::beside_unlisted(file)?, data)
+    let tmp = crate::fsutil::TempFile::beside_unlisted(file)?;
+    std::io::Write::write_all(&mut tmp.create_private()?, data)?;
+    tmp.commit()?;
+    Ok(())
 }
 
 /// How long an `object_store` staging file stays untouched before the sweep takes it for a

@@ -1,0 +1,728 @@
+//! The privacy promises of issue #24, end to end through the real binary on local folder
+//! stores: holds are records per case (a release ends one case only; device and account
+//! holds cover clips ingested later; erase and sweep refuse held clips), unknown ids are
+//! errors that change nothing, `ingest --device` is only the camera, recording times are
+//! bounded, `retention sweep --dry-run` lists what the sweep removes, classification fails
+//! closed, unredacted media goes only where a region accepts it, and keys, quarantine copies,
+//! exports and the audit log are the owner's only.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// Regions: `eu` (vault + key store), `us` (store only), `lab` (accepts unredacted media).
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let d = dir.display();
+    let text = format!(
+        r#"
+[regions.eu]
+store = "file://{d}/eu"
+vault = "file://{d}/eu-vault"
+[regions.us]
+store = "file://{d}/us"
+[regions.lab]
+store = "file://{d}/lab"
+accept_unredacted = true
+
+[devices]
+"cam-eu-1" = {{ region = "eu", account = "acct-7", minor = false }}
+"cam-eu-2" = {{ region = "eu", account = "acct-7", minor = false }}
+"cam-us-1" = {{ region = "us", account = "acct-8", minor = false }}
+"cam-lab-1" = {{ region = "lab", account = "acct-9", minor = false }}
+"cam-lab-2" = {{ region = "lab", account = "acct-9", minor = false }}
+"cam-lab-3" = {{ region = "lab", account = "acct-9", minor = false }}
+"cam-lab-4" = {{ region = "lab", account = "acct-9", minor = false }}
+"cam-lab-5" = {{ region = "lab", account = "acct-9", minor = false }}
+"cam-lab-6" = {{ region = "lab", account = "acct-9", minor = false }}
+
+[retention]
+personal = "30d"
+non_personal = "365d"
+originals = "7d"
+
+[paths]
+quarantine = "{d}/quarantine"
+audit = "{d}/audit.jsonl"
+work = "{d}/work"
+{extra}
+"#
+    );
+    let p = dir.join("obscura.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+struct Run {
+    code: i32,
+    json: Value,
+    stdout: String,
+    stderr: String,
+}
+
+fn obscura(cfg: &Path, args: &[&str], now: Option<&str>) -> Run {
+    let mut c = common::bin();
+    c.args(args).arg("--config").arg(cfg).env("USER", "tester");
+    if let Some(n) = now {
+        c.env("OBSCURA_NOW", n);
+    }
+    let o = c.output().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        json: serde_json::from_slice(&o.stdout).unwrap_or(Value::Null),
+        stdout: String::from_utf8_lossy(&o.stdout).to_string(),
+        stderr: common::stderr(&o),
+    }
+}
+
+fn ingest(cfg: &Path, input: &Path, device: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["ingest", input.to_str().unwrap(), "--device", device];
+    args.extend_from_slice(extra);
+    obscura(cfg, &args, None)
+}
+
+fn sidecar(dir: &Path, region: &str, clip: &str) -> Value {
+    let p = dir
+        .join(region)
+        .join("clips")
+        .join(clip)
+        .join("sidecar.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+fn cases(v: &Value) -> Vec<String> {
+    let mut c: Vec<String> = v
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|h| h["case"].as_str().unwrap().to_string())
+        .collect();
+    c.sort();
+    c
+}
+
+fn audit_actions(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Every file under `dir` with its contents: what "nothing changed" is checked against.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    common::files_under(dir)
+        .into_iter()
+        .map(|f| {
+            let b = std::fs::read(dir.join(&f)).unwrap();
+            (f, b)
+        })
+        .collect()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+const TONE: &str = "audio/tone_440hz_2s_16k.wav";
+const SPEECH: &str = "audio/sense_and_sensibility_01_austen_64kb-0880.wav";
+
+#[test]
+fn two_cases_hold_a_clip_until_both_are_released() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let r = ingest(
+        &cfg,
+        &common::sample(TONE),
+        "cam-eu-1",
+        &["--recorded-at", "2026-01-01T00:00:00Z"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let clip = r.json["clip"].as_str().unwrap().to_string();
+
+    for (case, reason) in [("case us-7", "subpoena 7"), ("case us-8", "subpoena 8")] {
+        let r = obscura(
+            &cfg,
+            &[
+                "hold", "set", "--clip", &clip, "--case", case, "--reason", reason, "--by", "alice",
+            ],
+            None,
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.json["clips"][0], clip.as_str());
+    }
+    let l = obscura(&cfg, &["hold", "list", "--clip", &clip, "--json"], None);
+    assert_eq!(l.code, 0, "{}", l.stderr);
+    assert_eq!(cases(&l.json), ["case us-7", "case us-8"], "{}", l.stdout);
+    assert!(
+        l.json
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["by"] == "alice" && h["scope"]["kind"] == "clip" && h["set_at"].is_string())
+    );
+    let table = obscura(&cfg, &["hold", "list"], None);
+    assert!(
+        table.stdout.contains("case us-7") && table.stdout.contains("subpoena 8"),
+        "{}",
+        table.stdout
+    );
+    let s = sidecar(d, "eu", &clip);
+    assert_eq!(s["clip"]["hold"], true);
+    assert_eq!(cases(&s["clip"]["holds"]), ["case us-7", "case us-8"]);
+
+    // Releasing one case leaves the other in force.
+    let r = obscura(
+        &cfg,
+        &[
+            "hold",
+            "release",
+            "--case",
+            "case us-7",
+            "--reason",
+            "case us-7 closed",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["still_held"][0], clip.as_str());
+    let l = obscura(&cfg, &["hold", "list", "--json"], None);
+    assert_eq!(cases(&l.json), ["case us-8"]);
+    let s = sidecar(d, "eu", &clip);
+    assert_eq!(s["clip"]["hold"], true);
+    assert_eq!(cases(&s["clip"]["holds"]), ["case us-8"]);
+
+    // Erase and sweep refuse the clip, naming the case; nothing is deleted.
+    let before = common::files_under(d);
+    let e = obscura(&cfg, &["erase", "--clip", &clip], None);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    assert_eq!(e.json["held"][0], clip.as_str());
+    assert_eq!(e.json["held_by"][&clip][0], "case us-8");
+    assert!(e.json["erased"].as_array().unwrap().is_empty());
+    let later = "2028-01-01T00:00:00Z";
+    let sw = obscura(&cfg, &["retention", "sweep"], Some(later));
+    assert_eq!(sw.code, 0, "{}", sw.stderr);
+    assert_eq!(sw.json["held"][0], clip.as_str());
+    assert!(sw.json["removed"].as_array().unwrap().is_empty());
+    let after: Vec<String> = common::files_under(d)
+        .into_iter()
+        .filter(|f| f != "audit.jsonl")
+        .collect();
+    assert_eq!(
+        after,
+        before
+            .into_iter()
+            .filter(|f| f != "audit.jsonl")
+            .collect::<Vec<_>>()
+    );
+
+    // The export shows the hold in force.
+    let out = d.join("export");
+    let x = obscura(
+        &cfg,
+        &[
+            "export",
+            "--account",
+            "acct-7",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(x.code, 0, "{}", x.stderr);
+    assert_eq!(cases(&x.json["holds"]), ["case us-8"]);
+    let rec: Value =
+        serde_json::from_slice(&std::fs::read(out.join(&clip).join("sidecar.json")).unwrap())
+            .unwrap();
+    assert_eq!(cases(&rec["clip"]["holds"]), ["case us-8"]);
+
+    // A case that is not in force: an error, nothing changed.
+    let r = obscura(&cfg, &["hold", "release", "--case", "case us-7"], None);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("case us-7") && r.stderr.contains("case us-8"),
+        "{}",
+        r.stderr
+    );
+
+    // With the last case released, the sweep deletes the clip.
+    let r = obscura(&cfg, &["hold", "release", "--case", "case us-8"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sidecar(d, "eu", &clip)["clip"]["hold"], false);
+    let sw = obscura(&cfg, &["retention", "sweep"], Some(later));
+    assert_eq!(sw.json["deleted"][0], clip.as_str(), "{}", sw.stdout);
+    assert!(!d.join("eu/clips").join(&clip).join("sidecar.json").exists());
+
+    // Every hold change is in the audit log, which verifies.
+    let actions = audit_actions(d);
+    assert_eq!(actions.iter().filter(|a| *a == "hold_set").count(), 2);
+    assert_eq!(actions.iter().filter(|a| *a == "hold_release").count(), 2);
+    let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    assert!(
+        log.contains("alice") && log.contains("case us-7 closed"),
+        "{log}"
+    );
+    assert_eq!(obscura(&cfg, &["audit", "verify"], None).code, 0);
+}
+
+#[test]
+fn a_device_hold_covers_a_clip_ingested_after_it() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    // No clip of cam-eu-2 exists yet: the hold is still set (the device is configured).
+    let r = obscura(
+        &cfg,
+        &[
+            "hold", "set", "--device", "cam-eu-2", "--case", "case 9", "--reason", "incident",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.json["clips"].as_array().unwrap().is_empty());
+    // An account hold limited to a window that this clip is not in.
+    let r = obscura(
+        &cfg,
+        &[
+            "hold",
+            "set",
+            "--account",
+            "acct-7",
+            "--case",
+            "case 10",
+            "--reason",
+            "window",
+            "--from",
+            "2025-01-01T00:00:00Z",
+            "--to",
+            "2025-02-01T00:00:00Z",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let r = ingest(
+        &cfg,
+        &common::sample(TONE),
+        "cam-eu-2",
+        &["--recorded-at", "2026-01-01T00:00:00Z"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let clip = r.json["clip"].as_str().unwrap().to_string();
+    let s = sidecar(d, "eu", &clip);
+    assert_eq!(s["clip"]["hold"], true);
+    assert_eq!(
+        cases(&s["clip"]["holds"]),
+        ["case 9"],
+        "the window excludes case 10"
+    );
+
+    let e = obscura(&cfg, &["erase", "--device", "cam-eu-2"], None);
+    assert_eq!(e.json["held"][0], clip.as_str(), "{}", e.stdout);
+    let sw = obscura(&cfg, &["retention", "sweep"], Some("2028-01-01T00:00:00Z"));
+    assert_eq!(sw.json["held"][0], clip.as_str(), "{}", sw.stdout);
+    assert!(d.join("eu/clips").join(&clip).join("sidecar.json").exists());
+    let l = obscura(
+        &cfg,
+        &["hold", "list", "--account", "acct-7", "--json"],
+        None,
+    );
+    assert_eq!(cases(&l.json), ["case 10", "case 9"], "{}", l.stdout);
+
+    // Released: the next erase goes through.
+    assert_eq!(
+        obscura(&cfg, &["hold", "release", "--case", "case 9"], None).code,
+        0
+    );
+    let e = obscura(&cfg, &["erase", "--device", "cam-eu-2"], None);
+    assert_eq!(e.json["erased"][0], clip.as_str(), "{}", e.stdout);
+}
+
+#[test]
+fn unknown_ids_exit_non_zero_and_change_nothing() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let r = ingest(&cfg, &common::sample(TONE), "cam-us-1", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let unknown_clip = "0".repeat(64);
+    let out = d.join("export-typo");
+    let calls: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "hold", "set", "--device", "cam-nope", "--case", "c", "--reason", "r",
+            ],
+            "cam-nope",
+        ),
+        (
+            vec![
+                "hold",
+                "set",
+                "--account",
+                "acct-nope",
+                "--case",
+                "c",
+                "--reason",
+                "r",
+            ],
+            "acct-nope",
+        ),
+        (
+            vec![
+                "hold",
+                "set",
+                "--clip",
+                &unknown_clip,
+                "--case",
+                "c",
+                "--reason",
+                "r",
+            ],
+            &unknown_clip,
+        ),
+        (vec!["hold", "list", "--device", "cam-nope"], "cam-nope"),
+        (
+            vec!["hold", "release", "--case", "c", "--device", "cam-nope"],
+            "cam-nope",
+        ),
+        (vec!["erase", "--device", "cam-typo"], "cam-typo"),
+        (vec!["erase", "--account", "acct-typo"], "acct-typo"),
+        (vec!["erase", "--clip", &unknown_clip], &unknown_clip),
+        (
+            vec![
+                "export",
+                "--account",
+                "acct-typo",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            "acct-typo",
+        ),
+    ];
+    for (args, id) in calls {
+        let before = snapshot(d);
+        let r = obscura(&cfg, &args, None);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(id), "{args:?} names the id: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        if !args.contains(&"--clip") {
+            assert!(
+                r.stderr.contains("known")
+                    && (r.stderr.contains("cam-us-1") || r.stderr.contains("acct-8")),
+                "{args:?} says what is known: {}",
+                r.stderr
+            );
+        }
+        assert!(snapshot(d) == before, "{args:?} changed something");
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn ingest_device_is_the_camera_and_compute_has_its_own_flag() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let tone = common::sample(TONE);
+    for extra in [&["--device", "cpu"][..], &[]] {
+        let device = if extra.is_empty() { "cpu" } else { "cam-us-1" };
+        let r = ingest(&cfg, &tone, device, extra);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.stderr.contains("--compute"), "{}", r.stderr);
+    }
+    assert!(
+        common::files_under(d).iter().all(|f| f == "obscura.toml"),
+        "{:?}",
+        common::files_under(d)
+    );
+    let r = ingest(&cfg, &tone, "cam-us-1", &["--compute", "cpu"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["region"], "us");
+}
+
+#[test]
+fn recorded_at_is_bounded_and_the_error_names_the_formats() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let tone = common::sample(TONE);
+    let now = "2026-06-01T00:00:00Z";
+    let at = |t: &str| {
+        obscura(
+            &cfg,
+            &[
+                "ingest",
+                tone.to_str().unwrap(),
+                "--device",
+                "cam-us-1",
+                "--recorded-at",
+                t,
+            ],
+            Some(now),
+        )
+    };
+    for (t, says) in [
+        ("2030-01-01T00:00:00Z", "future"),
+        ("2026-06-01T00:06:00Z", "future"),
+        ("1999-12-31T23:59:59Z", "2000-01-01"),
+        ("2026-01-01", "RFC 3339"),
+    ] {
+        let r = at(t);
+        assert_eq!(r.code, 2, "{t}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(says) && r.stderr.contains("RFC 3339"),
+            "{t}: {}",
+            r.stderr
+        );
+    }
+    assert!(!d.join("us").join("clips").exists(), "nothing stored");
+    // Within the skew, and the compact form of file names.
+    let r = at("2026-06-01T00:04:00Z");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.json["retain_until"]
+            .as_str()
+            .unwrap()
+            .starts_with("2027-06-01")
+    );
+    let r = obscura(
+        &cfg,
+        &[
+            "ingest",
+            common::sample(SPEECH).to_str().unwrap(),
+            "--device",
+            "cam-us-1",
+            "--recorded-at",
+            "20260501T000000Z",
+        ],
+        Some(now),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.json["retain_until"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-05-31")
+    );
+}
+
+#[test]
+fn dry_run_lists_exactly_what_the_sweep_then_removes() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    // A personal clip (30 d) and a non-personal one (365 d), both with vault originals (7 d).
+    let speech = ingest(
+        &cfg,
+        &common::sample(SPEECH),
+        "cam-eu-1",
+        &["--recorded-at", "2026-01-01T00:00:00Z"],
+    );
+    assert_eq!(speech.code, 0, "{}", speech.stderr);
+    assert_eq!(speech.json["classification"], "personal");
+    let tone = ingest(
+        &cfg,
+        &common::sample(TONE),
+        "cam-eu-1",
+        &["--recorded-at", "2026-01-01T00:00:00Z"],
+    );
+    assert_eq!(tone.code, 0, "{}", tone.stderr);
+    let uri_of = |f: &str| format!("file://{}/{f}", d.display());
+    // Day 10: only the originals are due; day 40: the personal clip too.
+    for (when, want_gone) in [("2026-01-11T00:00:00Z", 4), ("2026-02-10T00:00:00Z", 2)] {
+        let dry = obscura(&cfg, &["retention", "sweep", "--dry-run"], Some(when));
+        assert_eq!(dry.code, 0, "{}", dry.stderr);
+        let mut listed: Vec<String> = dry.json["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        listed.sort();
+        let before = common::files_under(d);
+        let real = obscura(&cfg, &["retention", "sweep"], Some(when));
+        assert_eq!(real.code, 0, "{}", real.stderr);
+        let after = common::files_under(d);
+        let mut gone: Vec<String> = before
+            .iter()
+            .filter(|f| !after.contains(f))
+            .map(|f| uri_of(f))
+            .collect();
+        gone.sort();
+        let mut removed: Vec<String> = real.json["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        removed.sort();
+        assert_eq!(listed, removed, "{when}: dry run vs sweep report");
+        assert_eq!(listed, gone, "{when}: dry run vs files really removed");
+        assert_eq!(listed.len(), want_gone, "{when}: {listed:?}");
+        assert_eq!(dry.json["deleted"], real.json["deleted"]);
+        assert_eq!(
+            dry.json["originals_deleted"],
+            real.json["originals_deleted"]
+        );
+    }
+}
+
+#[test]
+fn speech_is_personal_in_every_voice_mode() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let speech = common::sample(SPEECH);
+    for (i, mode) in ["mute", "bleep", "disguise", "tag", "keep"]
+        .iter()
+        .enumerate()
+    {
+        let device = format!("cam-lab-{}", i + 1);
+        let r = ingest(&cfg, &speech, &device, &["--voice", mode]);
+        assert_eq!(r.code, 0, "{mode}: {}", r.stderr);
+        assert_eq!(r.json["classification"], "personal", "{mode}: {}", r.stdout);
+        let s = sidecar(d, "lab", r.json["clip"].as_str().unwrap());
+        let labels = s["clip"]["labels"].to_string();
+        assert!(
+            labels.contains("voice") || labels.contains("audio"),
+            "{mode}: {labels}"
+        );
+        let unredacted = matches!(*mode, "tag" | "keep");
+        assert_eq!(s["clip"]["redacted"], !unredacted, "{mode}");
+    }
+    // A tone (no speech) with no VAD run is personal too: unchecked audio.
+    let r = ingest(
+        &cfg,
+        &common::sample(TONE),
+        "cam-lab-6",
+        &["--voice", "keep"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["classification"], "personal", "{}", r.stdout);
+
+    // The VAD fails (its model is missing) under on_vad_failure = mute: muted, and personal.
+    let models = d.join("models-without-vad");
+    std::fs::create_dir_all(&models).unwrap();
+    for f in common::listing(&common::models()) {
+        if f.ends_with(".onnx") && !f.contains("silero") {
+            std::fs::copy(common::models().join(&f), models.join(&f)).unwrap();
+        }
+    }
+    let cfg2 = write_config(
+        d,
+        &format!(
+            "[voice]\non_vad_failure = \"mute\"\n[runtime]\nmodels_dir = \"{}\"\n",
+            models.display()
+        ),
+    );
+    let r = obscura(
+        &cfg2,
+        &[
+            "ingest",
+            common::sample(TONE).to_str().unwrap(),
+            "--device",
+            "cam-us-1",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["classification"], "personal", "{}", r.stdout);
+    let s = sidecar(d, "us", r.json["clip"].as_str().unwrap());
+    assert_eq!(s["voice"]["vad_failed"], true, "{s}");
+    assert_eq!(s["clip"]["redacted"], true, "muted is redacted");
+}
+
+#[test]
+fn unredacted_output_is_refused_by_a_region_not_configured_for_it() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let video = common::sample("city_pan.mp4");
+    let r = ingest(&cfg, &video, "cam-us-1", &["--style", "tag"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not redacted") && r.stderr.contains("accept_unredacted"),
+        "{}",
+        r.stderr
+    );
+    assert!(!d.join("us/clips").exists(), "nothing stored");
+    let q = common::files_under(&d.join("quarantine"));
+    assert_eq!(q.len(), 2, "{q:?}");
+    let reason = std::fs::read_to_string(d.join("quarantine").join(&q[1])).unwrap();
+    assert!(reason.contains("accept_unredacted"), "{reason}");
+    // Unredacted voices too.
+    let r = ingest(
+        &cfg,
+        &common::sample(SPEECH),
+        "cam-us-1",
+        &["--voice", "keep"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("voices were not redacted"),
+        "{}",
+        r.stderr
+    );
+    // A region that accepts it stores it, marked.
+    let r = ingest(&cfg, &video, "cam-lab-1", &["--style", "tag"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = sidecar(d, "lab", r.json["clip"].as_str().unwrap());
+    assert_eq!(s["clip"]["redacted"], false);
+}
+
+#[test]
+fn keys_quarantine_copies_exports_and_the_audit_log_are_private() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let r = ingest(&cfg, &common::sample(TONE), "cam-eu-1", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let clip = r.json["clip"].as_str().unwrap().to_string();
+    let key = d.join("eu/keys").join(format!("{clip}.key"));
+    assert_eq!(mode(&key), 0o600, "key");
+    assert_eq!(mode(&d.join("eu/keys")), 0o700, "key folder");
+    let original = d.join("eu-vault/originals").join(format!("{clip}.enc"));
+    assert_eq!(mode(&original), 0o600, "original");
+    assert_eq!(mode(&d.join("eu-vault/originals")), 0o700);
+    assert_eq!(mode(&d.join("audit.jsonl")), 0o600, "audit log");
+
+    // A bad input, readable by all, is quarantined readable by its owner only.
+    let bad = d.join("bad.mp4");
+    std::fs::write(&bad, b"not media").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(ingest(&cfg, &bad, "cam-eu-1", &[]).code, 1);
+    let qdir = d.join("quarantine");
+    assert_eq!(mode(&qdir), 0o700, "quarantine folder");
+    let q = common::files_under(&qdir);
+    assert_eq!(q.len(), 2, "{q:?}");
+    for f in &q {
+        assert_eq!(mode(&qdir.join(f)), 0o600, "{f}");
+    }
+
+    let out = d.join("export");
+    let x = obscura(
+        &cfg,
+        &[
+            "export",
+            "--account",
+            "acct-7",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(x.code, 0, "{}", x.stderr);
+    assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&out.join(&clip)), 0o700);
+    for f in common::files_under(&out) {
+        assert_eq!(mode(&out.join(&f)), 0o600, "{f}");
+    }
+}

@@ -449,6 +449,65 @@ fn rtsp_camera_killed_and_restarted_is_recorded_again() {
     assert!(listing(&dir.path().join("state/spool/cam-2")).is_empty());
 }
 
+/// Under load a recorder's `set_state(Null)` was seen never to return: the camera was never
+/// reconnected and SIGTERM never ended the daemon. With the first teardown made to hang
+/// (fault injection), the camera is reconnected and recorded again, and SIGTERM still ends
+/// the daemon within its drain time plus the grace for stuck threads.
+#[test]
+fn regression_a_stuck_teardown_still_reconnects_and_sigterm_still_ends_the_daemon() {
+    let dir = scratch();
+    let port = free_port();
+    let rport = free_port();
+    let out = dir.path().join("server.txt");
+    let server = start_rtsp(rport, &[], &out);
+    let extra = format!(
+        "[[stream]]\ndevice = \"cam-2\"\nurl = \"rtsp://127.0.0.1:{rport}/cam\"\nsegment = \"2s\"\nbackoff_max_secs = 1\nstall_secs = 3\n"
+    );
+    let cfg = daemon_config(dir.path(), port, &extra);
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let child = bin()
+        .args(["daemon", "--config"])
+        .arg(&cfg)
+        .env("OBSCURA_FAULT", "teardown-hang@count=1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("obscura daemon starts");
+    let mut d = Proc(child);
+    wait_for(Duration::from_secs(30), "/healthz", || {
+        http_get(port, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
+    let up = "obscura_stream_up{device=\"cam-2\"}";
+    let segs = "obscura_stream_segments_total{device=\"cam-2\"}";
+    let stuck = "obscura_stream_stuck_teardowns_total{device=\"cam-2\"}";
+    wait_for(
+        Duration::from_secs(60),
+        "the stream up and a segment",
+        || metric(port, up) == 1.0 && metric(port, segs) >= 1.0,
+    );
+    drop(server); // the camera dies: its connection is torn down, and that teardown hangs
+    wait_for(
+        Duration::from_secs(40),
+        "the stuck teardown counted",
+        || metric(port, stuck) == 1.0,
+    );
+    let before = metric(port, segs);
+    let _server = start_rtsp(rport, &[], &out);
+    wait_for(Duration::from_secs(60), "the stream up again", || {
+        metric(port, up) == 1.0
+    });
+    wait_for(
+        Duration::from_secs(60),
+        "new segments after the restart",
+        || metric(port, segs) >= before + 2.0,
+    );
+    sigterm(&d);
+    // drain_secs is 30; the stuck teardown's thread is not waited for beyond the grace.
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(50)), Some(0));
+    let text = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    assert!(text.contains("did not stop in time"), "{text}");
+}
+
 fn nats_server() -> PathBuf {
     [
         "/usr/sbin/nats-server",

@@ -40,6 +40,8 @@ pub struct StreamState {
     pub reconnects: u64,
     pub segments: u64,
     pub stalls: u64,
+    /// Teardowns of a connection's pipeline that did not finish in time (left behind).
+    pub stuck_teardowns: u64,
 }
 
 /// Everything the daemon counts. Shared by reference (`Arc<Metrics>`).
@@ -203,6 +205,11 @@ impl Metrics {
                     "obscura_stream_stalls_total",
                     "Times the stream delivered nothing for stall_secs.",
                     |s: &StreamState| s.stalls,
+                ),
+                (
+                    "obscura_stream_stuck_teardowns_total",
+                    "Connections whose pipeline did not stop within the teardown limit (left behind; a new one was started).",
+                    |s: &StreamState| s.stuck_teardowns,
                 ),
             ] {
                 let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");

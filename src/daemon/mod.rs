@@ -495,14 +495,41 @@ pub fn run(mut cfg: Config) -> Result<(), DaemonError> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    for h in workers.into_iter().chain(pullers).chain(recorders) {
-        let _ = h.join();
+    // Threads that still run after the drain (a clip abandoned mid-stage, a recorder stuck in
+    // GStreamer) get a few seconds more; then the daemon stops without them, so that SIGTERM
+    // always ends the process (what they held is recovered at the next start).
+    let grace = Instant::now() + ABANDON_GRACE;
+    let threads: Vec<_> = workers
+        .into_iter()
+        .chain(pullers)
+        .chain(recorders)
+        .collect();
+    while !all_done(&threads) && Instant::now() < grace {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut left = 0;
+    for h in threads {
+        if h.is_finished() {
+            let _ = h.join();
+        } else {
+            left += 1;
+        }
+    }
+    if left > 0 {
+        tracing::error!(
+            threads = left,
+            "threads did not stop after the drain: stopping without them"
+        );
     }
     http_stop.store(true, Ordering::SeqCst);
     let _ = http.join();
     tracing::info!("obscura daemon stopped");
     Ok(())
 }
+
+/// How long threads still running after the drain are waited for before the daemon stops
+/// without them.
+const ABANDON_GRACE: Duration = Duration::from_secs(5);
 
 /// Empties the daemon's own work folder: anything there was left by a killed run.
 fn clean_stale_temps(work: &Path) {

@@ -12,7 +12,13 @@
 //!
 //! Lost connections and streams that deliver nothing for `stall_secs` are closed (the open
 //! segment is finished first) and reconnected with exponential backoff (0.5 s doubling up to
-//! `backoff_max_secs`). Only video is recorded: audio tracks of cameras are dropped (never
+//! `backoff_max_secs`). A connection's pipeline is stopped on a thread of its own, waited for at
+//! most `TEARDOWN_LIMIT`: under load GStreamer was seen waiting for good in `gst_pad_stop_task`
+//! (`set_state(Null)`), which left the camera never reconnected and the daemon unable to stop.
+//! A teardown that does not finish is left behind (counted in
+//! `obscura_stream_stuck_teardowns_total`), its spool files are handed on later (at the end of
+//! a later connection or the next start; one still being written fails as truncated and is
+//! quarantined), and a new connection starts. Only video is recorded: audio tracks of cameras are dropped (never
 //! stored unredacted; see README).
 //!
 //! Owns: the recording pipelines and the spool. Must not touch: processing, stores.
@@ -28,6 +34,35 @@ use gstreamer::prelude::*;
 use super::DaemonError;
 use super::metrics::Metrics;
 use crate::config::{StreamConfig, redact_url};
+
+/// How long a connection's teardown (`set_state(Null)`) may take before it is left behind.
+pub const TEARDOWN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Stops `pipeline` on a thread of its own and waits up to `limit`; whether it finished.
+/// A teardown that does not finish keeps its thread and the pipeline (nothing else can be
+/// done with a pipeline stuck in a state change); the caller goes on.
+fn teardown(pipeline: gst::Pipeline, device: &str, limit: Duration) -> bool {
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    let hang = crate::pipeline::fault::teardown_hangs();
+    let spawned = std::thread::Builder::new()
+        .name(format!("teardown-{device}"))
+        .spawn(move || {
+            if hang {
+                // Fault injection: a teardown that never returns (the pipeline stays up).
+                let _keep = pipeline;
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            let _ = pipeline.set_state(gst::State::Null);
+            drop(pipeline);
+            let _ = tx.send(());
+        });
+    if spawned.is_err() {
+        return false;
+    }
+    rx.recv_timeout(limit).is_ok()
+}
 
 /// Starts the recorder thread of one stream.
 pub fn spawn(
@@ -193,7 +228,9 @@ fn record_once(
     }
     let bus = pipeline.bus().ok_or("pipeline without a bus")?;
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let _ = pipeline.set_state(gst::State::Null);
+        if !teardown(pipeline, &device, TEARDOWN_LIMIT) {
+            metrics.stream(&device, |st| st.stuck_teardowns += 1);
+        }
         return Err(format!("cannot start: {e}"));
     }
     tracing::info!(device = %device, url = %redact_url(&s.url), "stream connecting");
@@ -266,7 +303,12 @@ fn record_once(
             }
         }
     }
-    let _ = pipeline.set_state(gst::State::Null);
+    drop(bus);
+    if !teardown(pipeline, &device, TEARDOWN_LIMIT) {
+        metrics.stream(&device, |st| st.stuck_teardowns += 1);
+        tracing::error!(device = %device, limit_s = TEARDOWN_LIMIT.as_secs(), "the connection's pipeline did not stop in time: left behind, a new connection starts");
+        return Ok(got_video.load(Ordering::Relaxed));
+    }
     // The recorder is stopped: whatever is still in the spool (a fragment the muxer could not
     // close) is handed on now; processing keeps it or quarantines it as truncated.
     recover_spool(spool, ready);

@@ -8,6 +8,7 @@
 //! | `detect-stall@frame=N`     | the detect stage hangs for good (the watchdog must fail the run) |
 //! | `redact-panic@frame=N`     | the redact stage panics before redacting frame N                 |
 //! | `encode-error@frame=N`     | the video encoder's source posts an error, as a failing encoder does |
+//! | `teardown-hang@count=N`    | the first N teardowns of an RTSP recorder's pipeline never return (as one stuck in `gst_pad_stop_task` under load) |
 //!
 //! Any other value is ignored with a warning. Never set in production.
 
@@ -19,10 +20,16 @@ pub(crate) enum Fault {
     DetectStall(u64),
     RedactPanic(u64),
     EncodeError(u64),
+    TeardownHang(u64),
 }
 
 fn parse(s: &str) -> Option<Fault> {
     let (kind, at) = s.trim().split_once('@')?;
+    if kind == "teardown-hang" {
+        return Some(Fault::TeardownHang(
+            at.strip_prefix("count=")?.parse().ok()?,
+        ));
+    }
     let n: u64 = at.strip_prefix("frame=")?.parse().ok()?;
     Some(match kind {
         "detect-error" => Fault::DetectError(n),
@@ -31,6 +38,16 @@ fn parse(s: &str) -> Option<Fault> {
         "encode-error" => Fault::EncodeError(n),
         _ => return None,
     })
+}
+
+/// Whether this teardown of a recorder's pipeline is to hang (`teardown-hang@count=N`: the
+/// first N of the process do).
+pub fn teardown_hangs() -> bool {
+    static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    match get() {
+        Some(Fault::TeardownHang(n)) => SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n,
+        _ => false,
+    }
 }
 
 /// The fault requested for this process, if any.
@@ -57,6 +74,8 @@ mod tests {
         assert_eq!(parse("encode-error@frame=0"), Some(Fault::EncodeError(0)));
         assert_eq!(parse("detect-stall@frame=5"), Some(Fault::DetectStall(5)));
         assert_eq!(parse("redact-panic@frame=7"), Some(Fault::RedactPanic(7)));
+        assert_eq!(parse("teardown-hang@count=1"), Some(Fault::TeardownHang(1)));
+        assert_eq!(parse("teardown-hang@frame=1"), None);
         for bad in [
             "",
             "detect-error",

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 use gstreamer as gst;
 
-mod fault;
+pub(crate) mod fault;
 mod video;
 mod voice;
 

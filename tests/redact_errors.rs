@@ -293,3 +293,67 @@ fn regression_a_file_spliced_from_two_recordings_is_redacted_not_stalled() {
         "faces found and redacted in the second part"
     );
 }
+
+/// An H.264 High-profile stream with B-frames as an RTSP recorder stores it: RTP carries one
+/// timestamp per frame, so the recorded segment holds PTS = DTS in decode order (issue #29:
+/// every such segment from a stock RTSP server waited 60 s for the stall watchdog, then went
+/// to the quarantine, and `redact` on it stalled the same way). It is redacted: as many frames
+/// out as the decoder gives, faces found, nothing stalled.
+#[test]
+fn regression_b_frames_with_decode_order_timestamps_are_redacted_not_stalled() {
+    use gstreamer::prelude::*;
+    let dir = common::scratch();
+    let input = dir.path().join("bframes_dts.mp4");
+    gstreamer::init().unwrap();
+    let p = gstreamer::parse::launch(&format!(
+        "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! \
+         video/x-raw,format=I420 ! x264enc speed-preset=veryfast bframes=2 key-int-max=50 ! \
+         video/x-h264,profile=high ! h264parse name=parse ! mp4mux ! filesink location=\"{}\"",
+        common::sample("faces_sizes.mp4").display(),
+        input.display()
+    ))
+    .unwrap();
+    let bin = p.clone().downcast::<gstreamer::Bin>().unwrap();
+    let pad = bin.by_name("parse").unwrap().static_pad("src").unwrap();
+    let reordered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = reordered.clone();
+    pad.add_probe(gstreamer::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gstreamer::PadProbeData::Buffer(b)) = info.data.as_mut() {
+            let b = b.make_mut();
+            if b.pts() != b.dts() {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let dts = b.dts();
+            b.set_pts(dts);
+        }
+        gstreamer::PadProbeReturn::Ok
+    });
+    p.set_state(gstreamer::State::Playing).unwrap();
+    let msg = p
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gstreamer::ClockTime::from_seconds(120),
+            &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
+        )
+        .expect("the pipeline ends in time");
+    assert_eq!(msg.type_(), gstreamer::MessageType::Eos, "{msg:?}");
+    p.set_state(gstreamer::State::Null).unwrap();
+    assert!(
+        reordered.load(std::sync::atomic::Ordering::Relaxed) > 50,
+        "the stream has B-frames (frames whose PTS is not their DTS)"
+    );
+
+    let decoded = obscura::eval::luma_hashes(&input).unwrap().len();
+    let out = dir.path().join("out.mp4");
+    let o = common::redact_to(&input, &out, &["--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["frames"].as_u64().unwrap() as usize,
+        decoded,
+        "every decoded frame"
+    );
+    assert_eq!(obscura::eval::luma_hashes(&out).unwrap().len(), decoded);
+    assert!(v["tracks"].as_u64().unwrap() > 0, "{v}");
+}

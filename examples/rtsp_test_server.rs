@@ -6,6 +6,9 @@
 //! cargo run --release --example rtsp_test_server -- --port 8554 --file samples/city_pan.mp4 \
 //!     [--loops N]   # end the stream (EOS) after N loops; default: forever
 //!     [--once]      # only the first client gets the stream; later ones get an empty one
+//!     [--launch DESC]  # instead of --file: a stock gst-rtsp-server media factory with this
+//!                      # launch line (payloaders pay0, pay1, …; paced by the server's clock),
+//!                      # e.g. a file with B-frames, or a camera's video and G.711 audio
 //! ```
 //! Prints `listening rtsp://127.0.0.1:PORT/cam` when ready, and `served <seconds>` on stdout
 //! when a session's stream ends.
@@ -77,6 +80,23 @@ fn main() {
     let loops: u64 = arg("--loops").and_then(|s| s.parse().ok()).unwrap_or(0);
     let once = args.iter().any(|a| a == "--once");
     gst::init().expect("gstreamer");
+    if let Some(launch) = arg("--launch") {
+        let main_loop = gst::glib::MainLoop::new(None, false);
+        let server = rtsp::RTSPServer::new();
+        server.set_address("127.0.0.1");
+        server.set_service(&port);
+        let factory = rtsp::RTSPMediaFactory::new();
+        factory.set_launch(&format!("( {launch} )"));
+        factory.set_shared(false);
+        server
+            .mount_points()
+            .expect("mount points")
+            .add_factory("/cam", factory);
+        let _id = server.attach(None).expect("attach");
+        println!("listening rtsp://127.0.0.1:{port}/cam");
+        main_loop.run();
+        return;
+    }
     let (caps, samples, clip_len) = match read_samples(&file) {
         Ok(x) => x,
         Err(e) => {

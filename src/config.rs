@@ -155,6 +155,19 @@ pub struct StreamConfig {
     /// RTSP jitter buffer, milliseconds.
     #[serde(default = "default_latency")]
     pub latency_ms: u32,
+    /// `record` (default): the camera's audio track (PCMU/PCMA, AAC, Opus) goes into each
+    /// segment with the video and is redacted by `voice` like a file's; `drop`: video only.
+    #[serde(default)]
+    pub audio: StreamAudio,
+}
+
+/// What a recorder does with a camera's audio.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamAudio {
+    #[default]
+    Record,
+    Drop,
 }
 
 fn default_segment() -> String {

@@ -508,6 +508,80 @@ fn regression_a_stuck_teardown_still_reconnects_and_sigterm_still_ends_the_daemo
     assert!(text.contains("did not stop in time"), "{text}");
 }
 
+/// A camera that sends audio (here G.711 µ-law, as door stations and intercoms do, served by
+/// a stock gst-rtsp-server media factory beside the H.264 video): its audio is recorded into
+/// every segment, and each stored clip has its voices found and muted like a file's.
+#[test]
+fn camera_audio_is_recorded_and_its_voices_muted_in_the_stored_clips() {
+    let dir = scratch();
+    let port = free_port();
+    let rport = free_port();
+    let launch = format!(
+        "filesrc location=\"{}\" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 \
+         config-interval=1 filesrc location=\"{}\" ! wavparse ! audioconvert ! audioresample ! \
+         audio/x-raw,rate=8000,channels=1 ! mulawenc ! rtppcmupay name=pay1 pt=0",
+        sample("city_pan.mp4").display(),
+        sample("audio/librivox_gaps_16k.wav").display()
+    );
+    let out = dir.path().join("server.txt");
+    let child = Command::new(example("rtsp_test_server"))
+        .args(["--port", &rport.to_string(), "--launch", &launch])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rtsp test server starts");
+    let _server = Proc(child);
+    wait_for(Duration::from_secs(20), "the RTSP server to listen", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("listening"))
+    });
+    let extra = format!(
+        "[[stream]]\ndevice = \"cam-2\"\nurl = \"rtsp://127.0.0.1:{rport}/cam\"\nsegment = \"4s\"\nbackoff_max_secs = 1\n"
+    );
+    let cfg = daemon_config(dir.path(), port, &extra);
+    let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
+    let store = dir.path().join("store");
+    // The file's speech runs 1.2-7.8 s and 10.4-12.9 s of each 14 s pass.
+    let speech_s = |clips: &[(String, serde_json::Value)]| -> f64 {
+        clips
+            .iter()
+            .filter_map(|(_, s)| s["voice"]["segments"].as_array())
+            .flatten()
+            .map(|g| g["end_s"].as_f64().unwrap() - g["start_s"].as_f64().unwrap())
+            .sum()
+    };
+    wait_for(Duration::from_secs(120), "clips with speech stored", || {
+        speech_s(&stored_clips(&store)) > 4.0
+    });
+    sigterm(&d);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(40)), Some(0));
+    let clips = stored_clips(&store);
+    let mut checked = 0.0;
+    for (id, s) in &clips {
+        assert_eq!(
+            s["input"]["audio"]["codec"], "MPEG-4 AAC",
+            "the camera's audio is in the clip: {s}"
+        );
+        let (x, rate) =
+            obscura::eval::decode_audio(&store.join("clips").join(id).join("media.mp4")).unwrap();
+        assert!(rate > 0 && !x.is_empty(), "stored audio");
+        for g in s["voice"]["segments"].as_array().unwrap() {
+            let (a, b) = (g["start_s"].as_f64().unwrap(), g["end_s"].as_f64().unwrap());
+            if b - a < 0.3 {
+                continue;
+            }
+            let inside = obscura::eval::energy(&x, rate, |t| t > a + 0.05 && t < b - 0.05);
+            let n = (b - a - 0.1) * f64::from(rate);
+            assert!(
+                (inside / n).sqrt() < 1e-3,
+                "{id}: speech {a:.2}-{b:.2} s muted (rms {})",
+                (inside / n).sqrt()
+            );
+            checked += b - a;
+        }
+    }
+    assert!(checked > 3.0, "{checked} s of stored speech checked");
+}
+
 fn nats_server() -> PathBuf {
     [
         "/usr/sbin/nats-server",

@@ -18,8 +18,11 @@
 //! A teardown that does not finish is left behind (counted in
 //! `obscura_stream_stuck_teardowns_total`), its spool files are handed on later (at the end of
 //! a later connection or the next start; one still being written fails as truncated and is
-//! quarantined), and a new connection starts. Only video is recorded: audio tracks of cameras are dropped (never
-//! stored unredacted; see README).
+//! quarantined), and a new connection starts.
+//!
+//! The camera's audio goes into the segments beside the video (`audio = "drop"`: video only):
+//! AAC and Opus as sent, G.711 (PCMU/PCMA, which MP4 cannot hold) decoded and encoded to AAC.
+//! A segment is raw input like any file: its voices are redacted by `voice` when processed.
 //!
 //! Owns: the recording pipelines and the spool. Must not touch: processing, stores.
 
@@ -33,7 +36,7 @@ use gstreamer::prelude::*;
 
 use super::DaemonError;
 use super::metrics::Metrics;
-use crate::config::{StreamConfig, redact_url};
+use crate::config::{StreamAudio, StreamConfig, redact_url};
 
 /// How long a connection's teardown (`set_state(Null)`) may take before it is left behind.
 pub const TEARDOWN_LIMIT: Duration = Duration::from_secs(5);
@@ -217,11 +220,23 @@ fn record_once(
     {
         let (pipe, split) = (pipeline.downgrade(), split.downgrade());
         let (last_data, got_video, device) = (last_data.clone(), got_video.clone(), device.clone());
+        let (audio, got_audio) = (s.audio, Arc::new(AtomicBool::new(false)));
         src.connect_pad_added(move |_, pad| {
             let (Some(pipe), Some(split)) = (pipe.upgrade(), split.upgrade()) else {
                 return;
             };
-            if let Err(e) = link_pad(&pipe, &split, pad, &last_data, &got_video, origin) {
+            let media = pad
+                .current_caps()
+                .unwrap_or_else(|| pad.query_caps(None))
+                .structure(0)
+                .and_then(|st| st.get::<String>("media").ok())
+                .unwrap_or_default();
+            let linked = if media == "audio" {
+                link_audio_pad(&pipe, &split, pad, audio, &got_audio)
+            } else {
+                link_pad(&pipe, &split, pad, &last_data, &got_video, origin)
+            };
+            if let Err(e) = linked {
                 tracing::warn!(device = %device, error = %e, "stream pad not recorded");
             }
         });
@@ -357,6 +372,101 @@ fn on_closed(st: &gst::StructureRef, ready: &Path, metrics: &Metrics, device: &s
 
 /// Links a new rtspsrc pad: video (H.264/H.265) into splitmuxsink, anything else into a
 /// fakesink (dropped).
+/// A fakesink for a stream that is not recorded.
+fn drop_pad(pipe: &gst::Pipeline, pad: &gst::Pad) -> Result<(), String> {
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build()
+        .map_err(|e| e.to_string())?;
+    pipe.add(&sink).map_err(|e| e.to_string())?;
+    sink.sync_state_with_parent().map_err(|e| e.to_string())?;
+    pad.link(&sink.static_pad("sink").ok_or("fakesink pad")?)
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+/// The elements that take a camera's audio from RTP into what mp4mux takes (AAC or Opus as
+/// sent; G.711, which MP4 cannot hold, decoded and encoded to AAC).
+fn audio_chain(enc: &str) -> Option<Vec<&'static str>> {
+    Some(match enc {
+        "PCMU" => vec![
+            "rtppcmudepay",
+            "mulawdec",
+            "audioconvert",
+            "audioresample",
+            "avenc_aac",
+            "aacparse",
+        ],
+        "PCMA" => vec![
+            "rtppcmadepay",
+            "alawdec",
+            "audioconvert",
+            "audioresample",
+            "avenc_aac",
+            "aacparse",
+        ],
+        "MPEG4-GENERIC" => vec!["rtpmp4gdepay", "aacparse"],
+        "MP4A-LATM" => vec!["rtpmp4adepay", "aacparse"],
+        "OPUS" => vec!["rtpopusdepay", "opusparse"],
+        _ => return None,
+    })
+}
+
+/// Records a camera's audio track into the segments beside the video (`audio = "record"`),
+/// or drops it. One audio track per stream; others, and codecs not handled, are dropped.
+fn link_audio_pad(
+    pipe: &gst::Pipeline,
+    split: &gst::Element,
+    pad: &gst::Pad,
+    mode: StreamAudio,
+    got_audio: &AtomicBool,
+) -> Result<(), String> {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let enc = caps
+        .structure(0)
+        .and_then(|st| st.get::<&str>("encoding-name").ok())
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    if mode == StreamAudio::Drop {
+        drop_pad(pipe, pad)?;
+        return Ok(());
+    }
+    let Some(names) = audio_chain(&enc) else {
+        drop_pad(pipe, pad)?;
+        return Err(format!("audio stream '{enc}' is not recorded (dropped)"));
+    };
+    if got_audio.swap(true, Ordering::SeqCst) {
+        drop_pad(pipe, pad)?;
+        return Err("a second audio stream is not recorded".into());
+    }
+    let elements = names
+        .iter()
+        .map(|n| {
+            gst::ElementFactory::make(n)
+                .build()
+                .map_err(|e| format!("{n}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    pipe.add_many(elements.iter()).map_err(|e| e.to_string())?;
+    gst::Element::link_many(elements.iter()).map_err(|e| e.to_string())?;
+    let sinkpad = split
+        .request_pad_simple("audio_%u")
+        .ok_or("splitmuxsink refused an audio pad")?;
+    let last = elements.last().ok_or("empty chain")?;
+    last.static_pad("src")
+        .ok_or("audio parser pad")?
+        .link(&sinkpad)
+        .map_err(|e| format!("{e:?}"))?;
+    for e in &elements {
+        e.sync_state_with_parent().map_err(|e| e.to_string())?;
+    }
+    pad.link(&elements[0].static_pad("sink").ok_or("depayloader pad")?)
+        .map_err(|e| format!("{e:?}"))?;
+    tracing::info!(encoding = %enc, "recording the camera's audio");
+    Ok(())
+}
+
 fn link_pad(
     pipe: &gst::Pipeline,
     split: &gst::Element,
@@ -378,15 +488,7 @@ fn link_pad(
         _ => None,
     };
     let Some((depay_name, parse_name)) = chain else {
-        let sink = gst::ElementFactory::make("fakesink")
-            .property("sync", false)
-            .property("async", false)
-            .build()
-            .map_err(|e| e.to_string())?;
-        pipe.add(&sink).map_err(|e| e.to_string())?;
-        sink.sync_state_with_parent().map_err(|e| e.to_string())?;
-        pad.link(&sink.static_pad("sink").ok_or("fakesink pad")?)
-            .map_err(|e| format!("{e:?}"))?;
+        drop_pad(pipe, pad)?;
         return Err(format!("{media} stream '{enc}' is not recorded (dropped)"));
     };
     if got_video.load(Ordering::Relaxed) {

@@ -582,6 +582,68 @@ fn camera_audio_is_recorded_and_its_voices_muted_in_the_stored_clips() {
     assert!(checked > 3.0, "{checked} s of stored speech checked");
 }
 
+/// A B-frame camera (H.264 High, 2 B-frames) served the way stock RTSP servers serve a file
+/// (gst-rtsp-server's media factory: `qtdemux ! h264parse ! rtph264pay`, paced in real time).
+/// RTP carries presentation times only, so each recorded segment holds decode-order
+/// timestamps: every segment stalled for 60 s and went to the quarantine (issue #29). Every
+/// segment is stored now, none quarantined.
+#[test]
+fn b_frame_camera_from_a_stock_server_is_recorded_and_every_segment_stored() {
+    let dir = scratch();
+    let port = free_port();
+    let rport = free_port();
+    let bframes = dir.path().join("bframes.mp4");
+    gst_launch(&format!(
+        "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! \
+         video/x-raw,format=I420 ! x264enc speed-preset=veryfast bframes=2 key-int-max=24 ! \
+         video/x-h264,profile=high ! h264parse ! mp4mux ! filesink location=\"{}\"",
+        sample("city_pan.mp4").display(),
+        bframes.display()
+    ));
+    let launch = format!(
+        "filesrc location=\"{}\" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 \
+         config-interval=1",
+        bframes.display()
+    );
+    let out = dir.path().join("server.txt");
+    let child = Command::new(example("rtsp_test_server"))
+        .args(["--port", &rport.to_string(), "--launch", &launch])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rtsp test server starts");
+    let _server = Proc(child);
+    wait_for(Duration::from_secs(20), "the RTSP server to listen", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("listening"))
+    });
+    let extra = format!(
+        "[[stream]]\ndevice = \"cam-2\"\nurl = \"rtsp://127.0.0.1:{rport}/cam\"\nsegment = \"4s\"\nbackoff_max_secs = 1\n"
+    );
+    let cfg = daemon_config(dir.path(), port, &extra);
+    let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
+    let store = dir.path().join("store");
+    let segs = "obscura_stream_segments_total{device=\"cam-2\"}";
+    wait_for(
+        Duration::from_secs(120),
+        "segments recorded and processed",
+        || {
+            metric(port, segs) >= 4.0
+                && listing(&dir.path().join("state/streams/cam-2")).is_empty()
+                && stored_clips(&store).len() >= 4
+        },
+    );
+    sigterm(&d);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(40)), Some(0));
+    let quarantined = walk(&dir.path().join("quarantine"));
+    assert!(
+        quarantined.is_empty(),
+        "nothing quarantined: {quarantined:?}"
+    );
+    for (id, s) in stored_clips(&store) {
+        assert!(s["totals"]["frames"].as_u64().unwrap() > 0, "{id}: {s}");
+    }
+}
+
 fn nats_server() -> PathBuf {
     [
         "/usr/sbin/nats-server",

@@ -580,31 +580,64 @@ pub fn main() -> ExitCode {
             r.sweep(a.dry_run)
                 .map(|x| serde_json::to_value(x).unwrap_or_default())
         }),
-        Command::Audit(a) => match Config::load(&a.config) {
-            Ok(c) => match crate::route::audit::AuditLog::new(&c.paths.audit).verify() {
-                Ok(n) => {
-                    println!(
-                        "{}",
-                        serde_json::json!({"ok": true, "entries": n, "log": c.paths.audit})
-                    );
-                    exit::OK
-                }
-                Err(e) => {
-                    println!(
-                        "{}",
-                        serde_json::json!({"ok": false, "error": e.to_string()})
-                    );
-                    fail(&e);
-                    exit::INPUT
-                }
-            },
-            Err(e) => {
-                fail(&e);
-                exit::USAGE
-            }
-        },
+        Command::Audit(a) => cmd_audit_verify(a),
     };
     ExitCode::from(code)
+}
+
+/// `audit verify`: the chain, the head file and the heads anchored in the stores. A broken
+/// log is exit 1 with the first bad entry named.
+fn cmd_audit_verify(a: AuditArgs) -> u8 {
+    let c = match Config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e);
+            return exit::USAGE;
+        }
+    };
+    let r = match crate::route::Router::new(&c) {
+        Ok(r) => r,
+        Err(e) => {
+            fail(&e);
+            return e.exit_code();
+        }
+    };
+    match r.verify_audit() {
+        Ok(v) => {
+            let mut out = serde_json::json!({"ok": true, "log": c.paths.audit});
+            if let (Some(o), Ok(serde_json::Value::Object(m))) =
+                (out.as_object_mut(), serde_json::to_value(&v))
+            {
+                o.extend(m);
+            }
+            if v.legacy_entries > 0 {
+                let note = match v.hmac_from {
+                    Some(k) => format!(
+                        "entries 1 to {} are legacy (plain sha256, from an earlier version), sealed by the HMAC chain from entry {k}",
+                        v.legacy_entries
+                    ),
+                    None => format!(
+                        "all {} entries are legacy (plain sha256, from an earlier version): anyone who can write the log could have rewritten them",
+                        v.legacy_entries
+                    ),
+                };
+                out["note"] = note.into();
+            }
+            println!("{out}");
+            exit::OK
+        }
+        Err(e) => {
+            println!(
+                "{}",
+                serde_json::json!({"ok": false, "error": e.to_string()})
+            );
+            fail(&e);
+            match e {
+                crate::route::RouteError::Audit(_) => exit::INPUT,
+                e => e.exit_code(),
+            }
+        }
+    }
 }
 
 /// The configuration from the file and flags, or the usage exit status after saying why.

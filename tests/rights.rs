@@ -693,6 +693,8 @@ fn keys_quarantine_copies_exports_and_the_audit_log_are_private() {
     assert_eq!(mode(&original), 0o600, "original");
     assert_eq!(mode(&d.join("eu-vault/originals")), 0o700);
     assert_eq!(mode(&d.join("audit.jsonl")), 0o600, "audit log");
+    assert_eq!(mode(&d.join("audit.jsonl.key")), 0o600, "audit key");
+    assert_eq!(mode(&d.join("audit.jsonl.head")), 0o600, "audit head");
 
     // A bad input, readable by all, is quarantined readable by its owner only.
     let bad = d.join("bad.mp4");
@@ -725,4 +727,111 @@ fn keys_quarantine_copies_exports_and_the_audit_log_are_private() {
     for f in common::files_under(&out) {
         assert_eq!(mode(&out.join(&f)), 0o600, "{f}");
     }
+}
+
+/// Rewrites every line of an audit log as an earlier version's plain sha256 chain: what
+/// anyone who can write the log can do without the audit key.
+fn rechain_with_sha256(text: &str) -> String {
+    use obscura::route::audit::{Entry, GENESIS, legacy_hash};
+    let mut prev = GENESIS.to_string();
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut e: Entry = serde_json::from_str(line).unwrap();
+        e.chain = None;
+        e.prev = prev;
+        e.hash = legacy_hash(&e);
+        prev = e.hash.clone();
+        out.push_str(&serde_json::to_string(&e).unwrap());
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn audit_verify_finds_an_edit_a_cut_tail_and_a_log_rechained_without_the_key() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let log = d.join("audit.jsonl");
+    let set = |scope: &str, id: &str, case: &str| {
+        let r = obscura(
+            &cfg,
+            &["hold", "set", scope, id, "--case", case, "--reason", "r"],
+            None,
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    };
+    set("--device", "cam-eu-1", "case A");
+    set("--device", "cam-us-1", "case B");
+    set("--account", "acct-9", "case C");
+    let verify = || obscura(&cfg, &["audit", "verify"], None);
+    let ok = verify();
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert_eq!(ok.json["entries"], 3, "{}", ok.stdout);
+    assert_eq!(ok.json["hmac_from"], 1, "{}", ok.stdout);
+    assert_eq!(ok.json["head"], 3, "{}", ok.stdout);
+
+    // The sweep anchors the head (entry 3) in every region's store; one more entry after it.
+    let sw = obscura(&cfg, &["retention", "sweep"], None);
+    assert_eq!(sw.code, 0, "{}", sw.stderr);
+    assert_eq!(
+        sw.json["audit_anchored"].as_array().unwrap().len(),
+        3,
+        "{}",
+        sw.stdout
+    );
+    assert!(d.join("eu/audit/head.json").is_file());
+    set("--account", "acct-8", "case D");
+    assert_eq!(verify().code, 0);
+    let good = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    assert_eq!(lines.len(), 4);
+    let restore = || std::fs::write(&log, &good).unwrap();
+
+    // One byte edited in entry 2.
+    let edited = good.replacen("cam-us-1", "cam-us-2", 1);
+    assert_ne!(edited, good);
+    std::fs::write(&log, &edited).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("entry 2 is broken"), "{}", r.stderr);
+    assert_eq!(r.json["ok"], false);
+    restore();
+
+    // The last entry cut off: the head file says 4.
+    std::fs::write(&log, format!("{}\n", lines[..3].join("\n"))).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("ends at entry 3") && r.stderr.contains("cut off"),
+        "{}",
+        r.stderr
+    );
+    restore();
+
+    // Re-chained with plain sha256 (no key needed): the first entry is not HMAC-chained any
+    // more, yet the head file anchors an HMAC entry.
+    std::fs::write(&log, rechain_with_sha256(&good)).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("entry 4 is broken"), "{}", r.stderr);
+    // ... and with the head file and the key removed too, the head anchored in the stores
+    // by the sweep still finds it.
+    std::fs::remove_file(d.join("audit.jsonl.head")).unwrap();
+    let key = std::fs::read(d.join("audit.jsonl.key")).unwrap();
+    std::fs::remove_file(d.join("audit.jsonl.key")).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("entry 3 is broken") && r.stderr.contains("audit/head.json"),
+        "{}",
+        r.stderr
+    );
+    // The untouched log, key and head verify again.
+    std::fs::write(d.join("audit.jsonl.key"), key).unwrap();
+    restore();
+    set("--account", "acct-7", "case E");
+    let r = verify();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["entries"], 5);
 }

@@ -389,7 +389,13 @@ pub struct SweepReport {
     /// Half-written files that killed processes left in folder stores, removed (counted
     /// only, with `dry_run`).
     pub interrupted_removed: usize,
+    /// Where the audit chain's head was anchored (each region's `audit/head.json`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audit_anchored: Vec<String>,
 }
+
+/// Where a region store keeps its copy of the audit chain's head.
+pub const AUDIT_HEAD_KEY: &str = "audit/head.json";
 
 impl Router {
     pub fn new(cfg: &Config) -> Result<Router, RouteError> {
@@ -430,7 +436,7 @@ impl Router {
             cfg: cfg.clone(),
             regions,
             devices,
-            audit: AuditLog::new(&cfg.paths.audit),
+            audit: AuditLog::with_key(&cfg.paths.audit, cfg.paths.audit_key.as_deref()),
             rt,
         })
     }
@@ -1525,7 +1531,47 @@ impl Router {
                 })?;
             }
         }
+        if !dry_run {
+            rep.audit_anchored = self.anchor_audit_head()?;
+        }
         Ok(rep)
+    }
+
+    /// Puts the audit chain's head into every region's store (`audit/head.json`): a copy out
+    /// of reach of whoever can write the local log and its head file.
+    fn anchor_audit_head(&self) -> Result<Vec<String>, RouteError> {
+        let Some(head) = self.audit.head()? else {
+            return Ok(Vec::new());
+        };
+        let body = Bytes::from(serde_json::to_vec_pretty(&head).unwrap_or_default());
+        let mut uris = Vec::new();
+        for r in self.regions.values() {
+            self.rt
+                .block_on(r.store.put(AUDIT_HEAD_KEY, body.clone(), &[]))
+                .map_err(RouteError::Store)?;
+            uris.push(r.store.uri(AUDIT_HEAD_KEY));
+        }
+        Ok(uris)
+    }
+
+    /// Verifies the audit log: its chain, its head file, and the heads anchored in the region
+    /// stores (the log must reach each of them).
+    pub fn verify_audit(&self) -> Result<audit::Verified, RouteError> {
+        let v = self.audit.verify()?;
+        for r in self.regions.values() {
+            let Some(b) = self
+                .rt
+                .block_on(r.store.get(AUDIT_HEAD_KEY))
+                .map_err(RouteError::Store)?
+            else {
+                continue;
+            };
+            let uri = r.store.uri(AUDIT_HEAD_KEY);
+            let head: audit::Head = serde_json::from_slice(&b)
+                .map_err(|e| RouteError::Store(format!("{uri}: not an audit head: {e}")))?;
+            self.audit.check_anchor(&v, &head, &uri)?;
+        }
+        Ok(v)
     }
 
     /// Gathers an account's clips (records and media, from every region) into `out`; each

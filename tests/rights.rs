@@ -835,3 +835,117 @@ fn audit_verify_finds_an_edit_a_cut_tail_and_a_log_rechained_without_the_key() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json["entries"], 5);
 }
+
+#[test]
+fn a_restricted_clip_stays_stored_and_export_withholds_it_unless_a_hold_case_covers_it() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let a = ingest(&cfg, &common::sample(TONE), "cam-eu-1", &[]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let b = ingest(&cfg, &common::sample(TONE), "cam-eu-2", &[]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let (ca, cb) = (
+        a.json["clip"].as_str().unwrap().to_string(),
+        b.json["clip"].as_str().unwrap().to_string(),
+    );
+    let export = |name: &str, extra: &[&str]| {
+        let out = d.join(name);
+        let mut args = vec![
+            "export",
+            "--account",
+            "acct-7",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (obscura(&cfg, &args, None), out)
+    };
+
+    // Unknown ids and releasing what is not restricted are errors that change nothing.
+    let before = snapshot(d);
+    for args in [
+        &["restrict", "set", "--device", "cam-nope", "--reason", "x"][..],
+        &["restrict", "release", "--device", "cam-eu-2"][..],
+        &["restrict", "list", "--account", "acct-nope"][..],
+    ] {
+        let r = obscura(&cfg, args, None);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(snapshot(d), before, "nothing changed");
+
+    let r = obscura(
+        &cfg,
+        &[
+            "restrict",
+            "set",
+            "--clip",
+            &ca,
+            "--reason",
+            "objects to analytics",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["clips"], serde_json::json!([ca]));
+    let l = obscura(&cfg, &["restrict", "list", "--json"], None);
+    assert_eq!(l.json.as_array().unwrap().len(), 1, "{}", l.stdout);
+    assert_eq!(l.json[0]["by"], "tester");
+
+    // Export leaves the restricted clip out, with a note; it stays stored.
+    let (x, out) = export("export1", &[]);
+    assert_eq!(x.code, 0, "{}", x.stderr);
+    assert_eq!(x.json["clips"], serde_json::json!([cb]), "{}", x.stdout);
+    assert!(x.json["withheld"][&ca].is_array(), "{}", x.stdout);
+    assert!(x.json["note"].as_str().unwrap().contains("restricted"));
+    assert!(!out.join(&ca).exists() && out.join(&cb).is_dir());
+    assert!(d.join("eu/clips").join(&ca).join("sidecar.json").is_file());
+
+    // --case naming no hold in force is exit 2 before anything is written.
+    let (x, out) = export("export2", &["--case", "case L"]);
+    assert_eq!(x.code, 2, "{}", x.stderr);
+    assert!(!out.exists());
+    // A hold of that case over the clip lets it out for the case.
+    let h = obscura(
+        &cfg,
+        &[
+            "hold", "set", "--clip", &ca, "--case", "case L", "--reason", "claim",
+        ],
+        None,
+    );
+    assert_eq!(h.code, 0, "{}", h.stderr);
+    let (x, out) = export("export3", &["--case", "case L"]);
+    assert_eq!(x.code, 0, "{}", x.stderr);
+    assert_eq!(x.json["restricted_exported"], serde_json::json!([ca]));
+    assert!(out.join(&ca).join("sidecar.json").is_file());
+    // Without the case it is still withheld.
+    let (x, _) = export("export4", &[]);
+    assert!(x.json["withheld"][&ca].is_array(), "{}", x.stdout);
+
+    // Retention still runs over restricted clips: restrict the other one and sweep past its
+    // retention; the held one stays.
+    let r = obscura(
+        &cfg,
+        &[
+            "restrict", "set", "--device", "cam-eu-2", "--reason", "objects",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sw = obscura(&cfg, &["retention", "sweep"], Some("2031-01-01T00:00:00Z"));
+    assert_eq!(sw.code, 0, "{}", sw.stderr);
+    assert_eq!(sw.json["deleted"], serde_json::json!([cb]), "{}", sw.stdout);
+    assert_eq!(sw.json["held"], serde_json::json!([ca]));
+
+    // Release: exported again without a case.
+    let r = obscura(&cfg, &["restrict", "release", "--clip", &ca], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (x, _) = export("export5", &[]);
+    assert_eq!(x.json["clips"], serde_json::json!([ca]), "{}", x.stdout);
+    assert!(x.json.get("withheld").is_none());
+    let actions = audit_actions(d);
+    for want in ["restrict_set", "restrict_release"] {
+        assert!(actions.iter().any(|a| a == want), "{actions:?}");
+    }
+    assert_eq!(obscura(&cfg, &["audit", "verify"], None).code, 0);
+}

@@ -59,6 +59,10 @@ pub enum Command {
     /// Legal holds: set one per case, release a case, list those in force.
     #[command(subcommand)]
     Hold(HoldCommand),
+    /// Restrictions of use: the clips stay stored (retention still runs), but `export` leaves
+    /// them out unless `--case` names a hold in force over them.
+    #[command(subcommand)]
+    Restrict(RestrictCommand),
     /// Retention: delete what is past its retention and not on hold.
     Retention(RetentionArgs),
     /// The audit log.
@@ -181,6 +185,58 @@ pub struct ExportArgs {
     pub account: String,
     #[arg(long)]
     pub out: PathBuf,
+    /// Also export restricted clips covered by a hold of this case (in force).
+    #[arg(long)]
+    pub case: Option<String>,
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RestrictCommand {
+    /// Restrict the use of a device's, an account's or a clip's clips (a person objects).
+    Set(RestrictSetArgs),
+    /// End the restriction over a device, an account or a clip.
+    Release(RestrictReleaseArgs),
+    /// The restrictions in force (all, or those over a device, account or clip).
+    List(RestrictListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RestrictSetArgs {
+    #[command(flatten)]
+    pub select: Select,
+    /// What the person objects to.
+    #[arg(long)]
+    pub reason: String,
+    /// Who sets it (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RestrictReleaseArgs {
+    #[command(flatten)]
+    pub select: Select,
+    /// Why it ends (recorded in the audit log).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Who releases it (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RestrictListArgs {
+    #[command(flatten)]
+    pub select: OptSelect,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
     #[arg(long, env = "OBSCURA_CONFIG")]
     pub config: PathBuf,
 }
@@ -552,7 +608,7 @@ pub fn main() -> ExitCode {
                 .map(|x| serde_json::to_value(x).unwrap_or_default())
         }),
         Command::Export(a) => with_router(&a.config, |r| {
-            r.export(&a.account, &a.out)
+            r.export(&a.account, &a.out, a.case.as_deref())
                 .map(|x| serde_json::to_value(x).unwrap_or_default())
         }),
         Command::Hold(HoldCommand::Set(a)) => with_router(&a.config, |r| {
@@ -576,35 +632,77 @@ pub fn main() -> ExitCode {
             .map(|x| serde_json::to_value(x).unwrap_or_default())
         }),
         Command::Hold(HoldCommand::List(a)) => cmd_hold_list(a),
+        Command::Restrict(RestrictCommand::Set(a)) => with_router(&a.config, |r| {
+            r.restrict_set(&a.select.selector(), &a.reason, &operator(&a.by))
+                .map(|x| serde_json::to_value(x).unwrap_or_default())
+        }),
+        Command::Restrict(RestrictCommand::Release(a)) => with_router(&a.config, |r| {
+            r.restrict_release(&a.select.selector(), &a.reason, &operator(&a.by))
+                .map(|x| serde_json::to_value(x).unwrap_or_default())
+        }),
+        Command::Restrict(RestrictCommand::List(a)) => cmd_restrict_list(a),
         Command::Retention(a) => with_router(&a.config, |r| {
             r.sweep(a.dry_run)
                 .map(|x| serde_json::to_value(x).unwrap_or_default())
         }),
-        Command::Audit(a) => match Config::load(&a.config) {
-            Ok(c) => match crate::route::audit::AuditLog::new(&c.paths.audit).verify() {
-                Ok(n) => {
-                    println!(
-                        "{}",
-                        serde_json::json!({"ok": true, "entries": n, "log": c.paths.audit})
-                    );
-                    exit::OK
-                }
-                Err(e) => {
-                    println!(
-                        "{}",
-                        serde_json::json!({"ok": false, "error": e.to_string()})
-                    );
-                    fail(&e);
-                    exit::INPUT
-                }
-            },
-            Err(e) => {
-                fail(&e);
-                exit::USAGE
-            }
-        },
+        Command::Audit(a) => cmd_audit_verify(a),
     };
     ExitCode::from(code)
+}
+
+/// `audit verify`: the chain, the head file and the heads anchored in the stores. A broken
+/// log is exit 1 with the first bad entry named.
+fn cmd_audit_verify(a: AuditArgs) -> u8 {
+    let c = match Config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e);
+            return exit::USAGE;
+        }
+    };
+    let r = match crate::route::Router::new(&c) {
+        Ok(r) => r,
+        Err(e) => {
+            fail(&e);
+            return e.exit_code();
+        }
+    };
+    match r.verify_audit() {
+        Ok(v) => {
+            let mut out = serde_json::json!({"ok": true, "log": c.paths.audit});
+            if let (Some(o), Ok(serde_json::Value::Object(m))) =
+                (out.as_object_mut(), serde_json::to_value(&v))
+            {
+                o.extend(m);
+            }
+            if v.legacy_entries > 0 {
+                let note = match v.hmac_from {
+                    Some(k) => format!(
+                        "entries 1 to {} are legacy (plain sha256, from an earlier version), sealed by the HMAC chain from entry {k}",
+                        v.legacy_entries
+                    ),
+                    None => format!(
+                        "all {} entries are legacy (plain sha256, from an earlier version): anyone who can write the log could have rewritten them",
+                        v.legacy_entries
+                    ),
+                };
+                out["note"] = note.into();
+            }
+            println!("{out}");
+            exit::OK
+        }
+        Err(e) => {
+            println!(
+                "{}",
+                serde_json::json!({"ok": false, "error": e.to_string()})
+            );
+            fail(&e);
+            match e {
+                crate::route::RouteError::Audit(_) => exit::INPUT,
+                e => e.exit_code(),
+            }
+        }
+    }
 }
 
 /// The configuration from the file and flags, or the usage exit status after saying why.
@@ -1119,6 +1217,53 @@ fn cmd_hold_list(a: HoldListArgs) -> u8 {
                     one_line(&r.by),
                     r.set_at,
                     h.clips.len(),
+                    one_line(&r.reason)
+                );
+            }
+            exit::OK
+        }
+        Err(e) => {
+            fail(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn cmd_restrict_list(a: RestrictListArgs) -> u8 {
+    let sel = a.select.selector();
+    let cfg = match Config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&e);
+            return exit::USAGE;
+        }
+    };
+    let router = match crate::route::Router::new(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            fail(&e);
+            return e.exit_code();
+        }
+    };
+    match router.restrict_list(sel.as_ref()) {
+        Ok(list) if a.json => {
+            println!("{}", serde_json::to_string(&list).unwrap_or_default());
+            exit::OK
+        }
+        Ok(list) => {
+            if list.is_empty() {
+                println!("no restrictions in force");
+            } else {
+                println!("SCOPE\tBY\tSET AT\tCLIPS\tREASON");
+            }
+            for x in &list {
+                let r = &x.record;
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    r.scope,
+                    one_line(&r.by),
+                    r.set_at,
+                    x.clips.len(),
                     one_line(&r.reason)
                 );
             }

@@ -293,6 +293,10 @@ pub struct PathsConfig {
     pub quarantine: PathBuf,
     /// The append-only audit log.
     pub audit: PathBuf,
+    /// The audit log's HMAC key (32 bytes, created 0600 on first append; default:
+    /// `<audit>.key`). Losing it makes the log's HMAC entries unverifiable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_key: Option<PathBuf>,
     /// Scratch space for redacted outputs before they are uploaded.
     pub work: PathBuf,
 }
@@ -302,6 +306,7 @@ impl Default for PathsConfig {
         PathsConfig {
             quarantine: PathBuf::from("/var/lib/obscura/quarantine"),
             audit: PathBuf::from("/var/lib/obscura/audit.jsonl"),
+            audit_key: None,
             work: std::env::temp_dir().join("obscura-work"),
         }
     }

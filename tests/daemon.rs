@@ -644,6 +644,50 @@ fn b_frame_camera_from_a_stock_server_is_recorded_and_every_segment_stored() {
     }
 }
 
+/// Two daemons on one state folder would clear each other's work folder and spool: the second
+/// one refuses to start, naming the folder and the first one's pid, and the first runs on.
+#[test]
+fn a_second_daemon_on_the_same_state_folder_refuses_to_start() {
+    let dir = scratch();
+    let port = free_port();
+    let (_inbox, cfg) = inbox_config(dir.path(), port, "");
+    let first = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
+    let mut second = Proc(
+        bin()
+            .args(["daemon", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let code = wait_exit(&mut second, Duration::from_secs(60));
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "the second daemon must exit non-zero: {code:?}"
+    );
+    let mut err = String::new();
+    second
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let state = dir.path().join("state");
+    assert!(
+        err.contains(&format!("state folder {} is in use", state.display()))
+            && err.contains(&format!("pid {}", first.0.id())),
+        "{err}"
+    );
+    assert_eq!(
+        http_get(port, "/healthz").map(|r| r.0),
+        Some(200),
+        "the first daemon keeps running"
+    );
+    sigterm(&first);
+}
+
 fn nats_server() -> PathBuf {
     [
         "/usr/sbin/nats-server",

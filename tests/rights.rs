@@ -212,16 +212,18 @@ fn two_cases_hold_a_clip_until_both_are_released() {
     assert_eq!(sw.code, 0, "{}", sw.stderr);
     assert_eq!(sw.json["held"][0], clip.as_str());
     assert!(sw.json["removed"].as_array().unwrap().is_empty());
+    // Nothing changed but the audit trail: the log, its head and the head anchored in each
+    // region's store by the sweep.
+    let not_audit = |f: &String| {
+        f != "audit.jsonl" && f != "audit.jsonl.head" && !f.ends_with("/audit/head.json")
+    };
     let after: Vec<String> = common::files_under(d)
         .into_iter()
-        .filter(|f| f != "audit.jsonl")
+        .filter(not_audit)
         .collect();
     assert_eq!(
         after,
-        before
-            .into_iter()
-            .filter(|f| f != "audit.jsonl")
-            .collect::<Vec<_>>()
+        before.into_iter().filter(not_audit).collect::<Vec<_>>()
     );
 
     // The export shows the hold in force.
@@ -693,6 +695,8 @@ fn keys_quarantine_copies_exports_and_the_audit_log_are_private() {
     assert_eq!(mode(&original), 0o600, "original");
     assert_eq!(mode(&d.join("eu-vault/originals")), 0o700);
     assert_eq!(mode(&d.join("audit.jsonl")), 0o600, "audit log");
+    assert_eq!(mode(&d.join("audit.jsonl.key")), 0o600, "audit key");
+    assert_eq!(mode(&d.join("audit.jsonl.head")), 0o600, "audit head");
 
     // A bad input, readable by all, is quarantined readable by its owner only.
     let bad = d.join("bad.mp4");
@@ -725,4 +729,225 @@ fn keys_quarantine_copies_exports_and_the_audit_log_are_private() {
     for f in common::files_under(&out) {
         assert_eq!(mode(&out.join(&f)), 0o600, "{f}");
     }
+}
+
+/// Rewrites every line of an audit log as an earlier version's plain sha256 chain: what
+/// anyone who can write the log can do without the audit key.
+fn rechain_with_sha256(text: &str) -> String {
+    use obscura::route::audit::{Entry, GENESIS, legacy_hash};
+    let mut prev = GENESIS.to_string();
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut e: Entry = serde_json::from_str(line).unwrap();
+        e.chain = None;
+        e.prev = prev;
+        e.hash = legacy_hash(&e);
+        prev = e.hash.clone();
+        out.push_str(&serde_json::to_string(&e).unwrap());
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn audit_verify_finds_an_edit_a_cut_tail_and_a_log_rechained_without_the_key() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let log = d.join("audit.jsonl");
+    let set = |scope: &str, id: &str, case: &str| {
+        let r = obscura(
+            &cfg,
+            &["hold", "set", scope, id, "--case", case, "--reason", "r"],
+            None,
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    };
+    set("--device", "cam-eu-1", "case A");
+    set("--device", "cam-us-1", "case B");
+    set("--account", "acct-9", "case C");
+    let verify = || obscura(&cfg, &["audit", "verify"], None);
+    let ok = verify();
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert_eq!(ok.json["entries"], 3, "{}", ok.stdout);
+    assert_eq!(ok.json["hmac_from"], 1, "{}", ok.stdout);
+    assert_eq!(ok.json["head"], 3, "{}", ok.stdout);
+
+    // The sweep anchors the head (entry 3) in every region's store; one more entry after it.
+    let sw = obscura(&cfg, &["retention", "sweep"], None);
+    assert_eq!(sw.code, 0, "{}", sw.stderr);
+    assert_eq!(
+        sw.json["audit_anchored"].as_array().unwrap().len(),
+        3,
+        "{}",
+        sw.stdout
+    );
+    assert!(d.join("eu/audit/head.json").is_file());
+    set("--account", "acct-8", "case D");
+    assert_eq!(verify().code, 0);
+    let good = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    assert_eq!(lines.len(), 4);
+    let restore = || std::fs::write(&log, &good).unwrap();
+
+    // One byte edited in entry 2.
+    let edited = good.replacen("cam-us-1", "cam-us-2", 1);
+    assert_ne!(edited, good);
+    std::fs::write(&log, &edited).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("entry 2 is broken"), "{}", r.stderr);
+    assert_eq!(r.json["ok"], false);
+    restore();
+
+    // The last entry cut off: the head file says 4.
+    std::fs::write(&log, format!("{}\n", lines[..3].join("\n"))).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("ends at entry 3") && r.stderr.contains("cut off"),
+        "{}",
+        r.stderr
+    );
+    restore();
+
+    // Re-chained with plain sha256 (no key needed): the first entry is not HMAC-chained any
+    // more, yet the head file anchors an HMAC entry.
+    std::fs::write(&log, rechain_with_sha256(&good)).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("entry 4 is broken"), "{}", r.stderr);
+    // ... and with the head file and the key removed too, the head anchored in the stores
+    // by the sweep still finds it.
+    std::fs::remove_file(d.join("audit.jsonl.head")).unwrap();
+    let key = std::fs::read(d.join("audit.jsonl.key")).unwrap();
+    std::fs::remove_file(d.join("audit.jsonl.key")).unwrap();
+    let r = verify();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("entry 3 is broken") && r.stderr.contains("audit/head.json"),
+        "{}",
+        r.stderr
+    );
+    // The untouched log, key and head verify again.
+    std::fs::write(d.join("audit.jsonl.key"), key).unwrap();
+    restore();
+    set("--account", "acct-7", "case E");
+    let r = verify();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["entries"], 5);
+}
+
+#[test]
+fn a_restricted_clip_stays_stored_and_export_withholds_it_unless_a_hold_case_covers_it() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let a = ingest(&cfg, &common::sample(TONE), "cam-eu-1", &[]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let b = ingest(&cfg, &common::sample(TONE), "cam-eu-2", &[]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let (ca, cb) = (
+        a.json["clip"].as_str().unwrap().to_string(),
+        b.json["clip"].as_str().unwrap().to_string(),
+    );
+    let export = |name: &str, extra: &[&str]| {
+        let out = d.join(name);
+        let mut args = vec![
+            "export",
+            "--account",
+            "acct-7",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (obscura(&cfg, &args, None), out)
+    };
+
+    // Unknown ids and releasing what is not restricted are errors that change nothing.
+    let before = snapshot(d);
+    for args in [
+        &["restrict", "set", "--device", "cam-nope", "--reason", "x"][..],
+        &["restrict", "release", "--device", "cam-eu-2"][..],
+        &["restrict", "list", "--account", "acct-nope"][..],
+    ] {
+        let r = obscura(&cfg, args, None);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(snapshot(d), before, "nothing changed");
+
+    let r = obscura(
+        &cfg,
+        &[
+            "restrict",
+            "set",
+            "--clip",
+            &ca,
+            "--reason",
+            "objects to analytics",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["clips"], serde_json::json!([ca]));
+    let l = obscura(&cfg, &["restrict", "list", "--json"], None);
+    assert_eq!(l.json.as_array().unwrap().len(), 1, "{}", l.stdout);
+    assert_eq!(l.json[0]["by"], "tester");
+
+    // Export leaves the restricted clip out, with a note; it stays stored.
+    let (x, out) = export("export1", &[]);
+    assert_eq!(x.code, 0, "{}", x.stderr);
+    assert_eq!(x.json["clips"], serde_json::json!([cb]), "{}", x.stdout);
+    assert!(x.json["withheld"][&ca].is_array(), "{}", x.stdout);
+    assert!(x.json["note"].as_str().unwrap().contains("restricted"));
+    assert!(!out.join(&ca).exists() && out.join(&cb).is_dir());
+    assert!(d.join("eu/clips").join(&ca).join("sidecar.json").is_file());
+
+    // --case naming no hold in force is exit 2 before anything is written.
+    let (x, out) = export("export2", &["--case", "case L"]);
+    assert_eq!(x.code, 2, "{}", x.stderr);
+    assert!(!out.exists());
+    // A hold of that case over the clip lets it out for the case.
+    let h = obscura(
+        &cfg,
+        &[
+            "hold", "set", "--clip", &ca, "--case", "case L", "--reason", "claim",
+        ],
+        None,
+    );
+    assert_eq!(h.code, 0, "{}", h.stderr);
+    let (x, out) = export("export3", &["--case", "case L"]);
+    assert_eq!(x.code, 0, "{}", x.stderr);
+    assert_eq!(x.json["restricted_exported"], serde_json::json!([ca]));
+    assert!(out.join(&ca).join("sidecar.json").is_file());
+    // Without the case it is still withheld.
+    let (x, _) = export("export4", &[]);
+    assert!(x.json["withheld"][&ca].is_array(), "{}", x.stdout);
+
+    // Retention still runs over restricted clips: restrict the other one and sweep past its
+    // retention; the held one stays.
+    let r = obscura(
+        &cfg,
+        &[
+            "restrict", "set", "--device", "cam-eu-2", "--reason", "objects",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sw = obscura(&cfg, &["retention", "sweep"], Some("2031-01-01T00:00:00Z"));
+    assert_eq!(sw.code, 0, "{}", sw.stderr);
+    assert_eq!(sw.json["deleted"], serde_json::json!([cb]), "{}", sw.stdout);
+    assert_eq!(sw.json["held"], serde_json::json!([ca]));
+
+    // Release: exported again without a case.
+    let r = obscura(&cfg, &["restrict", "release", "--clip", &ca], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (x, _) = export("export5", &[]);
+    assert_eq!(x.json["clips"], serde_json::json!([ca]), "{}", x.stdout);
+    assert!(x.json.get("withheld").is_none());
+    let actions = audit_actions(d);
+    for want in ["restrict_set", "restrict_release"] {
+        assert!(actions.iter().any(|a| a == want), "{actions:?}");
+    }
+    assert_eq!(obscura(&cfg, &["audit", "verify"], None).code, 0);
 }

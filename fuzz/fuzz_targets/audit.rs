@@ -18,15 +18,18 @@ fuzz_target!(|data: &[u8]| {
     let path = dir().path().join("audit.jsonl");
     std::fs::write(&path, data).expect("write");
     let log = AuditLog::new(&path);
+    // Each input is a log alone: no key and no head left from the previous input.
+    let _ = std::fs::remove_file(log.key_path());
+    let _ = std::fs::remove_file(log.head_path());
     let before = log.verify();
     let appended = log.append(Event {
         action: "fuzz".into(),
         ..Default::default()
     });
     match (before, appended) {
-        (Ok(n), Ok(e)) => {
-            assert_eq!(e.seq, n + 1, "sequence continues");
-            assert_eq!(log.verify().expect("still verifies"), n + 1);
+        (Ok(v), Ok(e)) => {
+            assert_eq!(e.seq, v.entries + 1, "sequence continues");
+            assert_eq!(log.verify().expect("still verifies").entries, v.entries + 1);
         }
         (Ok(_), Err(e)) => panic!("a verified log refused an append: {e}"),
         (Err(_), _) => assert!(log.verify().is_err(), "a broken chain became valid"),

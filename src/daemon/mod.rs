@@ -51,6 +51,62 @@ pub enum DaemonError {
     Route(#[from] RouteError),
     #[error("queue: {0}")]
     Queue(String),
+    /// Another daemon holds the state folder's lock.
+    #[error(
+        "state folder {} is in use by another obscura daemon ({}): two daemons on one state_dir would clear each other's work; stop it or give this one another daemon.state_dir",
+        dir.display(),
+        pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}"))
+    )]
+    Locked { dir: PathBuf, pid: Option<u32> },
+}
+
+/// The lock file in the state folder.
+pub const LOCK_FILE: &str = "daemon.lock";
+
+/// The daemon's exclusive hold on its state folder: an flock on `<state_dir>/daemon.lock`
+/// (which names the holder's pid), held while this value lives and released by the OS when
+/// the process ends, kill -9 included.
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    /// Takes the lock, or says which process holds it.
+    pub fn take(dir: &Path) -> Result<StateLock, DaemonError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(LOCK_FILE);
+        let io = |source| DaemonError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(crate::fsutil::PRIVATE_FILE)
+            .open(&path)
+            .map_err(io)?;
+        // SAFETY: flock on an open descriptor; released when it is closed (process end).
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(e));
+            }
+            let mut text = String::new();
+            let _ = f.read_to_string(&mut text);
+            return Err(DaemonError::Locked {
+                dir: dir.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        f.set_len(0).map_err(io)?;
+        f.rewind().map_err(io)?;
+        writeln!(f, "{}", std::process::id()).map_err(io)?;
+        Ok(StateLock { _file: f })
+    }
 }
 
 /// Signals received (SIGTERM/SIGINT). The first drains, the second abandons clips in flight.
@@ -321,6 +377,8 @@ pub fn run(mut cfg: Config) -> Result<(), DaemonError> {
             source,
         })?;
     }
+    // One daemon per state folder, taken before anything in it is cleared or written.
+    let _state_lock = StateLock::take(&d.state_dir)?;
     clean_stale_temps(&cfg.paths.work);
     let listener =
         std::net::TcpListener::bind(&d.listen).map_err(|source| DaemonError::Listen {

@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod holds;
 pub mod ids;
+pub mod restrict;
 pub mod store;
 pub mod vault;
 
@@ -30,6 +31,7 @@ use crate::pipeline::{Control, Job, PipelineError};
 use crate::types::Sidecar;
 use audit::{AuditLog, Event};
 use holds::HoldRecord;
+use restrict::RestrictRecord;
 use store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub enum RouteError {
     },
     #[error("no hold of case '{case}' is in force ({known}); nothing was changed")]
     UnknownCase { case: String, known: String },
+    #[error("no restriction over {scope} is in force ({known}); nothing was changed")]
+    UnknownRestriction { scope: String, known: String },
     /// A bad argument of a privacy operation (case name, hold window).
     #[error("{0}")]
     Invalid(String),
@@ -93,6 +97,7 @@ impl RouteError {
             RouteError::Config(_)
             | RouteError::Unknown { .. }
             | RouteError::UnknownCase { .. }
+            | RouteError::UnknownRestriction { .. }
             | RouteError::Invalid(_) => 2,
             _ => 4,
         }
@@ -389,7 +394,13 @@ pub struct SweepReport {
     /// Half-written files that killed processes left in folder stores, removed (counted
     /// only, with `dry_run`).
     pub interrupted_removed: usize,
+    /// Where the audit chain's head was anchored (each region's `audit/head.json`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub audit_anchored: Vec<String>,
 }
+
+/// Where a region store keeps its copy of the audit chain's head.
+pub const AUDIT_HEAD_KEY: &str = "audit/head.json";
 
 impl Router {
     pub fn new(cfg: &Config) -> Result<Router, RouteError> {
@@ -430,7 +441,7 @@ impl Router {
             cfg: cfg.clone(),
             regions,
             devices,
-            audit: AuditLog::new(&cfg.paths.audit),
+            audit: AuditLog::with_key(&cfg.paths.audit, cfg.paths.audit_key.as_deref()),
             rt,
         })
     }
@@ -1525,16 +1536,259 @@ impl Router {
                 })?;
             }
         }
+        if !dry_run {
+            rep.audit_anchored = self.anchor_audit_head()?;
+        }
         Ok(rep)
+    }
+
+    /// Puts the audit chain's head into every region's store (`audit/head.json`): a copy out
+    /// of reach of whoever can write the local log and its head file.
+    fn anchor_audit_head(&self) -> Result<Vec<String>, RouteError> {
+        let Some(head) = self.audit.head()? else {
+            return Ok(Vec::new());
+        };
+        let body = Bytes::from(serde_json::to_vec_pretty(&head).unwrap_or_default());
+        let mut uris = Vec::new();
+        for r in self.regions.values() {
+            self.rt
+                .block_on(r.store.put(AUDIT_HEAD_KEY, body.clone(), &[]))
+                .map_err(RouteError::Store)?;
+            uris.push(r.store.uri(AUDIT_HEAD_KEY));
+        }
+        Ok(uris)
+    }
+
+    /// Verifies the audit log: its chain, its head file, and the heads anchored in the region
+    /// stores (the log must reach each of them).
+    pub fn verify_audit(&self) -> Result<audit::Verified, RouteError> {
+        let v = self.audit.verify()?;
+        for r in self.regions.values() {
+            let Some(b) = self
+                .rt
+                .block_on(r.store.get(AUDIT_HEAD_KEY))
+                .map_err(RouteError::Store)?
+            else {
+                continue;
+            };
+            let uri = r.store.uri(AUDIT_HEAD_KEY);
+            let head: audit::Head = serde_json::from_slice(&b)
+                .map_err(|e| RouteError::Store(format!("{uri}: not an audit head: {e}")))?;
+            self.audit.check_anchor(&v, &head, &uri)?;
+        }
+        Ok(v)
+    }
+
+    /// Every restriction in force, read from every region. One that cannot be read fails the
+    /// operation (never taken for "not restricted").
+    pub fn restrictions(&self) -> Result<Vec<StoredRestriction>, RouteError> {
+        let mut out = Vec::new();
+        for (name, r) in &self.regions {
+            for key in self
+                .rt
+                .block_on(r.store.list(restrict::PREFIX))
+                .map_err(RouteError::Store)?
+            {
+                let Some(b) = self
+                    .rt
+                    .block_on(r.store.get(&key))
+                    .map_err(RouteError::Store)?
+                else {
+                    continue;
+                };
+                match restrict::parse(&b) {
+                    Some(record) => out.push(StoredRestriction {
+                        region: name.clone(),
+                        key,
+                        record,
+                    }),
+                    None => {
+                        return Err(RouteError::Store(format!(
+                            "{}: not a restriction record; fix or remove it",
+                            r.store.uri(&key)
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restricts the use of a clip, a device's or an account's clips (stored in the regions
+    /// a hold over the same scope would be). Setting it again replaces the reason.
+    pub fn restrict_set(
+        &self,
+        scope: &Selector,
+        reason: &str,
+        by: &str,
+    ) -> Result<RestrictReport, RouteError> {
+        if reason.trim().is_empty() {
+            return Err(RouteError::Invalid(
+                "the reason is empty (--reason says what the person objects to)".into(),
+            ));
+        }
+        let clips = self.clips()?;
+        self.check_known(scope, &clips)?;
+        let record = RestrictRecord {
+            scope: scope.clone(),
+            reason: reason.to_string(),
+            by: by.to_string(),
+            set_at: rfc3339(now()),
+        };
+        let key = record.key();
+        let body = Bytes::from(serde_json::to_vec_pretty(&record).unwrap_or_default());
+        let mut uris = Vec::new();
+        for region in self.hold_regions(scope, &clips) {
+            let r = self.region(&region)?;
+            self.rt
+                .block_on(r.store.put(&key, body.clone(), &[]))
+                .map_err(RouteError::Store)?;
+            uris.push(r.store.uri(&key));
+        }
+        self.audit_restrict("restrict_set", scope, uris, by, reason)?;
+        Ok(RestrictReport {
+            action: "set".into(),
+            clips: clips
+                .iter()
+                .filter(|s| record.covers(&s.clip))
+                .map(|s| s.clip.id.clone())
+                .collect(),
+            records: vec![record],
+        })
+    }
+
+    /// Ends the restriction over `scope` (exit 2 when none is in force).
+    pub fn restrict_release(
+        &self,
+        scope: &Selector,
+        reason: &str,
+        by: &str,
+    ) -> Result<RestrictReport, RouteError> {
+        let clips = self.clips()?;
+        self.check_known(scope, &clips)?;
+        let (gone, kept): (Vec<StoredRestriction>, Vec<StoredRestriction>) = self
+            .restrictions()?
+            .into_iter()
+            .partition(|r| &r.record.scope == scope);
+        if gone.is_empty() {
+            let mut scopes: Vec<String> = kept.iter().map(|r| r.record.scope.to_string()).collect();
+            scopes.sort();
+            scopes.dedup();
+            return Err(RouteError::UnknownRestriction {
+                scope: scope.to_string(),
+                known: format!(
+                    "restrictions in force: {}",
+                    name_list(scopes.iter().map(String::as_str))
+                ),
+            });
+        }
+        let mut uris = Vec::new();
+        for r in &gone {
+            let st = &self.region(&r.region)?.store;
+            self.rt
+                .block_on(st.delete(&r.key))
+                .map_err(RouteError::Store)?;
+            uris.push(st.uri(&r.key));
+        }
+        let reason = if reason.is_empty() { "-" } else { reason };
+        self.audit_restrict("restrict_release", scope, uris, by, reason)?;
+        Ok(RestrictReport {
+            action: "release".into(),
+            records: vec![gone[0].record.clone()],
+            clips: clips
+                .iter()
+                .filter(|s| scope.matches(&s.clip))
+                .map(|s| s.clip.id.clone())
+                .collect(),
+        })
+    }
+
+    fn audit_restrict(
+        &self,
+        action: &str,
+        scope: &Selector,
+        objects: Vec<String>,
+        by: &str,
+        reason: &str,
+    ) -> Result<(), RouteError> {
+        let (kind, id) = scope.parts();
+        self.audit.append(Event {
+            action: action.into(),
+            clip: matches!(scope, Selector::Clip(_)).then(|| id.to_string()),
+            device: matches!(scope, Selector::Device(_)).then(|| id.to_string()),
+            account: matches!(scope, Selector::Account(_)).then(|| id.to_string()),
+            region: None,
+            objects,
+            detail: Some(format!("{kind} {id}; by {by:?}; reason {reason:?}")),
+        })?;
+        Ok(())
+    }
+
+    /// The restrictions in force; with a selector, those over the selected clips or the
+    /// selected scope itself.
+    pub fn restrict_list(&self, sel: Option<&Selector>) -> Result<Vec<RestrictListed>, RouteError> {
+        let clips = self.clips()?;
+        if let Some(sel) = sel {
+            self.check_known(sel, &clips)?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for r in self.restrictions()? {
+            if !seen.insert(r.key.clone()) {
+                continue;
+            }
+            let covered: Vec<String> = clips
+                .iter()
+                .filter(|s| r.record.covers(&s.clip))
+                .map(|s| s.clip.id.clone())
+                .collect();
+            let relevant = sel.is_none_or(|sel| {
+                &r.record.scope == sel
+                    || clips
+                        .iter()
+                        .any(|s| sel.matches(&s.clip) && r.record.covers(&s.clip))
+            });
+            if relevant {
+                out.push(RestrictListed {
+                    record: r.record,
+                    clips: covered,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.record.set_at.cmp(&b.record.set_at));
+        Ok(out)
     }
 
     /// Gathers an account's clips (records and media, from every region) into `out`; each
     /// record shows the holds in force now. Returns the clips and those holds. The folders
     /// made here are 0700, the files 0600.
-    pub fn export(&self, account: &str, out: &Path) -> Result<ExportReport, RouteError> {
+    ///
+    /// Restricted clips (see [`restrict`]) are left out and listed under `withheld`, unless
+    /// `case` names a hold in force that covers the clip (a case naming no hold in force is
+    /// an error, before anything is written).
+    pub fn export(
+        &self,
+        account: &str,
+        out: &Path,
+        case: Option<&str>,
+    ) -> Result<ExportReport, RouteError> {
         let sel = Selector::Account(account.to_string());
         let (clips, all_holds) = self.clips_with_holds()?;
         self.check_known(&sel, &clips)?;
+        let restrictions = self.restrictions()?;
+        if let Some(case) = case {
+            holds::check_case(case).map_err(RouteError::Invalid)?;
+            if !all_holds.iter().any(|h| h.record.case == case) {
+                let mut cases: Vec<&str> =
+                    all_holds.iter().map(|h| h.record.case.as_str()).collect();
+                cases.sort();
+                cases.dedup();
+                return Err(RouteError::UnknownCase {
+                    case: case.to_string(),
+                    known: format!("cases in force: {}", name_list(cases)),
+                });
+            }
+        }
         crate::fsutil::create_private_dir_all(out).map_err(|source| RouteError::Io {
             path: out.to_path_buf(),
             source,
@@ -1542,12 +1796,23 @@ impl Router {
         let mut rep = ExportReport {
             account: account.to_string(),
             out: out.to_path_buf(),
+            case: case.map(str::to_string),
             ..Default::default()
         };
         for s in &clips {
             let c = &s.clip;
             if c.account != account {
                 continue;
+            }
+            let restricted = restrictions_over(&restrictions, c);
+            if !restricted.is_empty() {
+                let excepted =
+                    case.is_some_and(|k| holds_over(&all_holds, c).iter().any(|h| h.case == k));
+                if !excepted {
+                    rep.withheld.insert(c.id.clone(), restricted);
+                    continue;
+                }
+                rep.restricted_exported.push(c.id.clone());
             }
             let r = self.region(&c.region)?;
             let dir = out.join(&c.id);
@@ -1581,10 +1846,22 @@ impl Router {
             .map_err(io)?;
             rep.clips.push(c.id.clone());
         }
+        if !rep.withheld.is_empty() {
+            rep.note = Some(format!(
+                "{} restricted clip(s) left out (the person objected to their use; `--case` naming a hold in force over a clip exports it)",
+                rep.withheld.len()
+            ));
+        }
         self.audit.append(Event {
             action: "export".into(),
             account: Some(account.to_string()),
-            detail: Some(format!("{} clips", rep.clips.len())),
+            detail: Some(format!(
+                "{} clips; {} withheld as restricted; {} restricted exported for case {:?}",
+                rep.clips.len(),
+                rep.withheld.len(),
+                rep.restricted_exported.len(),
+                case.unwrap_or("-")
+            )),
             ..Default::default()
         })?;
         Ok(rep)
@@ -1614,6 +1891,54 @@ pub struct ExportReport {
     pub out: PathBuf,
     /// The holds in force over the exported clips.
     pub holds: Vec<HoldRecord>,
+    /// The hold case that `--case` named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub case: Option<String>,
+    /// Restricted clips left out, each with the restrictions over it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub withheld: BTreeMap<String, Vec<RestrictRecord>>,
+    /// Restricted clips exported because a hold of `case` covers them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restricted_exported: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A restriction record as stored: where, under which key.
+#[derive(Debug, Clone)]
+pub struct StoredRestriction {
+    pub region: String,
+    pub key: String,
+    pub record: RestrictRecord,
+}
+
+/// A restriction in force and the stored clips it covers now.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestrictListed {
+    #[serde(flatten)]
+    pub record: RestrictRecord,
+    pub clips: Vec<String>,
+}
+
+/// What a restriction change did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RestrictReport {
+    /// set | release
+    pub action: String,
+    pub records: Vec<RestrictRecord>,
+    /// The stored clips the records cover.
+    pub clips: Vec<String>,
+}
+
+/// The restrictions (one per scope, however many regions store it) over `c`.
+fn restrictions_over(all: &[StoredRestriction], c: &ClipInfo) -> Vec<RestrictRecord> {
+    let mut v: Vec<RestrictRecord> = Vec::new();
+    for r in all.iter().filter(|r| r.record.covers(c)) {
+        if !v.contains(&r.record) {
+            v.push(r.record.clone());
+        }
+    }
+    v
 }
 
 /// The records (one per case and scope, however many regions store it) that cover `c`.

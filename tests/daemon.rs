@@ -688,6 +688,50 @@ fn a_second_daemon_on_the_same_state_folder_refuses_to_start() {
     sigterm(&first);
 }
 
+/// An MJPEG camera (cheap cameras and many door stations send it over RTSP), served by a
+/// stock gst-rtsp-server media factory: recorded (its frames encoded to H.264, which MP4
+/// holds), every segment stored with its faces found.
+#[test]
+fn mjpeg_camera_is_recorded_and_its_faces_found() {
+    let dir = scratch();
+    let port = free_port();
+    let rport = free_port();
+    let launch = format!(
+        "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! \
+         jpegenc quality=85 ! rtpjpegpay name=pay0 pt=26",
+        sample("city_pan.mp4").display()
+    );
+    let out = dir.path().join("server.txt");
+    let child = Command::new(example("rtsp_test_server"))
+        .args(["--port", &rport.to_string(), "--launch", &launch])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rtsp test server starts");
+    let _server = Proc(child);
+    wait_for(Duration::from_secs(20), "the RTSP server to listen", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("listening"))
+    });
+    let extra = format!(
+        "[[stream]]\ndevice = \"cam-2\"\nurl = \"rtsp://127.0.0.1:{rport}/cam\"\nsegment = \"4s\"\nbackoff_max_secs = 1\n"
+    );
+    let cfg = daemon_config(dir.path(), port, &extra);
+    let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
+    let store = dir.path().join("store");
+    wait_for(Duration::from_secs(120), "MJPEG segments stored", || {
+        stored_clips(&store).len() >= 2
+    });
+    sigterm(&d);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(40)), Some(0));
+    for (id, s) in stored_clips(&store) {
+        assert!(s["totals"]["frames"].as_u64().unwrap() > 0, "{id}: {s}");
+        assert!(
+            s["faces"]["tracks"].as_array().unwrap().len() > 3,
+            "{id}: faces found"
+        );
+    }
+}
+
 fn nats_server() -> PathBuf {
     [
         "/usr/sbin/nats-server",

@@ -482,31 +482,59 @@ fn link_pad(
         .get::<&str>("encoding-name")
         .unwrap_or("")
         .to_ascii_uppercase();
-    let chain: Option<(&str, &str)> = match (media, enc.as_str()) {
-        ("video", "H264") => Some(("rtph264depay", "h264parse")),
-        ("video", "H265") => Some(("rtph265depay", "h265parse")),
+    // Elements from RTP to what mp4mux takes. MJPEG (which MP4 cannot hold) is decoded and
+    // encoded to H.264 here: one lossy generation (x264 CRF-like quantizer 18) before
+    // redaction, and an encoder's CPU per MJPEG camera.
+    let chain: Option<Vec<&str>> = match (media, enc.as_str()) {
+        ("video", "H264") => Some(vec!["rtph264depay", "h264parse"]),
+        ("video", "H265") => Some(vec!["rtph265depay", "h265parse"]),
+        ("video", "JPEG") => Some(vec![
+            "rtpjpegdepay",
+            "jpegdec",
+            "videoconvert",
+            "x264enc",
+            "h264parse",
+        ]),
         _ => None,
     };
-    let Some((depay_name, parse_name)) = chain else {
+    let Some(names) = chain else {
         drop_pad(pipe, pad)?;
         return Err(format!("{media} stream '{enc}' is not recorded (dropped)"));
     };
     if got_video.load(Ordering::Relaxed) {
         return Err("a second video stream is not recorded".into());
     }
-    let depay = gst::ElementFactory::make(depay_name)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let parse = gst::ElementFactory::make(parse_name)
-        .property("config-interval", -1i32)
-        .build()
-        .map_err(|e| e.to_string())?;
-    pipe.add_many([&depay, &parse]).map_err(|e| e.to_string())?;
-    depay.link(&parse).map_err(|e| e.to_string())?;
+    let elements = names
+        .iter()
+        .map(|n| {
+            gst::ElementFactory::make(n)
+                .build()
+                .map_err(|e| format!("{n}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for e in &elements {
+        match e.factory().map(|f| f.name().to_string()).as_deref() {
+            Some("h264parse") | Some("h265parse") => e.set_property("config-interval", -1i32),
+            Some("x264enc") => {
+                e.set_property_from_str("speed-preset", "ultrafast");
+                e.set_property_from_str("tune", "zerolatency");
+                e.set_property_from_str("pass", "qual");
+                e.set_property("quantizer", 18u32);
+                // A keyframe every 2 s at 25 fps: segments can be cut near `segment`.
+                e.set_property("key-int-max", 50u32);
+            }
+            _ => {}
+        }
+    }
+    pipe.add_many(elements.iter()).map_err(|e| e.to_string())?;
+    gst::Element::link_many(elements.iter()).map_err(|e| e.to_string())?;
     let sinkpad = split
         .request_pad_simple("video")
         .ok_or("splitmuxsink refused a video pad")?;
-    let srcpad = parse.static_pad("src").ok_or("parser pad")?;
+    let srcpad = elements
+        .last()
+        .and_then(|e| e.static_pad("src"))
+        .ok_or("parser pad")?;
     // Drop what comes before the first keyframe (undecodable), and feed the stall watchdog.
     let seen_key = AtomicBool::new(false);
     let (last_data, got) = (last_data.clone(), got_video.clone());
@@ -524,10 +552,10 @@ fn link_pad(
         gst::PadProbeReturn::Ok
     });
     srcpad.link(&sinkpad).map_err(|e| format!("{e:?}"))?;
-    for e in [&depay, &parse] {
+    for e in &elements {
         e.sync_state_with_parent().map_err(|e| e.to_string())?;
     }
-    pad.link(&depay.static_pad("sink").ok_or("depayloader pad")?)
+    pad.link(&elements[0].static_pad("sink").ok_or("depayloader pad")?)
         .map_err(|e| format!("{e:?}"))?;
     Ok(())
 }

@@ -1149,23 +1149,26 @@ fn cmd_bench(a: BenchArgs) -> u8 {
     }
 }
 
+/// The router of the configuration at `config`, or the exit code of why there is none (the
+/// reason printed).
+fn open_router(config: &std::path::Path) -> Result<crate::route::Router, u8> {
+    let cfg = Config::load(config).map_err(|e| {
+        fail(&e);
+        exit::USAGE
+    })?;
+    crate::route::Router::new(&cfg).map_err(|e| {
+        fail(&e);
+        e.exit_code()
+    })
+}
+
 fn with_router(
     config: &std::path::Path,
     f: impl FnOnce(&crate::route::Router) -> Result<serde_json::Value, crate::route::RouteError>,
 ) -> u8 {
-    let cfg = match Config::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            fail(&e);
-            return exit::USAGE;
-        }
-    };
-    let router = match crate::route::Router::new(&cfg) {
+    let router = match open_router(config) {
         Ok(r) => r,
-        Err(e) => {
-            fail(&e);
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     match f(&router) {
         Ok(v) => {
@@ -1182,19 +1185,9 @@ fn with_router(
 fn cmd_hold_list(a: HoldListArgs) -> u8 {
     let json = a.json;
     let sel = a.select.selector();
-    let cfg = match Config::load(&a.config) {
-        Ok(c) => c,
-        Err(e) => {
-            fail(&e);
-            return exit::USAGE;
-        }
-    };
-    let router = match crate::route::Router::new(&cfg) {
+    let router = match open_router(&a.config) {
         Ok(r) => r,
-        Err(e) => {
-            fail(&e);
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     match router.hold_list(sel.as_ref()) {
         Ok(list) if json => {
@@ -1231,19 +1224,9 @@ fn cmd_hold_list(a: HoldListArgs) -> u8 {
 
 fn cmd_restrict_list(a: RestrictListArgs) -> u8 {
     let sel = a.select.selector();
-    let cfg = match Config::load(&a.config) {
-        Ok(c) => c,
-        Err(e) => {
-            fail(&e);
-            return exit::USAGE;
-        }
-    };
-    let router = match crate::route::Router::new(&cfg) {
+    let router = match open_router(&a.config) {
         Ok(r) => r,
-        Err(e) => {
-            fail(&e);
-            return e.exit_code();
-        }
+        Err(code) => return code,
     };
     match router.restrict_list(sel.as_ref()) {
         Ok(list) if a.json => {

@@ -187,6 +187,22 @@ fn example(name: &str) -> PathBuf {
     p
 }
 
+/// The RTSP test server as a stock gst-rtsp-server media factory with the launch line
+/// `launch` (payloaders pay0, pay1, …), on `port`.
+fn start_rtsp_launch(port: u16, launch: &str, out: &Path) -> Proc {
+    let child = Command::new(example("rtsp_test_server"))
+        .args(["--port", &port.to_string(), "--launch", launch])
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rtsp test server starts");
+    let p = Proc(child);
+    wait_for(Duration::from_secs(20), "the RTSP server to listen", || {
+        std::fs::read_to_string(out).is_ok_and(|s| s.contains("listening"))
+    });
+    p
+}
+
 fn start_rtsp(port: u16, args: &[&str], out: &Path) -> Proc {
     let child = Command::new(example("rtsp_test_server"))
         .args(["--port", &port.to_string(), "--file"])
@@ -523,17 +539,7 @@ fn camera_audio_is_recorded_and_its_voices_muted_in_the_stored_clips() {
         sample("city_pan.mp4").display(),
         sample("audio/librivox_gaps_16k.wav").display()
     );
-    let out = dir.path().join("server.txt");
-    let child = Command::new(example("rtsp_test_server"))
-        .args(["--port", &rport.to_string(), "--launch", &launch])
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rtsp test server starts");
-    let _server = Proc(child);
-    wait_for(Duration::from_secs(20), "the RTSP server to listen", || {
-        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("listening"))
-    });
+    let _server = start_rtsp_launch(rport, &launch, &dir.path().join("server.txt"));
     let extra = format!(
         "[[stream]]\ndevice = \"cam-2\"\nurl = \"rtsp://127.0.0.1:{rport}/cam\"\nsegment = \"4s\"\nbackoff_max_secs = 1\n"
     );
@@ -605,17 +611,7 @@ fn b_frame_camera_from_a_stock_server_is_recorded_and_every_segment_stored() {
          config-interval=1",
         bframes.display()
     );
-    let out = dir.path().join("server.txt");
-    let child = Command::new(example("rtsp_test_server"))
-        .args(["--port", &rport.to_string(), "--launch", &launch])
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rtsp test server starts");
-    let _server = Proc(child);
-    wait_for(Duration::from_secs(20), "the RTSP server to listen", || {
-        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("listening"))
-    });
+    let _server = start_rtsp_launch(rport, &launch, &dir.path().join("server.txt"));
     let extra = format!(
         "[[stream]]\ndevice = \"cam-2\"\nurl = \"rtsp://127.0.0.1:{rport}/cam\"\nsegment = \"4s\"\nbackoff_max_secs = 1\n"
     );
@@ -701,17 +697,7 @@ fn mjpeg_camera_is_recorded_and_its_faces_found() {
          jpegenc quality=85 ! rtpjpegpay name=pay0 pt=26",
         sample("city_pan.mp4").display()
     );
-    let out = dir.path().join("server.txt");
-    let child = Command::new(example("rtsp_test_server"))
-        .args(["--port", &rport.to_string(), "--launch", &launch])
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rtsp test server starts");
-    let _server = Proc(child);
-    wait_for(Duration::from_secs(20), "the RTSP server to listen", || {
-        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("listening"))
-    });
+    let _server = start_rtsp_launch(rport, &launch, &dir.path().join("server.txt"));
     let extra = format!(
         "[[stream]]\ndevice = \"cam-2\"\nurl = \"rtsp://127.0.0.1:{rport}/cam\"\nsegment = \"4s\"\nbackoff_max_secs = 1\n"
     );

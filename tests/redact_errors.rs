@@ -328,17 +328,7 @@ fn regression_b_frames_with_decode_order_timestamps_are_redacted_not_stalled() {
         }
         gstreamer::PadProbeReturn::Ok
     });
-    p.set_state(gstreamer::State::Playing).unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gstreamer::ClockTime::from_seconds(120),
-            &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
-        )
-        .expect("the pipeline ends in time");
-    assert_eq!(msg.type_(), gstreamer::MessageType::Eos, "{msg:?}");
-    p.set_state(gstreamer::State::Null).unwrap();
+    common::run_to_eos(&p);
     assert!(
         reordered.load(std::sync::atomic::Ordering::Relaxed) > 50,
         "the stream has B-frames (frames whose PTS is not their DTS)"

@@ -386,6 +386,21 @@ fn drop_pad(pipe: &gst::Pipeline, pad: &gst::Pad) -> Result<(), String> {
     Ok(())
 }
 
+/// Makes the elements `names`, adds them to `pipe` and links them in a row.
+fn add_chain(pipe: &gst::Pipeline, names: &[&str]) -> Result<Vec<gst::Element>, String> {
+    let elements = names
+        .iter()
+        .map(|n| {
+            gst::ElementFactory::make(n)
+                .build()
+                .map_err(|e| format!("{n}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    pipe.add_many(elements.iter()).map_err(|e| e.to_string())?;
+    gst::Element::link_many(elements.iter()).map_err(|e| e.to_string())?;
+    Ok(elements)
+}
+
 /// The elements that take a camera's audio from RTP into what mp4mux takes (AAC or Opus as
 /// sent; G.711, which MP4 cannot hold, decoded and encoded to AAC).
 fn audio_chain(enc: &str) -> Option<Vec<&'static str>> {
@@ -440,16 +455,7 @@ fn link_audio_pad(
         drop_pad(pipe, pad)?;
         return Err("a second audio stream is not recorded".into());
     }
-    let elements = names
-        .iter()
-        .map(|n| {
-            gst::ElementFactory::make(n)
-                .build()
-                .map_err(|e| format!("{n}: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    pipe.add_many(elements.iter()).map_err(|e| e.to_string())?;
-    gst::Element::link_many(elements.iter()).map_err(|e| e.to_string())?;
+    let elements = add_chain(pipe, &names)?;
     let sinkpad = split
         .request_pad_simple("audio_%u")
         .ok_or("splitmuxsink refused an audio pad")?;
@@ -502,16 +508,10 @@ fn link_pad(
         return Err(format!("{media} stream '{enc}' is not recorded (dropped)"));
     };
     if got_video.load(Ordering::Relaxed) {
+        drop_pad(pipe, pad)?;
         return Err("a second video stream is not recorded".into());
     }
-    let elements = names
-        .iter()
-        .map(|n| {
-            gst::ElementFactory::make(n)
-                .build()
-                .map_err(|e| format!("{n}: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let elements = add_chain(pipe, &names)?;
     for e in &elements {
         match e.factory().map(|f| f.name().to_string()).as_deref() {
             Some("h264parse") | Some("h265parse") => e.set_property("config-interval", -1i32),
@@ -526,8 +526,6 @@ fn link_pad(
             _ => {}
         }
     }
-    pipe.add_many(elements.iter()).map_err(|e| e.to_string())?;
-    gst::Element::link_many(elements.iter()).map_err(|e| e.to_string())?;
     let sinkpad = split
         .request_pad_simple("video")
         .ok_or("splitmuxsink refused a video pad")?;

@@ -315,9 +315,13 @@ pub fn expect_failure(input: &Path, extra: &[&str], code: i32, needles: &[&str])
 /// Runs a `gst-launch`-style pipeline `desc` to its end of stream (within two minutes): how the
 /// tests make clips the bundled samples do not have.
 pub fn gst_launch(desc: &str) {
-    use gstreamer::prelude::*;
     gstreamer::init().unwrap();
-    let p = gstreamer::parse::launch(desc).unwrap();
+    run_to_eos(&gstreamer::parse::launch(desc).unwrap());
+}
+
+/// Plays `p` until its end of stream (within 120 s), then stops it.
+pub fn run_to_eos(p: &gstreamer::Element) {
+    use gstreamer::prelude::*;
     p.set_state(gstreamer::State::Playing).unwrap();
     let msg = p
         .bus()

@@ -181,9 +181,14 @@ fn kill_loop(
         }
         let clips = check_store(dir.path(), &cfg, &what);
         assert_eq!(clips.keys().cloned().collect::<Vec<_>>(), want, "{what}");
+        // verify reads the audit head anchored in the region's store too: it needs the
+        // store's credentials like ingest and export.
         let o = common::bin()
             .args(["audit", "verify", "--config"])
             .arg(&cfg)
+            .env("AWS_ACCESS_KEY_ID", "obscura")
+            .env("AWS_SECRET_ACCESS_KEY", "obscura-secret")
+            .env("AWS_REGION", "us-east-1")
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(0), "{what}: {}", common::stderr(&o));

@@ -81,20 +81,10 @@ fn main() {
     let once = args.iter().any(|a| a == "--once");
     gst::init().expect("gstreamer");
     if let Some(launch) = arg("--launch") {
-        let main_loop = gst::glib::MainLoop::new(None, false);
-        let server = rtsp::RTSPServer::new();
-        server.set_address("127.0.0.1");
-        server.set_service(&port);
         let factory = rtsp::RTSPMediaFactory::new();
         factory.set_launch(&format!("( {launch} )"));
         factory.set_shared(false);
-        server
-            .mount_points()
-            .expect("mount points")
-            .add_factory("/cam", factory);
-        let _id = server.attach(None).expect("attach");
-        println!("listening rtsp://127.0.0.1:{port}/cam");
-        main_loop.run();
+        serve(&port, factory);
         return;
     }
     let (caps, samples, clip_len) = match read_samples(&file) {
@@ -105,10 +95,6 @@ fn main() {
         }
     };
     let samples = Arc::new(samples);
-    let main_loop = gst::glib::MainLoop::new(None, false);
-    let server = rtsp::RTSPServer::new();
-    server.set_address("127.0.0.1");
-    server.set_service(&port);
     let factory = rtsp::RTSPMediaFactory::new();
     factory.set_launch(
         "( appsrc name=src is-live=true format=time do-timestamp=false ! h264parse ! \
@@ -168,6 +154,15 @@ fn main() {
             println!("served {:.3}", served.nseconds() as f64 / 1e9);
         });
     });
+    serve(&port, factory);
+}
+
+/// Mounts `factory` at `/cam` on 127.0.0.1:`port`, says so on stdout and serves for ever.
+fn serve(port: &str, factory: rtsp::RTSPMediaFactory) {
+    let main_loop = gst::glib::MainLoop::new(None, false);
+    let server = rtsp::RTSPServer::new();
+    server.set_address("127.0.0.1");
+    server.set_service(port);
     server
         .mount_points()
         .expect("mount points")

@@ -1189,29 +1189,44 @@ fn cmd_hold_list(a: HoldListArgs) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match router.hold_list(sel.as_ref()) {
+    print_list(
+        router.hold_list(sel.as_ref()),
+        json,
+        "no holds in force",
+        "CASE\tSCOPE\tWINDOW\tBY\tSET AT\tCLIPS\tREASON",
+        |h| {
+            let r = &h.record;
+            format!(
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                one_line(&r.case),
+                r.scope,
+                r.window(),
+                one_line(&r.by),
+                r.set_at,
+                h.clips.len(),
+                one_line(&r.reason)
+            )
+        },
+    )
+}
+
+/// Prints a listing as JSON or as a tab-separated table (`empty` when there is nothing).
+fn print_list<T: serde::Serialize>(
+    list: Result<Vec<T>, crate::route::RouteError>,
+    json: bool,
+    empty: &str,
+    header: &str,
+    row: impl Fn(&T) -> String,
+) -> u8 {
+    match list {
         Ok(list) if json => {
             println!("{}", serde_json::to_string(&list).unwrap_or_default());
             exit::OK
         }
         Ok(list) => {
-            if list.is_empty() {
-                println!("no holds in force");
-            } else {
-                println!("CASE\tSCOPE\tWINDOW\tBY\tSET AT\tCLIPS\tREASON");
-            }
-            for h in &list {
-                let r = &h.record;
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    one_line(&r.case),
-                    r.scope,
-                    r.window(),
-                    one_line(&r.by),
-                    r.set_at,
-                    h.clips.len(),
-                    one_line(&r.reason)
-                );
+            println!("{}", if list.is_empty() { empty } else { header });
+            for x in &list {
+                println!("{}", row(x));
             }
             exit::OK
         }
@@ -1228,35 +1243,23 @@ fn cmd_restrict_list(a: RestrictListArgs) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match router.restrict_list(sel.as_ref()) {
-        Ok(list) if a.json => {
-            println!("{}", serde_json::to_string(&list).unwrap_or_default());
-            exit::OK
-        }
-        Ok(list) => {
-            if list.is_empty() {
-                println!("no restrictions in force");
-            } else {
-                println!("SCOPE\tBY\tSET AT\tCLIPS\tREASON");
-            }
-            for x in &list {
-                let r = &x.record;
-                println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    r.scope,
-                    one_line(&r.by),
-                    r.set_at,
-                    x.clips.len(),
-                    one_line(&r.reason)
-                );
-            }
-            exit::OK
-        }
-        Err(e) => {
-            fail(&e);
-            e.exit_code()
-        }
-    }
+    print_list(
+        router.restrict_list(sel.as_ref()),
+        a.json,
+        "no restrictions in force",
+        "SCOPE\tBY\tSET AT\tCLIPS\tREASON",
+        |x| {
+            let r = &x.record;
+            format!(
+                "{}\t{}\t{}\t{}\t{}",
+                r.scope,
+                one_line(&r.by),
+                r.set_at,
+                x.clips.len(),
+                one_line(&r.reason)
+            )
+        },
+    )
 }
 
 /// Names that mean a compute device, not a camera.

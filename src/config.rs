@@ -929,6 +929,26 @@ pub struct Limits {
     /// (`media::frame_memory`: the next file's decoder reuses it instead of faulting in
     /// fresh pages).
     pub max_held_mib: u64,
+    /// Decode the video twice instead of holding frames (`auto`, `always`, `never`). With
+    /// `auto` (default) a clip is decoded twice when the frames its tracker must hold for one
+    /// revisit (`detect.revisit_s`) exceed `max_held_mib` (4K with the defaults; smaller
+    /// clips get a shorter look-back across the frame's edge first): a first decode feeds the
+    /// detector and the tracker, which then holds only boxes, and a second one, kept just
+    /// behind the tracker's final boxes, feeds the redaction and the encoder. The second
+    /// decode costs CPU (one more H.264 decode, ~10% of the pipeline's) and buys memory
+    /// (the held frames) and the whole look-back across the frame's edge at every size.
+    pub decode_twice: DecodeTwice,
+}
+
+/// When a clip's video is decoded twice (`limits.decode_twice`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeTwice {
+    /// When the frames one decode would hold exceed `limits.max_held_mib`.
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 impl Default for Limits {
@@ -938,7 +958,8 @@ impl Default for Limits {
             probe_secs: 20,
             queue_frames: 0,
             max_frame_pixels: 8192 * 8192,
-            max_held_mib: 512,
+            max_held_mib: 192,
+            decode_twice: DecodeTwice::Auto,
         }
     }
 }
@@ -970,12 +991,31 @@ impl Config {
         let mut t = self
             .tracker
             .tracker_config(every, sparsest, Some((w as f32, h as f32)));
-        // The look-back across the edge holds frames too: it gets what the budget leaves,
-        // never less than the gap the tracker bridges anyway (which holds as many).
-        t.edge_back = EDGE_REACH
-            .min(self.held_frames(w, h, fps))
-            .max(t.max_gap.max(t.lookback));
+        // Held frames cost nothing when the video is decoded twice. Otherwise the look-back
+        // across the edge gets what the budget leaves, never less than the gap the tracker
+        // bridges anyway (which holds as many).
+        if !self.decodes_twice(w, h, fps) {
+            t.edge_back = EDGE_REACH
+                .min(self.held_frames(w, h, fps))
+                .max(t.max_gap.max(t.lookback));
+        }
         t
+    }
+
+    /// Whether a `w x h` video at `fps` is decoded twice (`limits.decode_twice`): with
+    /// `auto`, when the frames of one revisit do not fit in `limits.max_held_mib`.
+    pub fn decodes_twice(&self, w: u32, h: u32, fps: f64) -> bool {
+        match self.limits.decode_twice {
+            DecodeTwice::Always => true,
+            DecodeTwice::Never => false,
+            // Decoded twice only when the sweeps' own revisit would have to be shortened
+            // (more CPU every frame) for the frames the tracker holds to fit; the look-back
+            // across the edge is shortened first.
+            DecodeTwice::Auto => {
+                self.detect.zoom_for(w, h).is_some()
+                    && self.detect.zoom_every_for(w, h, fps) > self.held_frames(w, h, fps)
+            }
+        }
     }
 
     /// Frames the tracker may hold back for `w x h` video within `limits.max_held_mib`
@@ -991,6 +1031,9 @@ impl Config {
     /// holds back (about `zoom_every + every` of them) fit in `limits.max_held_mib`.
     pub fn zoom_every(&self, w: u32, h: u32, fps: f64) -> u32 {
         let want = self.detect.zoom_every_for(w, h, fps);
+        if self.decodes_twice(w, h, fps) {
+            return want.max(1);
+        }
         want.min(self.held_frames(w, h, fps)).max(1)
     }
 
@@ -1502,13 +1545,35 @@ mod tests {
     }
 
     #[test]
-    fn sparse_zoom_pass_is_bounded_by_held_memory() {
+    fn sparse_zoom_pass_is_bounded_by_held_memory_unless_the_video_is_decoded_twice() {
         let mut c = Config::default();
         assert_eq!(c.zoom_every(1280, 720, 30.0), 30);
-        // 4K frames are 12 MiB: 512 MiB hold about 40 of them.
         c.detect.revisit_s = 4.0;
+        // Decoded once, 4K frames are 12 MiB: 512 MiB hold about 40 of them.
+        c.limits.decode_twice = DecodeTwice::Never;
+        c.limits.max_held_mib = 512;
         let z = c.zoom_every(3840, 2160, 30.0);
         assert!(z < 40 && z > 20, "{z}");
+        // Auto: rather than sweeping more often, the video is decoded twice.
+        c.limits.decode_twice = DecodeTwice::Auto;
+        assert!(c.decodes_twice(3840, 2160, 30.0));
+        assert_eq!(c.zoom_every(3840, 2160, 30.0), 120);
+    }
+
+    #[test]
+    fn auto_decodes_twice_only_where_one_revisit_does_not_fit_the_budget() {
+        let c = Config::default();
+        assert!(!c.decodes_twice(1280, 720, 30.0));
+        assert!(!c.decodes_twice(1920, 1080, 25.0));
+        assert!(!c.decodes_twice(2560, 1440, 20.0));
+        assert!(c.decodes_twice(3840, 2160, 15.0));
+        let mut c = c;
+        c.limits.decode_twice = DecodeTwice::Always;
+        assert!(c.decodes_twice(1280, 720, 30.0));
+        c.limits.decode_twice = DecodeTwice::Never;
+        assert!(!c.decodes_twice(3840, 2160, 15.0));
+        assert!(Config::parse("[limits]\ndecode_twice = \"always\"\n").is_ok());
+        assert!(Config::parse("[limits]\ndecode_twice = \"sometimes\"\n").is_err());
     }
 
     #[test]
@@ -1516,18 +1581,21 @@ mod tests {
         let mut c = Config::default();
         // 720p: the whole edge reach fits.
         assert_eq!(c.tracker_config(1280, 720, 25.0).edge_back, EDGE_REACH);
-        // 4K: 512 MiB hold about 41 frames; the look-back gets what is left.
-        let t = c.tracker_config(3840, 2160, 25.0);
+        // 1440p, decoded once: the look-back gets what the budget leaves.
+        let t = c.tracker_config(2560, 1440, 20.0);
         assert!(
             t.edge_back < EDGE_REACH && t.edge_back >= t.max_gap,
             "{t:?}"
         );
         assert!(
-            t.delay() <= u64::from(c.held_frames(3840, 2160, 25.0)),
+            t.delay() <= u64::from(c.held_frames(2560, 1440, 20.0)),
             "{t:?}"
         );
-        // A small budget: the hold is the gap the sparsest pass needs, no more.
+        // 4K is decoded twice: held frames cost nothing, the whole reach is kept.
+        assert_eq!(c.tracker_config(3840, 2160, 15.0).edge_back, EDGE_REACH);
+        // A small budget, decoded once: the hold is the gap the sparsest pass needs.
         c.limits.max_held_mib = 128;
+        c.limits.decode_twice = DecodeTwice::Never;
         let t = c.tracker_config(2560, 1440, 20.0);
         assert_eq!(u64::from(t.edge_back), t.delay(), "{t:?}");
         assert!(

@@ -15,6 +15,8 @@ struct Checked {
     outside_unchanged: f64,
     zoom: obscura::types::ZoomSweeps,
     main: obscura::types::MainPasses,
+    /// Tracks and frames with faces, from the sidecar.
+    found: (u64, u64),
 }
 
 fn redact_and_check(name: &str, cfg: &obscura::config::Config) -> Checked {
@@ -91,6 +93,7 @@ fn redact_and_check_with(
         outside_unchanged: rep.outside_unchanged,
         zoom: s.detector.as_ref().and_then(|d| d.zoom).unwrap_or_default(),
         main: s.detector.as_ref().and_then(|d| d.main).unwrap_or_default(),
+        found: (s.totals.tracks, s.totals.frames_with_faces),
     }
 }
 
@@ -103,6 +106,23 @@ fn faces_of_every_size_entering_and_leaving_are_redacted_in_every_frame() {
         "outside unchanged {}",
         c.outside_unchanged
     );
+}
+
+/// `limits.decode_twice`: the tracker holds only boxes and a second decode brings the
+/// frames back to meet them. The same faces are found in the same frames, every frame is
+/// kept, and every face is redacted as when the frames are held.
+#[test]
+fn a_video_decoded_twice_is_redacted_as_when_its_frames_are_held() {
+    let mut once = common::config();
+    once.limits.decode_twice = obscura::config::DecodeTwice::Never;
+    let mut twice = common::config();
+    twice.limits.decode_twice = obscura::config::DecodeTwice::Always;
+    let a = redact_and_check("faces_sizes", &once);
+    let b = redact_and_check("faces_sizes", &twice);
+    assert!(b.leak_rate <= 0.01, "leak rate {}", b.leak_rate);
+    assert!(b.outside_unchanged >= 0.95, "{}", b.outside_unchanged);
+    assert_eq!(a.found, b.found, "tracks and frames with faces");
+    assert_eq!(a.leak_rate, b.leak_rate);
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub(crate) mod fault;
 mod video;
 mod voice;
 
-use video::{DetectStage, RedactStage, track_stage};
+use video::{DetectStage, FrameSlot, RedactStage, pair_stage, track_stage};
 
 use crate::config::{Config, VadFailure};
 use crate::detect::tracker::TrackLog;
@@ -307,19 +307,39 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
     crate::media::frame_memory::set_capacity(
         usize::try_from(cfg.limits.max_held_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
     );
+    let (fw, fh, fps) = video
+        .as_ref()
+        .map(|v| (v.width, v.height, v.fps()))
+        .unwrap_or((0, 0, 0.0));
+    let twice = mode == Mode::Redact && video.is_some() && cfg.decodes_twice(fw, fh, fps);
+    // The first decode (video only) feeds the detector when the video is decoded twice.
+    // Frames in flight are the memory a second decode is for: every hand-off stays short.
+    let queue_frames = if twice { SHORT_QUEUE } else { queue_frames };
+    let first = if twice {
+        Some(Decoder::start(&DecodeConfig {
+            path: input.clone(),
+            video: true,
+            audio: false,
+            vad: false,
+            video_queue: queue_frames,
+            audio_queue: 1,
+        })?)
+    } else {
+        None
+    };
     let (decoder, streams) = Decoder::start(&DecodeConfig {
         path: input.clone(),
         video: video.is_some(),
         audio: has_audio && mode != Mode::DecodeOnly,
         vad: vad.is_some(),
-        video_queue: queue_frames,
+        // Behind the tracker, the second decode needs no more than the hand-off.
+        video_queue: if twice { SHORT_QUEUE } else { queue_frames },
         audio_queue: 64,
     })?;
-
-    let (fw, fh, fps) = video
-        .as_ref()
-        .map(|v| (v.width, v.height, v.fps()))
-        .unwrap_or((0, 0, 0.0));
+    let (first_decoder, first_decode) = first.unzip();
+    let decoders: Vec<&Decoder> = std::iter::once(&decoder)
+        .chain(first_decoder.as_ref())
+        .collect();
     let stages = Stages::spawn(StageSetup {
         input: input.clone(),
         cfg: cfg.clone(),
@@ -338,23 +358,28 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         },
         fps,
         streams,
+        first_decode,
         encoder: encoder.as_ref(),
         ctl: ctl.clone(),
     })?;
-    let result = supervise(&input, &stages, &decoder, encoder.as_ref(), ctl, cfg);
+    let result = supervise(&input, &stages, &decoders, encoder.as_ref(), ctl, cfg);
     // A failed run waits a bounded time for its stages: one stuck for good (a hung inference)
     // would otherwise hold the run forever after the watchdog fired.
     let failing = result.is_err() || stages.error.is_set();
     let stage_results = stages.join(failing.then_some(ABANDON_STUCK_STAGES_AFTER));
     let frames = match (result, stage_results) {
         (Err(e), _) | (Ok(()), Err(e)) => {
-            decoder.abort();
+            decoders.iter().for_each(|d| d.abort());
             drop(encoder);
             return Err(e);
         }
         (Ok(()), Ok(r)) => r,
     };
+    drop(decoders);
     let video_decoder = decoder.video_decoder();
+    if let Some(d) = first_decoder {
+        d.finish(Duration::from_secs(cfg.limits.stall_secs))?;
+    }
     decoder.finish(Duration::from_secs(cfg.limits.stall_secs))?;
     check_complete(&input, &info, &frames)?;
     if video.is_some() && frames.frames == 0 {
@@ -653,6 +678,8 @@ struct StageSetup<'a> {
     zoom_tiles: Vec<Tile>,
     fps: f64,
     streams: crate::media::decode::Streams,
+    /// The first decode's streams (video only) when the video is decoded twice.
+    first_decode: Option<crate::media::decode::Streams>,
     encoder: Option<&'a Encoder>,
     ctl: Control,
 }
@@ -727,7 +754,13 @@ impl Stages {
                 .map(|h| (name, h))
         };
 
-        if let Some(full) = s.streams.full {
+        // With the video decoded twice the first decode feeds the detector and the second
+        // the redaction; otherwise one decode feeds both, its frames held by the tracker.
+        let (detect_frames, output_frames) = match s.first_decode {
+            Some(first) => (first.full, s.streams.full),
+            None => (s.streams.full, None),
+        };
+        if let Some(full) = detect_frames {
             let batch = s
                 .detector
                 .as_ref()
@@ -782,14 +815,49 @@ impl Stages {
             );
             let tracker_cfg = s.cfg.tracker_config(s.frame_size.0, s.frame_size.1, s.fps);
             let (results2, error2) = (results.clone(), error.clone());
-            handles.push(
-                spawn(
-                    "track",
+            let track: Box<dyn FnOnce() -> Result<(), PipelineError> + Send> = match output_frames {
+                // Decoded twice: the tracker holds slots, and the second decode's frames meet
+                // their final boxes in the pair stage.
+                Some(second) => {
+                    let (to_pair, pair_rx) = bounded::<(FrameSlot, Vec<TrackedBox>)>(SHORT_QUEUE);
+                    let (input, error3) = (s.input.clone(), error.clone());
+                    handles.push(
+                        spawn(
+                            "pair",
+                            Box::new(move || pair_stage(input, second, pair_rx, to_redact, error3)),
+                        )
+                        .map_err(|e| internal(&s.input, format!("spawning pair: {e}")))?,
+                    );
                     Box::new(move || {
-                        track_stage(track_rx, to_redact, tracker_cfg, results2, error2)
-                    }),
-                )
-                .map_err(|e| internal(&s.input, format!("spawning track: {e}")))?,
+                        track_stage(
+                            track_rx,
+                            to_pair,
+                            |f: Frame| FrameSlot {
+                                index: f.index,
+                                pts: f.pts,
+                            },
+                            |slot, boxes| (slot, boxes),
+                            tracker_cfg,
+                            results2,
+                            error2,
+                        )
+                    })
+                }
+                None => Box::new(move || {
+                    track_stage(
+                        track_rx,
+                        to_redact,
+                        |f| f,
+                        |frame, boxes| TrackedFrame { frame, boxes },
+                        tracker_cfg,
+                        results2,
+                        error2,
+                    )
+                }),
+            };
+            handles.push(
+                spawn("track", track)
+                    .map_err(|e| internal(&s.input, format!("spawning track: {e}")))?,
             );
             let ctx = RedactStage {
                 input: s.input.clone(),
@@ -907,7 +975,7 @@ impl Stages {
 fn supervise(
     input: &Path,
     stages: &Stages,
-    decoder: &Decoder,
+    decoders: &[&Decoder],
     encoder: Option<&Encoder>,
     ctl: &Control,
     cfg: &Config,
@@ -916,7 +984,7 @@ fn supervise(
     let mut last_ticks = stages.ticks.load(Ordering::Relaxed);
     let mut last_change = Instant::now();
     let abort_all = || {
-        decoder.abort();
+        decoders.iter().for_each(|d| d.abort());
         if let Some(e) = encoder {
             e.abort();
         }
@@ -925,11 +993,14 @@ fn supervise(
         if stages.all_finished() {
             return Ok(());
         }
-        if stages.error.is_set() || decoder.failed() {
+        let failed = decoders.iter().find(|d| d.failed());
+        if stages.error.is_set() || failed.is_some() {
             abort_all();
-            if decoder.failed() && !stages.error.is_set() {
+            if let Some(d) = failed
+                && !stages.error.is_set()
+            {
                 // The decoder's own error is the root cause; stages only saw the channels close.
-                return Err(PipelineError::Media(decoder_error(decoder)));
+                return Err(PipelineError::Media(decoder_error(d)));
             }
             return Ok(()); // the stage error is reported by join()
         }

@@ -1073,28 +1073,53 @@ fn sample_to_frame(
     )
 }
 
-pub(super) fn track_stage(
+/// What the tracker holds of a frame when the video is decoded twice: its place, no pixels.
+pub(super) struct FrameSlot {
+    pub(super) index: u64,
+    pub(super) pts: Option<gst::ClockTime>,
+}
+
+/// A frame the tracker holds: the frame itself, or only its slot when a second decode
+/// brings the pixels back (`limits.decode_twice`).
+pub(super) trait Held: Send + 'static {
+    fn time_s(&self) -> f64;
+}
+
+impl Held for Frame {
+    fn time_s(&self) -> f64 {
+        Frame::time_s(self)
+    }
+}
+
+impl Held for FrameSlot {
+    fn time_s(&self) -> f64 {
+        self.pts.map(|t| t.nseconds() as f64 / 1e9).unwrap_or(0.0)
+    }
+}
+
+/// The track stage: frames (or their slots: `keep` decides) wait in the tracker until their
+/// boxes are final, then go on as `done(held, boxes)`.
+pub(super) fn track_stage<H: Held, O>(
     rx: Receiver<DetectedFrame>,
-    out: Sender<TrackedFrame>,
+    out: Sender<O>,
+    keep: impl Fn(Frame) -> H,
+    done: impl Fn(H, Vec<TrackedBox>) -> O,
     cfg: crate::detect::tracker::TrackerConfig,
     results: Arc<Mutex<StageResults>>,
     error: FirstError,
 ) -> Result<(), PipelineError> {
     let _span = tracing::debug_span!("track").entered();
-    let mut tracker: Tracker<Frame> = Tracker::new(cfg);
+    let mut tracker: Tracker<H> = Tracker::new(cfg);
     let mut log = TrackLog::default();
     let mut busy = Duration::ZERO;
-    let send = |e: crate::detect::tracker::Emitted<Frame>, log: &mut TrackLog| -> bool {
+    let send = |e: crate::detect::tracker::Emitted<H>, log: &mut TrackLog| -> bool {
         log.record(e.index, e.payload.time_s(), &e.boxes);
-        out.send(TrackedFrame {
-            frame: e.payload,
-            boxes: e.boxes,
-        })
-        .is_ok()
+        out.send(done(e.payload, e.boxes)).is_ok()
     };
     for (frame, dets) in rx.iter() {
         let t = Instant::now();
-        let emitted = tracker.push(frame.index, frame, dets.as_deref());
+        let index = frame.index;
+        let emitted = tracker.push(index, keep(frame), dets.as_deref());
         busy += t.elapsed();
         for e in emitted {
             if !send(e, &mut log) {
@@ -1113,6 +1138,65 @@ pub(super) fn track_stage(
     if let Ok(mut r) = results.lock() {
         r.log = log;
         r.times.track = busy.as_secs_f64() * 1e3;
+    }
+    Ok(())
+}
+
+/// With the video decoded twice: pairs each frame of the second decode with the final boxes
+/// the tracker gave its slot, in order, and hands them to the redact stage. A frame of one
+/// decode that the other lacks (a count or a timestamp that differs) fails the clip: boxes
+/// are never put on a frame they were not found for.
+pub(super) fn pair_stage(
+    input: PathBuf,
+    frames: Receiver<gst::Sample>,
+    boxes: Receiver<(FrameSlot, Vec<TrackedBox>)>,
+    out: Sender<TrackedFrame>,
+    error: FirstError,
+) -> Result<(), PipelineError> {
+    let _span = tracing::debug_span!("pair").entered();
+    let mut index: u64 = 0;
+    let mismatch = |detail: String| {
+        PipelineError::Media(crate::media::MediaError::Corrupt {
+            path: input.clone(),
+            detail: format!("the two decodes of the video differ: {detail}"),
+        })
+    };
+    for sample in frames.iter() {
+        // Frames outside the demuxer's segment are skipped here as the detect stage does.
+        let Some(frame) = sample_to_frame(&input, index, &sample)? else {
+            continue;
+        };
+        let Ok((slot, found)) = boxes.recv() else {
+            if error.is_set() {
+                return Ok(());
+            }
+            return Err(mismatch(format!(
+                "the second gave frame {index}, the first ended before it"
+            )));
+        };
+        if slot.index != frame.index || slot.pts != frame.pts {
+            return Err(mismatch(format!(
+                "frame {} at {:?} against frame {} at {:?}",
+                frame.index, frame.pts, slot.index, slot.pts
+            )));
+        }
+        index += 1;
+        let tracked = TrackedFrame {
+            frame,
+            boxes: found,
+        };
+        if out.send(tracked).is_err() {
+            return Ok(());
+        }
+    }
+    if error.is_set() {
+        return Ok(());
+    }
+    if let Ok((slot, _)) = boxes.recv() {
+        return Err(mismatch(format!(
+            "the first gave frame {}, the second ended at {index}",
+            slot.index
+        )));
     }
     Ok(())
 }

@@ -95,6 +95,10 @@ pub struct DaemonConfig {
     /// clip (`media::frame_memory`, up to `limits.max_held_mib`) is given back to the system;
     /// 0 keeps it.
     pub release_memory_after_secs: u64,
+    /// /readyz reports not ready, naming the camera, when a `[[stream]]` has delivered no
+    /// video for longer than this, or has had no segment recorded for longer than its
+    /// `segment` plus this (seconds; 1..=86400, above every stream's `stall_secs`).
+    pub stream_stale_secs: u64,
 }
 
 impl Default for DaemonConfig {
@@ -109,6 +113,7 @@ impl Default for DaemonConfig {
             drain_secs: 30,
             retry_max_secs: 300,
             release_memory_after_secs: 30,
+            stream_stale_secs: 60,
         }
     }
 }
@@ -1299,6 +1304,12 @@ impl Config {
                 "max_backlog and retry_max_secs must be positive",
             ));
         }
+        if !(1..=86_400).contains(&d.stream_stale_secs) {
+            return Err(invalid(
+                "daemon.stream_stale_secs",
+                "must be between 1 and 86400",
+            ));
+        }
         for (i, b) in self.inbox.iter().enumerate() {
             let key = format!("inbox[{i}]");
             if !b.path.is_absolute() {
@@ -1348,6 +1359,17 @@ impl Config {
                 return Err(invalid(
                     &key,
                     "stall_secs and backoff_max_secs must be positive, latency_ms at most 10000",
+                ));
+            }
+            // A stream quiet for less than its stall_secs is still waited for by its recorder:
+            // readiness must not give it up earlier than the recorder does.
+            if d.stream_stale_secs <= s.stall_secs {
+                return Err(invalid(
+                    "daemon.stream_stale_secs",
+                    format!(
+                        "must be greater than {key}.stall_secs ({}): a stream is reported stale only after its recorder has given up waiting and reconnects",
+                        s.stall_secs
+                    ),
                 ));
             }
         }
@@ -1636,6 +1658,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.daemon.listen, "127.0.0.1:9750");
+        assert_eq!(c.daemon.stream_stale_secs, 60);
         assert_eq!(c.inbox[0].device_from, DeviceFrom::ParentDir);
         assert_eq!(
             c.stream[0].segment_duration(),
@@ -1687,6 +1710,14 @@ mod tests {
                 "queue.subject",
             ),
             ("[daemon]\nlisten = \"localhost\"\n", "daemon.listen"),
+            (
+                "[daemon]\nstream_stale_secs = 0\n",
+                "daemon.stream_stale_secs",
+            ),
+            (
+                "[daemon]\nstream_stale_secs = 10\n[[stream]]\ndevice = \"c\"\nurl = \"rtsp://h/a\"\n",
+                "daemon.stream_stale_secs",
+            ),
         ] {
             match Config::parse(&format!("{REGION}{bad}")) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),

@@ -1,6 +1,7 @@
 //! The daemon's HTTP endpoint: `GET /metrics` (Prometheus text), `/healthz` (the process
 //! answers), `/readyz` (models loaded, stores reachable, backlog under its limit, not
-//! draining). A plain blocking listener on one thread: requests are tiny and rare.
+//! draining, every stream recorded within `daemon.stream_stale_secs`). A plain blocking
+//! listener on one thread: requests are tiny and rare.
 //!
 //! Owns: the listening socket and request parsing. Must not touch: processing state other
 //! than through [`Metrics`] and the readiness callback.

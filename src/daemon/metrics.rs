@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Bucket bounds (seconds) of the latency histograms.
 const BUCKETS: [f64; 12] = [
@@ -33,8 +34,8 @@ impl Histogram {
     }
 }
 
-/// Per-stream state shown as `obscura_stream_*{device}`.
-#[derive(Debug, Default, Clone)]
+/// Per-stream state shown as `obscura_stream_*{device}`. Times are monotonic (`Instant`).
+#[derive(Debug, Clone)]
 pub struct StreamState {
     pub up: bool,
     pub reconnects: u64,
@@ -42,6 +43,41 @@ pub struct StreamState {
     pub stalls: u64,
     /// Teardowns of a connection's pipeline that did not finish in time (left behind).
     pub stuck_teardowns: u64,
+    /// When the stream was first known to the metrics (the daemon's start): the ages below
+    /// count from here until there is a first time.
+    pub since: Instant,
+    /// The last video buffer received (any connection).
+    pub last_data: Option<Instant>,
+    /// The last segment committed to the daemon's own inbox.
+    pub last_segment: Option<Instant>,
+}
+
+impl Default for StreamState {
+    fn default() -> Self {
+        StreamState {
+            up: false,
+            reconnects: 0,
+            segments: 0,
+            stalls: 0,
+            stuck_teardowns: 0,
+            since: Instant::now(),
+            last_data: None,
+            last_segment: None,
+        }
+    }
+}
+
+impl StreamState {
+    /// How long the stream has gone without video at `now` (since `since` if it never had any).
+    pub fn data_age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_data.unwrap_or(self.since))
+    }
+
+    /// How long the stream has gone without a committed segment at `now` (since `since` if
+    /// none was ever committed).
+    pub fn segment_age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_segment.unwrap_or(self.since))
+    }
 }
 
 /// Everything the daemon counts. Shared by reference (`Arc<Metrics>`).
@@ -190,6 +226,28 @@ impl Metrics {
             for (d, s) in m.iter() {
                 let _ = writeln!(o, "obscura_stream_up{{device=\"{d}\"}} {}", u8::from(s.up));
             }
+            let now = Instant::now();
+            for (name, help, age) in [
+                (
+                    "obscura_stream_seconds_since_last_segment",
+                    "Seconds since the stream's last segment was recorded (committed for processing); since the daemon started if none was.",
+                    StreamState::segment_age as fn(&StreamState, Instant) -> Duration,
+                ),
+                (
+                    "obscura_stream_seconds_since_data",
+                    "Seconds since the stream last delivered video; since the daemon started if it never did.",
+                    StreamState::data_age,
+                ),
+            ] {
+                let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+                for (d, s) in m.iter() {
+                    let _ = writeln!(
+                        o,
+                        "{name}{{device=\"{d}\"}} {:.3}",
+                        age(s, now).as_secs_f64()
+                    );
+                }
+            }
             for (name, help, pick) in [
                 (
                     "obscura_stream_reconnects_total",
@@ -261,5 +319,38 @@ mod tests {
         assert!(t.contains("obscura_stage_seconds_count{stage=\"detect\"} 2"));
         assert!(t.contains("obscura_stream_up{device=\"cam-1\"} 1"));
         assert!(t.contains("obscura_ready 1"));
+    }
+
+    #[test]
+    fn stream_ages_count_from_the_last_event_or_from_the_start() {
+        let t0 = Instant::now();
+        let s = StreamState {
+            since: t0,
+            ..StreamState::default()
+        };
+        let later = t0 + Duration::from_secs(90);
+        assert_eq!(s.data_age(later), Duration::from_secs(90), "never any data");
+        assert_eq!(s.segment_age(later), Duration::from_secs(90));
+        let s = StreamState {
+            last_data: Some(t0 + Duration::from_secs(80)),
+            last_segment: Some(t0 + Duration::from_secs(30)),
+            ..s
+        };
+        assert_eq!(s.data_age(later), Duration::from_secs(10));
+        assert_eq!(s.segment_age(later), Duration::from_secs(60));
+        // A time before the event (clock read earlier by another thread) is an age of 0.
+        assert_eq!(s.data_age(t0), Duration::ZERO);
+        let m = Metrics::default();
+        m.stream("cam-1", |st| st.last_segment = Some(Instant::now()));
+        let text = m.render(true);
+        let sample = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}{{device=\"cam-1\"}} ")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+        };
+        assert!(sample("obscura_stream_seconds_since_last_segment") < 60.0);
+        assert!(sample("obscura_stream_seconds_since_data") >= 0.0);
+        assert!(text.contains("# TYPE obscura_stream_seconds_since_data gauge"));
     }
 }

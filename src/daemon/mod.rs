@@ -4,7 +4,9 @@
 //! nodes over NATS JetStream (see `queue`).
 //!
 //! Owns: the daemon's threads (scanner loop, workers, recorders, HTTP), shutdown and
-//! readiness. Must not touch: processing (it calls `route::Router`), storage layout.
+//! readiness (including the staleness rule of streams: no video for
+//! `daemon.stream_stale_secs`, or no segment for `segment` plus that). Must not touch:
+//! processing (it calls `route::Router`), storage layout.
 //!
 //! Durability: the inbox is the journal. A file stays in its inbox until its outputs are
 //! committed in the store (sidecar last) or it has been copied to the quarantine; only then is
@@ -203,8 +205,66 @@ impl Shared {
         {
             return Some(format!("last write failed: {e}"));
         }
-        None
+        self.stale_streams(Instant::now())
     }
+
+    /// The streams not recorded for longer than `daemon.stream_stale_secs` at `now`, as a
+    /// reason naming each device, or `None` when every stream is recorded.
+    fn stale_streams(&self, now: Instant) -> Option<String> {
+        let bound = Duration::from_secs(self.cfg.daemon.stream_stale_secs);
+        let streams = self.metrics.streams.lock().ok()?;
+        let stale: Vec<String> = self
+            .cfg
+            .stream
+            .iter()
+            .filter_map(|s| {
+                let st = streams.get(&s.device)?;
+                let why = staleness(
+                    st.data_age(now),
+                    st.segment_age(now),
+                    s.segment_duration(),
+                    bound,
+                )?;
+                Some(format!("{} ({why})", s.device))
+            })
+            .collect();
+        if stale.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{} not recorded: {} (daemon.stream_stale_secs = {})",
+            if stale.len() == 1 {
+                "stream"
+            } else {
+                "streams"
+            },
+            stale.join(", "),
+            bound.as_secs()
+        ))
+    }
+}
+
+/// The staleness rule of one stream: stale when it has delivered no video for longer than
+/// `bound`, or when no segment has been recorded for longer than `segment` plus `bound` (a
+/// segment closes about `segment` after the previous one, or at the next reconnect; video
+/// that flows but is never committed is stale too). A stream that is down and reconnecting
+/// stays fresh until its video has been missing for `bound`. Says why, or `None`.
+fn staleness(
+    data_age: Duration,
+    segment_age: Duration,
+    segment: Duration,
+    bound: Duration,
+) -> Option<String> {
+    if data_age > bound {
+        return Some(format!("no video for {} s", data_age.as_secs()));
+    }
+    if segment_age > segment + bound {
+        return Some(format!(
+            "no segment recorded for {} s",
+            segment_age.as_secs()
+        ));
+    }
+    None
 }
 
 /// True when an error message says a disk or store was full.
@@ -603,5 +663,90 @@ fn clean_stale_temps(work: &Path) {
             std::fs::remove_file(&path)
         };
         tracing::info!(path = %path.display(), name, "removed a stale temporary from a previous run");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn a_stream_is_stale_after_the_bound_without_video_or_segment_plus_bound_without_a_clip() {
+        let (seg, bound) = (S(10), S(60));
+        // Recording normally: video now, the last segment a segment ago.
+        assert_eq!(staleness(S(0), S(10), seg, bound), None);
+        // Down and reconnecting, still within the bound: ready.
+        assert_eq!(staleness(S(60), S(65), seg, bound), None);
+        // Gone longer than the bound.
+        assert_eq!(
+            staleness(S(61), S(65), seg, bound).as_deref(),
+            Some("no video for 61 s")
+        );
+        // Video flows but no segment is committed (a long first segment is allowed up to
+        // segment + bound).
+        assert_eq!(staleness(S(0), S(70), seg, bound), None);
+        assert_eq!(
+            staleness(S(0), S(71), seg, bound).as_deref(),
+            Some("no segment recorded for 71 s")
+        );
+    }
+
+    fn shared(toml: &str) -> Shared {
+        let cfg = Config::parse(&format!(
+            "[regions.eu]\nstore = \"file:///tmp/obscura-eu\"\n{toml}"
+        ))
+        .unwrap();
+        Shared {
+            cfg,
+            metrics: Arc::new(Metrics::default()),
+            stopping: Arc::new(AtomicBool::new(false)),
+            abandon: Arc::new(AtomicBool::new(false)),
+            last_write_error: Mutex::new(None),
+        }
+    }
+
+    #[test]
+    fn readiness_names_every_stale_stream_and_only_those() {
+        let sh = shared(
+            "[daemon]\nstream_stale_secs = 30\n\
+             [[stream]]\ndevice = \"cam-1\"\nurl = \"rtsp://h/a\"\nsegment = \"10s\"\n\
+             [[stream]]\ndevice = \"cam-2\"\nurl = \"rtsp://h/b\"\nsegment = \"10s\"\n\
+             [[stream]]\ndevice = \"cam-3\"\nurl = \"rtsp://h/c\"\nsegment = \"10s\"\n",
+        );
+        let t0 = Instant::now();
+        for d in ["cam-1", "cam-2", "cam-3"] {
+            sh.metrics.stream(d, |st| st.since = t0);
+        }
+        // At start nothing has arrived yet, and that is fine within the bound.
+        assert_eq!(sh.stale_streams(t0 + S(30)), None);
+        // cam-1 records; cam-2 went quiet at 5 s; cam-3 never delivered anything.
+        let now = t0 + S(45);
+        sh.metrics.stream("cam-1", |st| {
+            st.last_data = Some(now);
+            st.last_segment = Some(t0 + S(40));
+        });
+        sh.metrics.stream("cam-2", |st| {
+            st.last_data = Some(t0 + S(5));
+            st.last_segment = Some(t0 + S(5));
+        });
+        assert_eq!(
+            sh.stale_streams(now).as_deref(),
+            Some(
+                "streams not recorded: cam-2 (no video for 40 s), cam-3 (no video for 45 s) (daemon.stream_stale_secs = 30)"
+            )
+        );
+        // cam-2 and cam-3 come back: ready again.
+        for d in ["cam-2", "cam-3"] {
+            sh.metrics.stream(d, |st| {
+                st.last_data = Some(now);
+                st.last_segment = Some(now);
+            });
+        }
+        assert_eq!(sh.stale_streams(now + S(1)), None);
+        assert_eq!(sh.not_ready(), None);
+        // Without streams there is nothing to be stale.
+        assert_eq!(shared("").stale_streams(t0 + S(3600)), None);
     }
 }

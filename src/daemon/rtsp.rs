@@ -20,6 +20,10 @@
 //! a later connection or the next start; one still being written fails as truncated and is
 //! quarantined), and a new connection starts.
 //!
+//! The recorder tells the metrics when video last arrived and when a segment was last
+//! committed (monotonic times): `obscura_stream_seconds_since_data` and
+//! `…_seconds_since_last_segment`, and the staleness rule of `/readyz`.
+//!
 //! The camera's audio goes into the segments beside the video (`audio = "drop"`: video only):
 //! AAC and Opus as sent, G.711 (PCMU/PCMA, which MP4 cannot hold) decoded and encoded to AAC.
 //! A segment is raw input like any file: its voices are redacted by `voice` when processed.
@@ -254,12 +258,19 @@ fn record_once(
     let mut open_fragments: i64 = 0;
     let mut ended = false;
     let mut finalize_reason: Option<String> = None;
+    // The last data time already handed to the metrics (ms since `origin`; 0: none yet).
+    let mut shown_data = 0;
     while !ended {
         if stop.load(Ordering::SeqCst) {
             finalize_reason = Some("shutdown".into());
             break;
         }
         let last = last_data.load(Ordering::Relaxed);
+        if last != shown_data {
+            shown_data = last;
+            let at = origin + Duration::from_millis(last);
+            metrics.stream(&device, |st| st.last_data = Some(at));
+        }
         let quiet = Duration::from_millis(ms_since(origin).saturating_sub(last));
         if quiet > stall && origin.elapsed() > stall {
             metrics.stream(&device, |st| st.stalls += 1);
@@ -361,7 +372,11 @@ fn on_closed(st: &gst::StructureRef, ready: &Path, metrics: &Metrics, device: &s
     }
     match commit_segment(&path, ready) {
         Ok(to) => {
-            metrics.stream(device, |s| s.segments += 1);
+            let now = Instant::now();
+            metrics.stream(device, |s| {
+                s.segments += 1;
+                s.last_segment = Some(now);
+            });
             tracing::info!(device = %device, clip = %to.display(), "segment recorded");
         }
         Err(e) => {

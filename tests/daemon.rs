@@ -465,6 +465,76 @@ fn rtsp_camera_killed_and_restarted_is_recorded_again() {
     assert!(listing(&dir.path().join("state/spool/cam-2")).is_empty());
 }
 
+/// A camera whose server goes away for good: once it has delivered no video for
+/// `daemon.stream_stale_secs`, /readyz says not ready naming it (and `obscura_ready` is 0)
+/// while its staleness gauges keep growing; a stream down but within the bound does not do
+/// that. When the server comes back the camera is recorded again and /readyz is ready.
+#[test]
+fn a_camera_gone_past_the_stale_bound_makes_readyz_name_it_until_it_records_again() {
+    let dir = scratch();
+    let port = free_port();
+    let rport = free_port();
+    let out = dir.path().join("server.txt");
+    let server = start_rtsp(rport, &[], &out);
+    let extra = format!(
+        "stream_stale_secs = 5\n[[stream]]\ndevice = \"cam-2\"\nurl = \"rtsp://127.0.0.1:{rport}/cam\"\nsegment = \"2s\"\nbackoff_max_secs = 1\nstall_secs = 3\n"
+    );
+    let cfg = daemon_config(dir.path(), port, &extra);
+    let mut d = start_daemon(&cfg, port, &dir.path().join("daemon.log"));
+    let up = "obscura_stream_up{device=\"cam-2\"}";
+    let segs = "obscura_stream_segments_total{device=\"cam-2\"}";
+    let since_data = "obscura_stream_seconds_since_data{device=\"cam-2\"}";
+    let since_segment = "obscura_stream_seconds_since_last_segment{device=\"cam-2\"}";
+    let readyz = || http_get(port, "/readyz").unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the stream up, a segment, and ready",
+        || metric(port, up) == 1.0 && metric(port, segs) >= 1.0 && readyz().0 == 200,
+    );
+    let text = http_get(port, "/metrics").unwrap().1;
+    assert!(
+        text.contains(&format!("{since_segment} ")) && text.contains(&format!("{since_data} ")),
+        "staleness gauges rendered: {text}"
+    );
+    drop(server); // the camera's server is gone (SIGKILL) and stays gone for a while
+    wait_for(Duration::from_secs(60), "/readyz not ready", || {
+        readyz().0 == 503
+    });
+    let (_, why) = readyz();
+    assert!(
+        why.contains("cam-2") && why.contains("not recorded"),
+        "the reason names the device: {why}"
+    );
+    assert_eq!(metric(port, "obscura_ready"), 0.0);
+    // Not ready only once past the bound; and the gauges keep growing while it is gone.
+    let (data0, seg0) = (metric(port, since_data), metric(port, since_segment));
+    assert!(
+        data0 > 5.0,
+        "not ready before the bound: {data0} s without video"
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the staleness gauges growing",
+        || metric(port, since_data) > data0 && metric(port, since_segment) > seg0,
+    );
+    assert_eq!(metric(port, up), 0.0);
+    let before = metric(port, segs);
+    let _server = start_rtsp(rport, &[], &out);
+    wait_for(Duration::from_secs(60), "the camera recorded again", || {
+        metric(port, up) == 1.0 && metric(port, segs) >= before + 1.0
+    });
+    wait_for(Duration::from_secs(60), "/readyz ready again", || {
+        readyz().0 == 200
+    });
+    assert_eq!(metric(port, "obscura_ready"), 1.0);
+    assert!(
+        metric(port, since_data) < 5.0,
+        "ready means video within the bound"
+    );
+    sigterm(&d);
+    assert_eq!(wait_exit(&mut d, Duration::from_secs(40)), Some(0));
+}
+
 /// Under load a recorder's `set_state(Null)` was seen never to return: the camera was never
 /// reconnected and SIGTERM never ended the daemon. With the first teardown made to hang
 /// (fault injection), the camera is reconnected and recorded again, and SIGTERM still ends

@@ -148,7 +148,9 @@ pub struct StreamConfig {
     pub device: String,
     /// `rtsp://` or `rtsps://` URL (credentials in it are never logged).
     pub url: String,
-    /// Clip length, e.g. "60s" (cuts fall on the next keyframe, no frame is lost).
+    /// Longest clip, e.g. "60s": a clip holds the whole keyframe intervals (GOPs) that fit
+    /// within it (cut only at keyframes, no frame lost; one longer GOP makes a clip alone).
+    /// See docs/daemon.md for measured lengths.
     #[serde(default = "default_segment")]
     pub segment: String,
     /// Seconds without data before the stream is restarted.

@@ -1,8 +1,14 @@
-//! RTSP recorders: one thread per camera cuts its stream into clips of `segment` length and
+//! RTSP recorders: one thread per camera cuts its stream into clips of at most `segment` and
 //! hands each finished clip to the daemon's own inbox (`state/streams/<device>/`).
 //!
-//! `rtspsrc ! rtph26Xdepay ! h26Xparse ! splitmuxsink(mp4mux)`: no re-encoding, cuts on
-//! keyframes so that every frame lands in exactly one clip. A segment is written under
+//! `rtspsrc ! rtph26Xdepay ! h26Xparse ! splitmuxsink(mp4mux)`: no re-encoding, cuts only on
+//! keyframes so that every frame lands in exactly one clip. `segment` is splitmuxsink's
+//! `max-size-time`: a clip holds the whole GOPs that fit within it (a GOP that would overrun it
+//! starts the next clip; a GOP longer than `segment` is a clip alone), so clips are `segment`
+//! rounded down to a multiple of the keyframe interval, and where the interval divides it
+//! exactly, timestamp jitter makes lengths alternate (10 s on a 2 s GOP: 8 s and 10 s clips).
+//! A clip's name is the time its file was opened (the connection's start for the first,
+//! about one GOP after its first frame for later ones). A segment is written under
 //! `state/spool/<device>/` and moved (fsync, rename, fsync) into the inbox only when
 //! splitmuxsink reports it closed, so the inbox only ever holds complete, playable clips. A
 //! segment cut short by a crash (no index yet) is handed on at the next start rather than
@@ -535,7 +541,7 @@ fn link_pad(
                 e.set_property_from_str("tune", "zerolatency");
                 e.set_property_from_str("pass", "qual");
                 e.set_property("quantizer", 18u32);
-                // A keyframe every 2 s at 25 fps: segments can be cut near `segment`.
+                // A keyframe every 2 s at 25 fps: clips are `segment` rounded down to a multiple of 2 s.
                 e.set_property("key-int-max", 50u32);
             }
             _ => {}

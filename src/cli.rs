@@ -63,6 +63,10 @@ pub enum Command {
     /// them out unless `--case` names a hold in force over them.
     #[command(subcommand)]
     Restrict(RestrictCommand),
+    /// A package for a law-enforcement or court request: the redacted media and sidecars of
+    /// the selected clips and a manifest of every file with its sha256, signed with the
+    /// region's Ed25519 key; `disclose verify DIR` checks one.
+    Disclose(DiscloseArgs),
     /// Retention: delete what is past its retention and not on hold.
     Retention(RetentionArgs),
     /// The audit log.
@@ -190,6 +194,70 @@ pub struct ExportArgs {
     pub case: Option<String>,
     #[arg(long, env = "OBSCURA_CONFIG")]
     pub config: PathBuf,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct DiscloseArgs {
+    #[command(subcommand)]
+    pub verify: Option<DiscloseCommand>,
+    #[command(flatten)]
+    pub make: DiscloseMakeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DiscloseCommand {
+    /// Check a package: the signature over its manifest, every file's sha256 and size, no
+    /// file missing or added. Exit 1 when it does not hold.
+    Verify(DiscloseVerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DiscloseMakeArgs {
+    /// The request's case: restricted clips and originals are given only where a hold of
+    /// this case (in force) covers them.
+    #[arg(long, required = true)]
+    pub case: Option<String>,
+    /// Who receives the package (authority, court, reference).
+    #[arg(long, required = true)]
+    pub recipient: Option<String>,
+    #[command(flatten)]
+    pub select: OptSelect,
+    /// Only clips recorded at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only clips recorded at or before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only clips stored in this region (a package is signed by one region's key).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Also the decrypted originals from the vault: refused unless a hold of the case covers
+    /// every selected clip.
+    #[arg(long)]
+    pub originals: bool,
+    /// The package folder: new, or an existing empty folder.
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
+    /// Who discloses (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+    #[arg(long, env = "OBSCURA_CONFIG", required = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DiscloseVerifyArgs {
+    /// The package folder.
+    pub dir: PathBuf,
+    /// The signer's public key (PEM, or 64 hex digits) obtained apart from the package (the
+    /// region's key store holds it as keys/disclose/ed25519.pub.pem); without it the key in
+    /// the package is used, which proves the package whole but not who made it.
+    #[arg(long, value_name = "PUBKEYFILE")]
+    pub key: Option<PathBuf>,
+    /// Ignored (verify needs no configuration); accepted so that OBSCURA_CONFIG scripts work.
+    #[arg(long, hide = true)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -645,9 +713,52 @@ pub fn main() -> ExitCode {
             r.sweep(a.dry_run)
                 .map(|x| serde_json::to_value(x).unwrap_or_default())
         }),
+        Command::Disclose(a) => cmd_disclose(a),
         Command::Audit(a) => cmd_audit_verify(a),
     };
     ExitCode::from(code)
+}
+
+fn cmd_disclose(a: DiscloseArgs) -> u8 {
+    if let Some(DiscloseCommand::Verify(v)) = a.verify {
+        return match crate::route::disclose::verify(&v.dir, v.key.as_deref()) {
+            Ok(r) => {
+                println!("{}", serde_json::to_value(r).unwrap_or_default());
+                exit::OK
+            }
+            Err(e) => {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string()})
+                );
+                fail(&e);
+                e.exit_code()
+            }
+        };
+    }
+    let m = a.make;
+    let (Some(case), Some(recipient), Some(out), Some(config), Some(scope)) =
+        (m.case, m.recipient, m.out, m.config, m.select.selector())
+    else {
+        fail(
+            "disclose needs --case, --recipient, one of --clip, --device, --account, --out and --config (or `disclose verify DIR`)",
+        );
+        return exit::USAGE;
+    };
+    with_router(&config, |r| {
+        r.disclose(&crate::route::DiscloseRequest {
+            scope,
+            case,
+            recipient,
+            by: operator(&m.by),
+            from: m.from,
+            to: m.to,
+            region: m.region,
+            originals: m.originals,
+            out,
+        })
+        .map(|x| serde_json::to_value(x).unwrap_or_default())
+    })
 }
 
 /// `audit verify`: the chain, the head file and the heads anchored in the stores. A broken

@@ -951,3 +951,426 @@ fn a_restricted_clip_stays_stored_and_export_withholds_it_unless_a_hold_case_cov
     }
     assert_eq!(obscura(&cfg, &["audit", "verify"], None).code, 0);
 }
+
+/// `disclose verify DIR [--key FILE]` (needs no configuration).
+fn verify_package(dir: &Path, key: Option<&Path>) -> Run {
+    let mut c = common::bin();
+    c.args(["disclose", "verify"]).arg(dir);
+    if let Some(k) = key {
+        c.arg("--key").arg(k);
+    }
+    let o = c.output().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        json: serde_json::from_slice(&o.stdout).unwrap_or(Value::Null),
+        stdout: String::from_utf8_lossy(&o.stdout).to_string(),
+        stderr: common::stderr(&o),
+    }
+}
+
+/// A copy of a package folder, to tamper with.
+fn copy_tree(from: &Path, to: &Path) {
+    for f in common::files_under(from) {
+        let t = to.join(&f);
+        std::fs::create_dir_all(t.parent().unwrap()).unwrap();
+        std::fs::copy(from.join(&f), t).unwrap();
+    }
+}
+
+#[test]
+fn a_disclosure_package_verifies_and_any_tampering_fails_verification() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let a = ingest(&cfg, &common::sample(TONE), "cam-eu-1", &[]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let b = ingest(&cfg, &common::sample(SPEECH), "cam-eu-1", &[]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let (ca, cb) = (
+        a.json["clip"].as_str().unwrap().to_string(),
+        b.json["clip"].as_str().unwrap().to_string(),
+    );
+    let out = d.join("pkg");
+    let r = obscura(
+        &cfg,
+        &[
+            "disclose",
+            "--case",
+            "case LE-1",
+            "--recipient",
+            "District Court 4",
+            "--device",
+            "cam-eu-1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut given: Vec<&str> = r.json["clips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    given.sort();
+    let mut want = vec![ca.as_str(), cb.as_str()];
+    want.sort();
+    assert_eq!(given, want, "{}", r.stdout);
+
+    // Private, complete, and what the manifest says.
+    assert_eq!(mode(&out), 0o700);
+    let files = common::files_under(&out);
+    for f in &files {
+        assert_eq!(mode(&out.join(f)), 0o600, "{f}");
+    }
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["case"], "case LE-1");
+    assert_eq!(m["recipient"], "District Court 4");
+    assert_eq!(m["by"], "tester");
+    assert_eq!(m["region"], "eu");
+    assert_eq!(m["selection"]["scope"]["kind"], "device");
+    assert_eq!(m["selection"]["originals"], false);
+    let listed: Vec<&str> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len() + 3, files.len(), "{files:?}");
+    for c in [&ca, &cb] {
+        assert!(listed.contains(&format!("clips/{c}/sidecar.json").as_str()));
+        assert!(
+            listed
+                .iter()
+                .any(|p| p.starts_with(&format!("clips/{c}/media.")))
+        );
+        assert!(
+            !listed.iter().any(|p| p.contains("original")),
+            "no originals without --originals"
+        );
+    }
+    for f in m["files"].as_array().unwrap() {
+        let p = out.join(f["path"].as_str().unwrap());
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(f["bytes"], bytes.len() as u64);
+        assert_eq!(f["sha256"], obscura::fsutil::sha256_bytes(&bytes));
+    }
+
+    // It verifies, with the key inside it and with the region's published key.
+    let v = verify_package(&out, None);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert_eq!(v.json["ok"], true);
+    assert_eq!(v.json["key_from"], "package");
+    let published = d.join("eu/keys/disclose/ed25519.pub.pem");
+    let v = verify_package(&out, Some(&published));
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert_eq!(v.json["key_from"], "--key");
+    // The signing key sits in the region's key store, the owner's only.
+    let sk = d.join("eu/keys/disclose/ed25519.key");
+    assert_eq!(mode(&sk), 0o600);
+    assert_eq!(mode(&d.join("eu/keys/disclose")), 0o700);
+    // A second disclosure signs with the same key.
+    let out2 = d.join("pkg2");
+    let r2 = obscura(
+        &cfg,
+        &[
+            "disclose",
+            "--case",
+            "case LE-2",
+            "--recipient",
+            "Police",
+            "--clip",
+            &ca,
+            "--out",
+            out2.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(r2.code, 0, "{}", r2.stderr);
+    assert_eq!(r2.json["public_key"], r.json["public_key"]);
+    assert_eq!(r2.json["clips"], serde_json::json!([ca]));
+
+    // Tampering, one kind at a time, on a fresh copy each time.
+    let media = listed
+        .iter()
+        .find(|p| p.contains("/media."))
+        .unwrap()
+        .to_string();
+    type Tamper<'a> = Box<dyn Fn(&Path) + 'a>;
+    let tampers: Vec<(&str, Tamper)> = vec![
+        (
+            "one byte of a media file flipped",
+            Box::new(|p: &Path| {
+                let f = p.join(&media);
+                let mut b = std::fs::read(&f).unwrap();
+                let i = b.len() / 2;
+                b[i] ^= 1;
+                std::fs::write(&f, b).unwrap();
+            }),
+        ),
+        (
+            "the manifest edited",
+            Box::new(|p: &Path| {
+                let f = p.join("manifest.json");
+                let t = std::fs::read_to_string(&f).unwrap();
+                std::fs::write(&f, t.replace("District Court 4", "District Court 5")).unwrap();
+            }),
+        ),
+        (
+            "a file added",
+            Box::new(|p: &Path| std::fs::write(p.join("clips").join("extra.txt"), b"x").unwrap()),
+        ),
+        (
+            "a file removed",
+            Box::new(|p: &Path| std::fs::remove_file(p.join(&media)).unwrap()),
+        ),
+        (
+            "the signature removed",
+            Box::new(|p: &Path| std::fs::remove_file(p.join("manifest.sig")).unwrap()),
+        ),
+    ];
+    for (i, (what, tamper)) in tampers.iter().enumerate() {
+        let copy = d.join(format!("tampered-{i}"));
+        copy_tree(&out, &copy);
+        assert_eq!(
+            verify_package(&copy, None).code,
+            0,
+            "{what}: the copy verifies"
+        );
+        tamper(&copy);
+        let v = verify_package(&copy, None);
+        assert_eq!(v.code, 1, "{what}: {}", v.stdout);
+        assert_eq!(v.json["ok"], false, "{what}");
+        assert_eq!(v.stderr.lines().count(), 1, "{what}: {}", v.stderr);
+    }
+    // A package re-signed by another key passes its own key, not the region's.
+    let other = d.join("other.pem");
+    std::fs::write(
+        &other,
+        "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let v = verify_package(&out, Some(&other));
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(v.stderr.contains("signature"), "{}", v.stderr);
+
+    // Recorded: case, recipient, clips and the manifest's hash; the chain still verifies.
+    let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    let entry: Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["action"] == "disclose")
+        .expect("a disclose entry");
+    let detail = entry["detail"].as_str().unwrap();
+    for want in [
+        "case LE-1",
+        "District Court 4",
+        ca.as_str(),
+        cb.as_str(),
+        r.json["manifest_sha256"].as_str().unwrap(),
+    ] {
+        assert!(detail.contains(want), "{want}: {detail}");
+    }
+    assert_eq!(entry["device"], "cam-eu-1");
+    assert_eq!(
+        r.json["manifest_sha256"],
+        obscura::fsutil::sha256_bytes(&std::fs::read(out.join("manifest.json")).unwrap())
+    );
+    assert_eq!(
+        audit_actions(d).iter().filter(|a| *a == "disclose").count(),
+        2
+    );
+    let v = obscura(&cfg, &["audit", "verify"], None);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+}
+
+#[test]
+fn disclose_withholds_restricted_clips_and_gives_originals_only_under_a_hold_of_the_case() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let a = ingest(&cfg, &common::sample(TONE), "cam-eu-1", &[]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let b = ingest(&cfg, &common::sample(TONE), "cam-eu-2", &[]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let (ca, cb) = (
+        a.json["clip"].as_str().unwrap().to_string(),
+        b.json["clip"].as_str().unwrap().to_string(),
+    );
+    let disclose = |name: &str, extra: &[&str]| {
+        let out = d.join(name);
+        let mut args = vec![
+            "disclose",
+            "--case",
+            "case P-9",
+            "--recipient",
+            "Police unit 3",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (obscura(&cfg, &args, None), out)
+    };
+    let r = obscura(
+        &cfg,
+        &["restrict", "set", "--clip", &ca, "--reason", "objects"],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // Restricted and not held by the case: withheld, and the manifest says why.
+    let (x, out) = disclose("p1", &["--account", "acct-7"]);
+    assert_eq!(x.code, 0, "{}", x.stderr);
+    assert_eq!(x.json["clips"], serde_json::json!([cb]), "{}", x.stdout);
+    assert!(!out.join("clips").join(&ca).exists());
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["withheld"][0]["clip"], ca.as_str());
+    assert_eq!(m["withheld"][0]["what"], "clip");
+    let why = m["withheld"][0]["why"].as_str().unwrap();
+    assert!(
+        why.contains("restricted") && why.contains("case P-9"),
+        "{why}"
+    );
+    assert_eq!(verify_package(&out, None).code, 0);
+
+    // --originals without a hold of the case: refused, nothing written.
+    let other = obscura(
+        &cfg,
+        &[
+            "hold",
+            "set",
+            "--clip",
+            &cb,
+            "--case",
+            "case other",
+            "--reason",
+            "r",
+        ],
+        None,
+    );
+    assert_eq!(other.code, 0, "{}", other.stderr);
+    let before = snapshot(d);
+    let (x, out) = disclose("p2", &["--clip", &cb, "--originals"]);
+    assert_eq!(x.code, 2, "{}", x.stderr);
+    assert!(
+        x.stderr.contains("--originals") && x.stderr.contains("case P-9") && x.stderr.contains(&cb),
+        "{}",
+        x.stderr
+    );
+    assert!(!out.exists());
+    assert!(
+        snapshot(d) == before,
+        "a refused disclosure changed something"
+    );
+
+    // With a hold of the case over both: the restricted one is given, with the originals.
+    let h = obscura(
+        &cfg,
+        &[
+            "hold",
+            "set",
+            "--account",
+            "acct-7",
+            "--case",
+            "case P-9",
+            "--reason",
+            "warrant 12",
+        ],
+        None,
+    );
+    assert_eq!(h.code, 0, "{}", h.stderr);
+    let (x, out) = disclose("p3", &["--account", "acct-7", "--originals"]);
+    assert_eq!(x.code, 0, "{}", x.stderr);
+    let mut given: Vec<String> = x.json["originals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    given.sort();
+    let mut want = vec![ca.clone(), cb.clone()];
+    want.sort();
+    assert_eq!(given, want, "{}", x.stdout);
+    let tone = std::fs::read(common::sample(TONE)).unwrap();
+    for c in [&ca, &cb] {
+        assert_eq!(
+            std::fs::read(out.join("clips").join(c).join("original.wav")).unwrap(),
+            tone,
+            "the original, decrypted"
+        );
+    }
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert!(m["withheld"].as_array().unwrap().is_empty(), "{m}");
+    let restricted: Vec<&Value> = m["clips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["restricted"] == true)
+        .collect();
+    assert_eq!(restricted.len(), 1);
+    assert_eq!(restricted[0]["id"], ca.as_str());
+    assert_eq!(restricted[0]["original"], true);
+    assert_eq!(verify_package(&out, None).code, 0);
+    assert_eq!(
+        mode(&out.join("clips").join(&ca).join("original.wav")),
+        0o600
+    );
+    assert_eq!(obscura(&cfg, &["audit", "verify"], None).code, 0);
+}
+
+#[test]
+fn disclose_refuses_unknown_ids_and_a_non_empty_out_folder_writing_nothing() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let r = ingest(&cfg, &common::sample(TONE), "cam-us-1", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let unknown_clip = "0".repeat(64);
+    let out = d.join("pkg");
+    let used = d.join("used");
+    std::fs::create_dir(&used).unwrap();
+    std::fs::write(used.join("a.txt"), b"x").unwrap();
+    let base = |sel: &[&str], out: &Path| {
+        let mut v: Vec<String> = [
+            "disclose",
+            "--case",
+            "c",
+            "--recipient",
+            "court",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(sel.iter().map(|s| s.to_string()));
+        v
+    };
+    for (sel, id, o) in [
+        (vec!["--device", "cam-nope"], "cam-nope", &out),
+        (vec!["--account", "acct-nope"], "acct-nope", &out),
+        (
+            vec!["--clip", unknown_clip.as_str()],
+            unknown_clip.as_str(),
+            &out,
+        ),
+        (vec!["--device", "cam-us-1"], "not empty", &used),
+    ] {
+        let args = base(&sel, o);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let before = snapshot(d);
+        let x = obscura(&cfg, &args, None);
+        assert_eq!(x.code, 2, "{args:?}: {}", x.stderr);
+        assert!(x.stderr.contains(id), "{args:?}: {}", x.stderr);
+        assert_eq!(x.stderr.lines().count(), 1, "{}", x.stderr);
+        assert!(snapshot(d) == before, "{args:?} changed something");
+        assert!(!out.exists());
+    }
+    assert!(!audit_actions(d).iter().any(|a| a == "disclose"));
+    // Not a package: exit 2.
+    assert_eq!(verify_package(&d.join("nowhere"), None).code, 2);
+}

@@ -13,6 +13,7 @@
 //! ingesting the same input twice finds the first clip and writes nothing.
 
 pub mod audit;
+pub mod disclose;
 pub mod holds;
 pub mod ids;
 pub mod restrict;
@@ -80,6 +81,13 @@ pub enum RouteError {
     #[error("vault: {0}")]
     Vault(#[from] vault::VaultError),
     #[error("{0}")]
+    Disclose(#[from] disclose::DiscloseError),
+    /// `disclose --originals` over clips that no hold of the disclosure's case covers.
+    #[error(
+        "--originals refused: no hold of case '{case}' is in force over {clips}; originals are disclosed only for a case that holds every selected clip (hold set --case); nothing was written"
+    )]
+    OriginalsNotHeld { case: String, clips: String },
+    #[error("{0}")]
     Config(String),
 }
 
@@ -88,6 +96,7 @@ impl RouteError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RouteError::Pipeline(e) => crate::cli::exit_code_for(e),
+            RouteError::Disclose(e) => e.exit_code(),
             RouteError::UnknownDevice { .. }
             | RouteError::UnknownRegion(_)
             | RouteError::InvalidId(_)
@@ -98,6 +107,7 @@ impl RouteError {
             | RouteError::Unknown { .. }
             | RouteError::UnknownCase { .. }
             | RouteError::UnknownRestriction { .. }
+            | RouteError::OriginalsNotHeld { .. }
             | RouteError::Invalid(_) => 2,
             _ => 4,
         }
@@ -1866,6 +1876,358 @@ impl Router {
         })?;
         Ok(rep)
     }
+
+    /// The region's disclosure signing key (Ed25519), from its key store; created there on
+    /// first use (0600 in a folder store), with its public key beside it.
+    fn disclosure_key(&self, region: &str) -> Result<ed25519_dalek::SigningKey, RouteError> {
+        let r = self.region(region)?;
+        let path = PathBuf::from(r.keys.uri(disclose::SIGNING_KEY));
+        let get = || {
+            self.rt
+                .block_on(r.keys.get(disclose::SIGNING_KEY))
+                .map_err(RouteError::Store)
+        };
+        if let Some(b) = get()? {
+            return Ok(disclose::signing_key(&b, &path)?);
+        }
+        let seed = disclose::new_signing_key();
+        let key = disclose::signing_key(&seed, &path)?;
+        let meta = vec![("obscura-kind", "disclosure-key".to_string())];
+        self.rt
+            .block_on(r.keys.put_private(
+                disclose::SIGNING_KEY,
+                Bytes::copy_from_slice(&seed),
+                &meta,
+            ))
+            .map_err(RouteError::Store)?;
+        self.rt
+            .block_on(r.keys.put(
+                disclose::SIGNING_PUB,
+                Bytes::from(disclose::public_pem(&key.verifying_key())),
+                &meta,
+            ))
+            .map_err(RouteError::Store)?;
+        // Two first disclosures at once: the key stored last is the one in force.
+        match get()? {
+            Some(b) => Ok(disclose::signing_key(&b, &path)?),
+            None => Ok(key),
+        }
+    }
+
+    /// Builds a disclosure package (see [`disclose`]) for a law-enforcement or court request:
+    /// the redacted media and the sidecars of the selected clips (with `originals`, their
+    /// decrypted originals), a manifest of every file with its sha256, signed with the
+    /// region's disclosure key. Restricted clips are withheld (listed, with why) unless a
+    /// hold of the request's case covers them; `originals` is refused unless such a hold
+    /// covers every selected clip. Unknown ids, an unusable out folder or a refusal are
+    /// errors before anything is written. Audited (case, recipient, clips, manifest hash).
+    pub fn disclose(&self, req: &DiscloseRequest) -> Result<DiscloseReport, RouteError> {
+        holds::check_case(&req.case).map_err(RouteError::Invalid)?;
+        let recipient = req.recipient.trim();
+        if recipient.is_empty() || recipient.len() > 256 || recipient.chars().any(char::is_control)
+        {
+            return Err(RouteError::Invalid(
+                "--recipient names who receives the package (1 to 256 bytes, no control characters)".into(),
+            ));
+        }
+        if let (Some(f), Some(t)) = (req.from, req.to)
+            && f > t
+        {
+            return Err(RouteError::Invalid(format!(
+                "--from {} is after --to {}",
+                rfc3339(f),
+                rfc3339(t)
+            )));
+        }
+        if let Some(region) = &req.region
+            && !self.regions.contains_key(region)
+        {
+            return Err(RouteError::Unknown {
+                kind: "region",
+                id: region.clone(),
+                known: format!(
+                    "known regions: {}",
+                    name_list(self.regions.keys().map(String::as_str))
+                ),
+            });
+        }
+        disclose::check_out(&req.out)?;
+        let (clips, all_holds) = self.clips_with_holds()?;
+        self.check_known(&req.scope, &clips)?;
+        let within = |c: &ClipInfo| {
+            let t = DateTime::parse_from_rfc3339(&c.recorded_at)
+                .ok()
+                .map(|d| d.with_timezone(&Utc));
+            let after = req.from.is_none_or(|f| t.is_some_and(|t| t >= f));
+            let before = req.to.is_none_or(|u| t.is_some_and(|t| t <= u));
+            after && before
+        };
+        let selected: Vec<&StoredSidecar> = clips
+            .iter()
+            .filter(|s| req.scope.matches(&s.clip) && within(&s.clip))
+            .filter(|s| req.region.as_ref().is_none_or(|r| &s.clip.region == r))
+            .collect();
+        let window = match (req.from, req.to) {
+            (None, None) => String::new(),
+            (f, t) => format!(
+                " recorded within {}..{}",
+                f.map(rfc3339).unwrap_or_default(),
+                t.map(rfc3339).unwrap_or_default()
+            ),
+        };
+        let mut regions: Vec<&str> = selected.iter().map(|s| s.clip.region.as_str()).collect();
+        regions.sort_unstable();
+        regions.dedup();
+        let region = match regions.as_slice() {
+            [] => {
+                return Err(RouteError::Invalid(format!(
+                    "no stored clip of {}{window}{}: nothing to disclose; nothing was written",
+                    req.scope,
+                    req.region
+                        .as_ref()
+                        .map(|r| format!(" in region {r}"))
+                        .unwrap_or_default()
+                )));
+            }
+            [one] => one.to_string(),
+            many => {
+                return Err(RouteError::Invalid(format!(
+                    "the clips of {}{window} are stored in regions {}; a package is signed by one region's key: add --region (one package per region); nothing was written",
+                    req.scope,
+                    many.join(", ")
+                )));
+            }
+        };
+        let held_by_case =
+            |c: &ClipInfo| holds_over(&all_holds, c).iter().any(|h| h.case == req.case);
+        if req.originals {
+            let refused: Vec<&str> = selected
+                .iter()
+                .filter(|s| !held_by_case(&s.clip))
+                .map(|s| s.clip.id.as_str())
+                .collect();
+            if !refused.is_empty() {
+                return Err(RouteError::OriginalsNotHeld {
+                    case: req.case.clone(),
+                    clips: format!("clip(s) {}", name_list(refused)),
+                });
+            }
+        }
+        let restrictions = self.restrictions()?;
+        let r = self.region(&region)?;
+        let key = self.disclosure_key(&region)?;
+        let mut pkg = disclose::Package::start(&req.out)?;
+        let mut rep = DiscloseReport {
+            out: req.out.clone(),
+            case: req.case.clone(),
+            recipient: recipient.to_string(),
+            region: region.clone(),
+            ..Default::default()
+        };
+        let mut given = Vec::new();
+        let mut sources = Vec::new();
+        for s in &selected {
+            let c = &s.clip;
+            let held = holds_over(&all_holds, c);
+            let by_case = held.iter().any(|h| h.case == req.case);
+            let restricted = restrictions_over(&restrictions, c);
+            if !restricted.is_empty() && !by_case {
+                rep.withheld.push(disclose::Withheld {
+                    clip: c.id.clone(),
+                    what: "clip".into(),
+                    why: format!(
+                        "restricted (the person objected to its use: {}); no hold of case '{}' covers it",
+                        restricted
+                            .iter()
+                            .map(|x| format!("{} by {} at {}: {}", x.scope, x.by, x.set_at, x.reason))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        req.case
+                    ),
+                });
+                continue;
+            }
+            for o in c.objects.iter().filter(|o| o.kind == "media") {
+                let b = self
+                    .rt
+                    .block_on(r.store.get(&o.key))
+                    .map_err(RouteError::Store)?
+                    .ok_or_else(|| RouteError::Store(format!("{}: missing", o.uri)))?;
+                let name = o.key.rsplit('/').next().unwrap_or("media");
+                pkg.add(&c.id, name, "media", &b)?;
+                sources.push(o.uri.clone());
+            }
+            let mut s2 = (*s).clone();
+            s2.clip.holds = held.clone();
+            s2.clip.hold = !held.is_empty();
+            pkg.add(
+                &c.id,
+                "sidecar.json",
+                "sidecar",
+                &serde_json::to_vec_pretty(&s2).unwrap_or_default(),
+            )?;
+            sources.push(r.store.uri(&format!("clips/{}/sidecar.json", c.id)));
+            let mut original = false;
+            if req.originals {
+                match self.original_of(s)? {
+                    Some((plain, uri)) => {
+                        pkg.add(&c.id, &format!("original.{}", original_ext(s)), "original", &plain)?;
+                        sources.push(uri);
+                        rep.originals.push(c.id.clone());
+                        original = true;
+                    }
+                    None => rep.withheld.push(disclose::Withheld {
+                        clip: c.id.clone(),
+                        what: "original".into(),
+                        why: "no original is stored (the region has no vault, or the original's retention ended)".into(),
+                    }),
+                }
+            }
+            given.push(disclose::GivenClip {
+                id: c.id.clone(),
+                device: c.device.clone(),
+                account: c.account.clone(),
+                region: c.region.clone(),
+                recorded_at: c.recorded_at.clone(),
+                holds: held.iter().map(|h| h.case.clone()).collect(),
+                restricted: !restricted.is_empty(),
+                original,
+            });
+            rep.clips.push(c.id.clone());
+        }
+        let manifest = disclose::Manifest {
+            format: disclose::FORMAT.into(),
+            case: req.case.clone(),
+            recipient: recipient.to_string(),
+            by: req.by.clone(),
+            created_at: rfc3339(now()),
+            region: region.clone(),
+            selection: disclose::Selection {
+                scope: req.scope.clone(),
+                from: req.from.map(rfc3339),
+                to: req.to.map(rfc3339),
+                region: req.region.clone(),
+                originals: req.originals,
+            },
+            clips: given,
+            withheld: rep.withheld.clone(),
+            files: Vec::new(),
+            public_key: String::new(),
+        };
+        let body = pkg.seal(manifest, &key)?;
+        rep.files = pkg.files().len();
+        rep.manifest_sha256 = crate::fsutil::sha256_bytes(&body);
+        rep.public_key = hex::encode(key.verifying_key().as_bytes());
+        // Recorded before the package appears at its name: a disclosure is never given
+        // without its audit entry (a failed rename leaves an entry for a package not made).
+        let (kind, id) = req.scope.parts();
+        self.audit.append(Event {
+            action: "disclose".into(),
+            clip: matches!(req.scope, Selector::Clip(_)).then(|| id.to_string()),
+            device: matches!(req.scope, Selector::Device(_)).then(|| id.to_string()),
+            account: matches!(req.scope, Selector::Account(_)).then(|| id.to_string()),
+            region: Some(region.clone()),
+            objects: sources,
+            detail: Some(format!(
+                "case {:?}; recipient {:?}; by {:?}; {kind} {id}{window}; clips given [{}]; originals [{}]; withheld [{}]; manifest sha256 {}; signed by {}; out {}",
+                req.case,
+                recipient,
+                req.by,
+                rep.clips.join(", "),
+                rep.originals.join(", "),
+                rep.withheld
+                    .iter()
+                    .map(|w| format!("{} {}", w.what, w.clip))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                rep.manifest_sha256,
+                rep.public_key,
+                req.out.display()
+            )),
+        })?;
+        pkg.commit()?;
+        Ok(rep)
+    }
+
+    /// A clip's original, decrypted with its key and checked against the input's sha256 in
+    /// its sidecar, with the original's URI; `None` when none is stored.
+    fn original_of(&self, s: &StoredSidecar) -> Result<Option<(Vec<u8>, String)>, RouteError> {
+        let c = &s.clip;
+        let (Some(o), Some(k)) = (
+            c.objects.iter().find(|o| o.kind == "original"),
+            c.objects.iter().find(|o| o.kind == "key"),
+        ) else {
+            return Ok(None);
+        };
+        let r = self.region(&c.region)?;
+        let Some(vault) = r.vault.as_ref() else {
+            return Ok(None);
+        };
+        let (Some(enc), Some(key)) = (
+            self.rt
+                .block_on(vault.get(&o.key))
+                .map_err(RouteError::Store)?,
+            self.rt
+                .block_on(r.keys.get(&k.key))
+                .map_err(RouteError::Store)?,
+        ) else {
+            return Ok(None);
+        };
+        let key: [u8; 32] = key
+            .as_ref()
+            .try_into()
+            .map_err(|_| RouteError::Store(format!("{}: not a key", k.uri)))?;
+        let plain = vault::decrypt(&key, &enc)?;
+        if crate::fsutil::sha256_bytes(&plain) != s.sidecar.input.sha256 {
+            return Err(RouteError::Store(format!(
+                "{}: decrypted, its sha256 is not the input's in the clip's sidecar",
+                o.uri
+            )));
+        }
+        Ok(Some((plain, o.uri.clone())))
+    }
+}
+
+/// A disclosure: what `obscura disclose` asks for.
+#[derive(Debug, Clone)]
+pub struct DiscloseRequest {
+    pub scope: Selector,
+    /// The request's case: restricted clips and originals are given only where a hold of
+    /// this case covers them.
+    pub case: String,
+    pub recipient: String,
+    pub by: String,
+    /// Only clips recorded at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Only clips recorded at or before this time.
+    pub to: Option<DateTime<Utc>>,
+    /// Only clips stored in this region (a package is signed by one region's key).
+    pub region: Option<String>,
+    /// Also the decrypted originals (each selected clip must be held by `case`).
+    pub originals: bool,
+    pub out: PathBuf,
+}
+
+/// What a disclosure gave.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DiscloseReport {
+    pub out: PathBuf,
+    pub case: String,
+    pub recipient: String,
+    pub region: String,
+    /// The clips given.
+    pub clips: Vec<String>,
+    /// Of those, the clips whose original was given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub originals: Vec<String>,
+    /// What was selected and not given, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<disclose::Withheld>,
+    pub files: usize,
+    /// sha256 of `manifest.json` as signed.
+    pub manifest_sha256: String,
+    /// The signer's public key, hex.
+    pub public_key: String,
 }
 
 /// A hold record as stored: where, under which key.
@@ -1939,6 +2301,16 @@ fn restrictions_over(all: &[StoredRestriction], c: &ClipInfo) -> Vec<RestrictRec
         }
     }
     v
+}
+
+/// The extension of a clip's original file: its input's, where that is a short plain one.
+fn original_ext(s: &StoredSidecar) -> String {
+    Path::new(&s.sidecar.input.path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .filter(|e| !e.is_empty() && e.len() <= 8 && e.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_else(|| "bin".into())
 }
 
 /// The records (one per case and scope, however many regions store it) that cover `c`.

@@ -1374,3 +1374,66 @@ fn disclose_refuses_unknown_ids_and_a_non_empty_out_folder_writing_nothing() {
     // Not a package: exit 2.
     assert_eq!(verify_package(&d.join("nowhere"), None).code, 2);
 }
+
+#[test]
+fn disclose_gives_media_stored_unredacted_only_on_the_terms_of_originals() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let r = ingest(
+        &cfg,
+        &common::sample(TONE),
+        "cam-lab-2",
+        &["--voice", "keep"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let clip = r.json["clip"].as_str().unwrap().to_string();
+    assert_eq!(sidecar(d, "lab", &clip)["clip"]["redacted"], false);
+    let disclose = |name: &str, extra: &[&str]| {
+        let out = d.join(name);
+        let mut args = vec![
+            "disclose",
+            "--case",
+            "case U",
+            "--recipient",
+            "court",
+            "--device",
+            "cam-lab-2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (obscura(&cfg, &args, None), out)
+    };
+    let (x, out) = disclose("p1", &[]);
+    assert_eq!(x.code, 0, "{}", x.stderr);
+    assert_eq!(x.json["clips"], serde_json::json!([]), "{}", x.stdout);
+    assert_eq!(x.json["withheld"][0]["clip"], clip.as_str());
+    assert!(
+        x.json["withheld"][0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("unredacted")
+    );
+    assert!(!out.join("clips").exists());
+    assert_eq!(verify_package(&out, None).code, 0);
+    let (x, out) = disclose("p2", &["--originals"]);
+    assert_eq!(x.code, 2, "{}", x.stderr);
+    assert!(!out.exists());
+    let h = obscura(
+        &cfg,
+        &[
+            "hold", "set", "--clip", &clip, "--case", "case U", "--reason", "order",
+        ],
+        None,
+    );
+    assert_eq!(h.code, 0, "{}", h.stderr);
+    let (x, out) = disclose("p3", &["--originals"]);
+    assert_eq!(x.code, 0, "{}", x.stderr);
+    assert_eq!(x.json["clips"], serde_json::json!([clip]), "{}", x.stdout);
+    // The lab region has no vault: the unredacted media is given, the original listed as
+    // withheld.
+    assert_eq!(x.json["withheld"][0]["what"], "original", "{}", x.stdout);
+    assert!(out.join("clips").join(&clip).join("sidecar.json").is_file());
+    assert_eq!(verify_package(&out, None).code, 0);
+}

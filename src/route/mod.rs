@@ -1918,8 +1918,9 @@ impl Router {
     /// the redacted media and the sidecars of the selected clips (with `originals`, their
     /// decrypted originals), a manifest of every file with its sha256, signed with the
     /// region's disclosure key. Restricted clips are withheld (listed, with why) unless a
-    /// hold of the request's case covers them; `originals` is refused unless such a hold
-    /// covers every selected clip. Unknown ids, an unusable out folder or a refusal are
+    /// hold of the request's case covers them, and so are clips stored unredacted unless
+    /// `originals` is given; `originals` is refused unless such a hold covers every selected
+    /// clip. Unknown ids, an unusable out folder or a refusal are
     /// errors before anything is written. Audited (case, recipient, clips, manifest hash).
     pub fn disclose(&self, req: &DiscloseRequest) -> Result<DiscloseReport, RouteError> {
         holds::check_case(&req.case).map_err(RouteError::Invalid)?;
@@ -2043,6 +2044,19 @@ impl Router {
                             .collect::<Vec<_>>()
                             .join("; "),
                         req.case
+                    ),
+                });
+                continue;
+            }
+            // Media stored unredacted (a region with `accept_unredacted`) is as good as the
+            // original: given only on the terms of `--originals`.
+            if !c.redacted && !req.originals {
+                rep.withheld.push(disclose::Withheld {
+                    clip: c.id.clone(),
+                    what: "clip".into(),
+                    why: format!(
+                        "its media is stored unredacted (region {}); it is given only as an original: --originals, under a hold of case '{}'",
+                        c.region, req.case
                     ),
                 });
                 continue;

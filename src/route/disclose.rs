@@ -585,6 +585,83 @@ mod tests {
         assert!(signing_key(&[1u8; 31], Path::new("k")).is_err());
     }
 
+    fn manifest() -> Manifest {
+        Manifest {
+            format: FORMAT.into(),
+            case: "c".into(),
+            recipient: "r".into(),
+            by: "me".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            region: "eu".into(),
+            selection: Selection {
+                scope: Selector::Device("cam-1".into()),
+                from: None,
+                to: None,
+                region: None,
+                originals: false,
+            },
+            clips: vec![],
+            withheld: vec![],
+            files: vec![],
+            public_key: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_package_is_written_whole_and_a_signed_manifest_cannot_reach_outside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        // What a killed run left beside --out (its owner, pid 4194303, is gone) is removed.
+        let stale = tmp
+            .path()
+            .join(format!("{STAGING_PREFIX}4194303.1-abc-pkg"));
+        std::fs::create_dir(&stale).unwrap();
+        let out = tmp.path().join("pkg");
+        let key = SigningKey::from_bytes(&[9u8; 32]);
+        let mut p = Package::start(&out).unwrap();
+        assert!(!stale.exists(), "a killed run's staging folder is swept");
+        p.add(&"a".repeat(64), "media.mp4", "media", b"frames")
+            .unwrap();
+        assert!(!out.exists(), "nothing at --out before commit");
+        p.seal(manifest(), &key).unwrap();
+        p.commit().unwrap();
+        let v = verify(&out, None).unwrap();
+        assert_eq!((v.files, v.key_from.as_str()), (1, "package"));
+        // Dropped before commit: nothing left, beside --out included.
+        let out2 = tmp.path().join("pkg2");
+        let mut p = Package::start(&out2).unwrap();
+        p.add("b", "x", "media", b"y").unwrap();
+        drop(p);
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("pkg")], "{left:?}");
+        // A validly signed manifest naming a path outside the package is refused.
+        let mut m = manifest();
+        m.public_key = hex::encode(key.verifying_key().as_bytes());
+        m.files.push(FileEntry {
+            path: "../outside".into(),
+            sha256: crate::fsutil::sha256_bytes(b""),
+            bytes: 0,
+            clip: "a".into(),
+            kind: "media".into(),
+        });
+        std::fs::write(tmp.path().join("outside"), b"").unwrap();
+        let body = serde_json::to_vec_pretty(&m).unwrap();
+        std::fs::write(out.join(MANIFEST), &body).unwrap();
+        std::fs::write(out.join(SIGNATURE), key.sign(&body).to_bytes()).unwrap();
+        match verify(&out, None) {
+            Err(DiscloseError::Tampered { problems, .. }) => {
+                assert!(
+                    problems.iter().any(|p| p.contains("unsafe path")),
+                    "{problems:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn only_plain_relative_paths_are_safe() {
         assert!(safe_relative("clips/a/media.mp4"));

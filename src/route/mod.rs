@@ -1,6 +1,6 @@
 //! Routing: classify each clip, store it in its device's region with retention metadata, and
-//! the operations behind the privacy promises — erase, export, hold, retention sweep — each
-//! recorded in the append-only audit log.
+//! the operations behind the privacy promises — erase, export, hold, restrict, disclose,
+//! retention sweep — each recorded in the append-only audit log.
 //!
 //! Owns: the region stores and their key layout, clip records (the sidecar's `clip` section),
 //! quarantine, and the audit trail. Must not touch: media processing (it calls `pipeline`).
@@ -8,7 +8,8 @@
 //! Store layout (per region): `clips/<id>/media.<ext>` and `clips/<id>/sidecar.json` (written
 //! last: a clip exists once its sidecar does), `holds/cases/<hash>.json` (one hold record per
 //! case and scope, see [`holds`]); the vault holds
-//! `originals/<id>.enc`, the key store `keys/<id>.key`. Clip ids derive from the input's sha256
+//! `originals/<id>.enc`, the key store `keys/<id>.key` (and the region's disclosure signing
+//! key, see [`disclose`]). Clip ids derive from the input's sha256
 //! and the device ([`clip_id`]), so
 //! ingesting the same input twice finds the first clip and writes nothing.
 

@@ -78,6 +78,28 @@ fn a_detector_error_mid_clip_fails_it_and_writes_nothing() {
     }
 }
 
+/// The same with the video decoded twice (`limits.decode_twice`, default at 4K): the second
+/// decode, waiting behind the tracker, must not let a frame through, and a stage stuck for
+/// good still ends the run.
+#[test]
+fn decoded_twice_a_detector_error_or_a_stuck_stage_fails_the_clip_and_writes_nothing() {
+    let input = seed("clip.mp4");
+    for frame in [0, 12, 23] {
+        let (o, dir) = redact_with_fault(
+            &input,
+            &format!("detect-error@frame={frame}"),
+            "[limits]\ndecode_twice = \"always\"\n",
+        );
+        assert_failed_closed(&o, dir.path(), &input, "detector_failed");
+    }
+    let (o, dir) = redact_with_fault(
+        &input,
+        "detect-stall@frame=6",
+        "[limits]\nstall_secs = 2\ndecode_twice = \"always\"\n",
+    );
+    assert_failed_closed(&o, dir.path(), &input, "stalled");
+}
+
 /// A stage that falls behind for good (the hook hangs the detect stage, as a hung inference
 /// would): the watchdog fired, but the run then waited forever to join that stage. It now
 /// abandons stuck stages after a bounded wait and fails the clip as stalled.

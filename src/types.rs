@@ -134,6 +134,11 @@ pub struct VideoStreamInfo {
     pub fps_d: i32,
     pub fps: f64,
     pub codec: String,
+    /// The input container's display orientation (GStreamer's `image-orientation` value,
+    /// e.g. `rotate-90`, `flip-rotate-0`), only when it is not the identity. `width`/`height`
+    /// are the displayed size; the output holds upright pixels with no rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orientation: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,11 +1,17 @@
 //! Decoding a file into raw streams with GStreamer:
 //!
 //! ```text
-//! filesrc ! decodebin ─ video ─ queue ! videoconvert ! I420 ! appsink "full"   (native size)
+//! filesrc ! decodebin ─ video ─ queue ! videoconvert ! videoflip auto ! I420 ! appsink "full"   (displayed size)
 //!                     └ audio ─ queue ! audioconvert ! F32 interleaved ! tee ─ queue ! appsink "audio"
 //!                                                                          └ queue ! audioresample
 //!                                                                            ! F32 16 kHz mono ! appsink "vad"
 //! ```
+//!
+//! `videoflip video-direction=auto` applies the container's orientation (the
+//! `image-orientation` tag qtdemux reads from an MP4/MOV display matrix: phone and body-camera
+//! files store their pixels sideways), so every frame handed out is upright, as a viewer sees
+//! it, and its size is the displayed one that `media::probe` reports. Without the tag it passes
+//! frames through untouched.
 //!
 //! Frames stay in I420 at full resolution (the detector's shrunk input is made from them by
 //! `detect::shrink`, not here). Every
@@ -220,6 +226,8 @@ impl Decoder {
         if cfg.video {
             let q = queue(4)?;
             let conv = make("videoconvert")?;
+            let flip = make("videoflip")?;
+            flip.set_property_from_str("video-direction", "auto");
             let i420 = capsfilter(
                 &gst::Caps::builder("video/x-raw")
                     .field("format", "I420")
@@ -232,8 +240,8 @@ impl Decoder {
                     .build(),
             )?;
             offer_frame_allocator(&full);
-            add_all(&pipeline, &[&q, &conv, &i420, full.upcast_ref()])?;
-            link_all(&[&q, &conv, &i420, full.upcast_ref()])?;
+            add_all(&pipeline, &[&q, &conv, &flip, &i420, full.upcast_ref()])?;
+            link_all(&[&q, &conv, &flip, &i420, full.upcast_ref()])?;
             let (tx, rx) = bounded(cfg.video_queue.max(1));
             appsink_to_channel(&full, tx, abort.clone(), &senders);
             streams.full = Some(rx);

@@ -16,7 +16,7 @@ use gstreamer as gst;
 use gstreamer::glib;
 use gstreamer::prelude::*;
 
-pub use probe::{MediaInfo, probe};
+pub use probe::{MediaInfo, Orientation, probe};
 
 /// What went wrong with a media file, classified. Every variant names the file.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -131,6 +131,7 @@ pub const REQUIRED_ELEMENTS: &[(&str, &str)] = &[
     ("x264enc", "gstreamer1.0-plugins-ugly"),
     ("h264parse", "gstreamer1.0-plugins-bad"),
     ("mp4mux", "gstreamer1.0-plugins-good"),
+    ("videoflip", "gstreamer1.0-plugins-good"),
     ("qtdemux", "gstreamer1.0-plugins-good"),
     ("matroskademux", "gstreamer1.0-plugins-good"),
     ("avidemux", "gstreamer1.0-plugins-good"),

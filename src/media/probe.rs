@@ -1,5 +1,11 @@
 //! Probing an input before processing: does it exist, is it media, which streams does it
 //! have, with which sizes and codecs. Uses GStreamer's discoverer, bounded by a timeout.
+//!
+//! Sizes are the *displayed* ones: a stream whose container turns it (an MP4/MOV display
+//! matrix, read by qtdemux into the `image-orientation` tag) reports its width and height as a
+//! viewer sees them, swapped for a quarter turn, because the decoder applies the same turn
+//! (`media::decode`) and everything downstream (detector sizes, encoder caps) works on
+//! upright frames. The stored orientation is kept in [`VideoProbe::orientation`].
 
 use std::path::Path;
 
@@ -17,6 +23,70 @@ pub struct VideoProbe {
     pub fps_n: i32,
     pub fps_d: i32,
     pub codec: String,
+    /// How the container says the stored pixels are turned for display (identity when it
+    /// says nothing). `width`/`height` already have it applied.
+    pub orientation: Orientation,
+}
+
+/// The container's display orientation, as GStreamer's `image-orientation` tag names it:
+/// rotate the stored picture clockwise by the given angle, after mirroring it left-right
+/// for the `Flip*` variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Orientation {
+    #[default]
+    Identity,
+    Rotate90,
+    Rotate180,
+    Rotate270,
+    FlipRotate0,
+    FlipRotate90,
+    FlipRotate180,
+    FlipRotate270,
+}
+
+impl Orientation {
+    /// Parses the tag's value (`rotate-90`, `flip-rotate-0`, ...); anything else is identity.
+    pub fn from_tag(value: &str) -> Orientation {
+        match value {
+            "rotate-90" => Orientation::Rotate90,
+            "rotate-180" => Orientation::Rotate180,
+            "rotate-270" => Orientation::Rotate270,
+            "flip-rotate-0" => Orientation::FlipRotate0,
+            "flip-rotate-90" => Orientation::FlipRotate90,
+            "flip-rotate-180" => Orientation::FlipRotate180,
+            "flip-rotate-270" => Orientation::FlipRotate270,
+            _ => Orientation::Identity,
+        }
+    }
+
+    /// The tag's value for it (`rotate-0` for identity).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Orientation::Identity => "rotate-0",
+            Orientation::Rotate90 => "rotate-90",
+            Orientation::Rotate180 => "rotate-180",
+            Orientation::Rotate270 => "rotate-270",
+            Orientation::FlipRotate0 => "flip-rotate-0",
+            Orientation::FlipRotate90 => "flip-rotate-90",
+            Orientation::FlipRotate180 => "flip-rotate-180",
+            Orientation::FlipRotate270 => "flip-rotate-270",
+        }
+    }
+
+    pub fn is_identity(self) -> bool {
+        self == Orientation::Identity
+    }
+
+    /// A quarter turn: the displayed picture is the stored one with width and height swapped.
+    pub fn swaps_axes(self) -> bool {
+        matches!(
+            self,
+            Orientation::Rotate90
+                | Orientation::Rotate270
+                | Orientation::FlipRotate90
+                | Orientation::FlipRotate270
+        )
+    }
 }
 
 impl VideoProbe {
@@ -131,12 +201,25 @@ pub fn probe(path: &Path, timeout: std::time::Duration) -> Result<MediaInfo, Med
             });
         }
     }
-    let video = info.video_streams().into_iter().next().map(|v| VideoProbe {
-        width: v.width(),
-        height: v.height(),
-        fps_n: v.framerate().numer(),
-        fps_d: v.framerate().denom(),
-        codec: caps_codec(v.caps()),
+    let video = info.video_streams().into_iter().next().map(|v| {
+        let orientation = v
+            .tags()
+            .and_then(|t| t.get::<gst::tags::ImageOrientation>())
+            .map(|o| Orientation::from_tag(o.get()))
+            .unwrap_or_default();
+        let (width, height) = if orientation.swaps_axes() {
+            (v.height(), v.width())
+        } else {
+            (v.width(), v.height())
+        };
+        VideoProbe {
+            width,
+            height,
+            fps_n: v.framerate().numer(),
+            fps_d: v.framerate().denom(),
+            codec: caps_codec(v.caps()),
+            orientation,
+        }
     });
     let audio = info.audio_streams().into_iter().next().map(|a| AudioProbe {
         rate: a.sample_rate(),

@@ -1168,6 +1168,7 @@ fn build_sidecar(p: SidecarParts<'_>) -> Sidecar {
                 fps_d: v.fps_d,
                 fps: v.fps(),
                 codec: v.codec.clone(),
+                orientation: (!v.orientation.is_identity()).then(|| v.orientation.tag().into()),
             }),
             audio: p.info.audio.as_ref().map(|a| AudioStreamInfo {
                 rate: a.rate,

@@ -162,6 +162,10 @@ struct Run {
 }
 
 fn redact_clip(input: &Path, dir: &Path) -> Run {
+    redact_clip_with(input, dir, &common::config())
+}
+
+fn redact_clip_with(input: &Path, dir: &Path, cfg: &obscura::config::Config) -> Run {
     let output = dir.join(format!(
         "{}.redacted.mp4",
         input.file_stem().unwrap().to_string_lossy()
@@ -171,7 +175,7 @@ fn redact_clip(input: &Path, dir: &Path) -> Run {
         output,
         sidecar: None,
     };
-    let out = redact_file(&job, &common::config(), &Control::default()).expect("redacted");
+    let out = redact_file(&job, cfg, &Control::default()).expect("redacted");
     let gt = GroundTruth::load(&common::sample("faces_sizes.gt.json")).unwrap();
     let rep = evaluate(input, &out.output, &gt).unwrap();
     let probe = |p: &Path| obscura::media::probe(p, Duration::from_secs(20)).unwrap();
@@ -217,10 +221,14 @@ fn upright() -> &'static Run {
 }
 
 fn rotated_clip_is_redacted_upright(o: Orientation) {
+    rotated_clip_is_redacted_upright_with(o, &common::config());
+}
+
+fn rotated_clip_is_redacted_upright_with(o: Orientation, cfg: &obscura::config::Config) {
     let base = upright();
     let dir = common::scratch();
     let clip = make_clip(dir.path(), o);
-    let run = redact_clip(&clip, dir.path());
+    let run = redact_clip_with(&clip, dir.path(), cfg);
     let (vi, vb) = (
         run.input.video.as_ref().unwrap(),
         base.input.video.as_ref().unwrap(),
@@ -284,6 +292,15 @@ fn rotated_270_is_detected_upright_and_written_upright() {
 #[test]
 fn mirrored_matrix_is_detected_upright_and_written_upright() {
     rotated_clip_is_redacted_upright(Orientation::FlipRotate0);
+}
+
+/// `limits.decode_twice`: the second decode turns the frames the same way as the first, so
+/// the boxes found on the first meet upright frames again.
+#[test]
+fn rotated_90_decoded_twice_is_redacted_as_when_held() {
+    let mut cfg = common::config();
+    cfg.limits.decode_twice = obscura::config::DecodeTwice::Always;
+    rotated_clip_is_redacted_upright_with(Orientation::Rotate90, &cfg);
 }
 
 /// Regression: an unrotated file is redacted as before — its own size, identity orientation,

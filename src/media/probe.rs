@@ -256,3 +256,27 @@ pub fn probe(path: &Path, timeout: std::time::Duration) -> Result<MediaInfo, Med
 fn classify_discoverer(path: &Path, e: &glib::Error) -> MediaError {
     classify(path, e, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Orientation;
+
+    #[test]
+    fn every_image_orientation_tag_reads_back_and_quarter_turns_swap_the_axes() {
+        let all = [
+            (Orientation::Identity, false),
+            (Orientation::Rotate90, true),
+            (Orientation::Rotate180, false),
+            (Orientation::Rotate270, true),
+            (Orientation::FlipRotate0, false),
+            (Orientation::FlipRotate90, true),
+            (Orientation::FlipRotate180, false),
+            (Orientation::FlipRotate270, true),
+        ];
+        for (o, swaps) in all {
+            assert_eq!(Orientation::from_tag(o.tag()), o);
+            assert_eq!(o.swaps_axes(), swaps, "{o:?}");
+        }
+        assert_eq!(Orientation::from_tag("sideways"), Orientation::Identity);
+    }
+}

@@ -64,6 +64,9 @@ pub enum Command {
     /// them out unless `--case` names a hold in force over them.
     #[command(subcommand)]
     Restrict(RestrictCommand),
+    /// Correct a clip's record (recording time, account, classification): its sidecar and
+    /// retention are re-issued and the change audited. Re-redaction is not done here.
+    Correct(CorrectArgs),
     /// A package for a law-enforcement or court request: the redacted media and sidecars of
     /// the selected clips and a manifest of every file with its sha256, signed with the
     /// region's Ed25519 key; `disclose verify DIR` checks one.
@@ -259,6 +262,31 @@ pub struct DiscloseVerifyArgs {
     /// Ignored (verify needs no configuration); accepted so that OBSCURA_CONFIG scripts work.
     #[arg(long, hide = true)]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CorrectArgs {
+    /// The clip whose record is corrected.
+    #[arg(long)]
+    pub clip: String,
+    /// The true recording time (same forms and bounds as `ingest --recorded-at`); the
+    /// retention is recomputed from it.
+    #[arg(long, value_name = "TIME")]
+    pub recorded_at: Option<String>,
+    /// The account the clip's device belonged to when it recorded this clip.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// personal | non-personal (non-personal is recorded as a downgrade).
+    #[arg(long, value_name = "CLASS")]
+    pub classification: Option<String>,
+    /// Why the record is corrected (required; recorded in the sidecar and the audit log).
+    #[arg(long)]
+    pub reason: String,
+    /// Who corrects it (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+    #[arg(long, env = "OBSCURA_CONFIG")]
+    pub config: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -714,10 +742,37 @@ pub fn main() -> ExitCode {
             r.sweep(a.dry_run)
                 .map(|x| serde_json::to_value(x).unwrap_or_default())
         }),
+        Command::Correct(a) => cmd_correct(a),
         Command::Disclose(a) => cmd_disclose(a),
         Command::Audit(a) => cmd_audit_verify(a),
     };
     ExitCode::from(code)
+}
+
+fn cmd_correct(a: CorrectArgs) -> u8 {
+    let recorded_at = match a
+        .recorded_at
+        .as_deref()
+        .map(crate::route::parse_recorded_at)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            fail(format!("--recorded-at {e}"));
+            return exit::USAGE;
+        }
+    };
+    with_router(&a.config, |r| {
+        r.correct(&crate::route::CorrectRequest {
+            clip: a.clip.clone(),
+            recorded_at,
+            account: a.account.clone(),
+            classification: a.classification.clone(),
+            reason: a.reason.clone(),
+            by: operator(&a.by),
+        })
+        .map(|x| serde_json::to_value(x).unwrap_or_default())
+    })
 }
 
 fn cmd_disclose(a: DiscloseArgs) -> u8 {

@@ -150,6 +150,9 @@ mod tests {
             originals_retain_until: None,
             hold: false,
             holds: vec![],
+            restricted: false,
+            restrictions: vec![],
+            corrections: vec![],
             redacted: true,
             objects: vec![],
         }

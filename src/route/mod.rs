@@ -14,6 +14,7 @@
 //! ingesting the same input twice finds the first clip and writes nothing.
 
 pub mod audit;
+pub mod correct;
 pub mod disclose;
 pub mod holds;
 pub mod ids;
@@ -166,6 +167,18 @@ pub struct ClipInfo {
     /// The holds in force then (case, scope, who, when, why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<HoldRecord>,
+    /// Whether a restriction of use was in force when the record was last written (at
+    /// ingest and at every restriction, hold or correction change); the restriction records
+    /// themselves are what export and disclose check. Records written before this field
+    /// existed read as not restricted until their next rewrite.
+    #[serde(default)]
+    pub restricted: bool,
+    /// The restrictions in force then (scope, who, when, why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<RestrictRecord>,
+    /// Corrections made to this record (`obscura correct`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrections: Vec<correct::Correction>,
     /// False when the stored media was not redacted (`--style tag`, `--voice tag|keep`):
     /// only regions with `accept_unredacted` store such clips. Records written before this
     /// field existed read as redacted.
@@ -730,6 +743,9 @@ impl Router {
             originals_retain_until,
             hold: false,
             holds: Vec::new(),
+            restricted: false,
+            restrictions: Vec::new(),
+            corrections: Vec::new(),
             redacted,
             objects: objects.clone(),
         };
@@ -737,6 +753,9 @@ impl Router {
         let mut clip = clip;
         clip.holds = holds_over(&self.hold_records()?, &clip);
         clip.hold = !clip.holds.is_empty();
+        // So do restrictions over them.
+        clip.restrictions = restrictions_over(&self.restrictions()?, &clip);
+        clip.restricted = !clip.restrictions.is_empty();
         let stored = StoredSidecar {
             sidecar: out.sidecar.clone(),
             clip,
@@ -1113,15 +1132,35 @@ impl Router {
         })
     }
 
-    /// Rewrites a clip's stored record where its holds changed (`clip.hold`, `clip.holds`).
-    fn refresh_holds(&self, s: &StoredSidecar, all: &[StoredHold]) -> Result<(), RouteError> {
-        let now_held = holds_over(all, &s.clip);
-        if now_held == s.clip.holds && s.clip.hold != now_held.is_empty() {
+    /// Rewrites a clip's stored record where the holds or restrictions in force over it
+    /// changed (`clip.hold`, `clip.holds`, `clip.restricted`, `clip.restrictions`).
+    fn refresh_record(
+        &self,
+        s: &StoredSidecar,
+        holds: &[StoredHold],
+        restrictions: &[StoredRestriction],
+    ) -> Result<(), RouteError> {
+        let now_held = holds_over(holds, &s.clip);
+        let now_restricted = restrictions_over(restrictions, &s.clip);
+        if now_held == s.clip.holds
+            && s.clip.hold != now_held.is_empty()
+            && now_restricted == s.clip.restrictions
+            && s.clip.restricted != now_restricted.is_empty()
+        {
             return Ok(());
         }
         let mut s2 = s.clone();
         s2.clip.hold = !now_held.is_empty();
         s2.clip.holds = now_held;
+        s2.clip.restricted = !now_restricted.is_empty();
+        s2.clip.restrictions = now_restricted;
+        self.put_record(&s2)
+    }
+
+    /// Writes a clip's stored record (its sidecar) in place: the store's put is durable
+    /// (temporary name, fsync, rename, fsync of the folder in a folder store), with the
+    /// record's state as object metadata.
+    fn put_record(&self, s: &StoredSidecar) -> Result<(), RouteError> {
         let r = self.region(&s.clip.region)?;
         let sk = format!("clips/{}/sidecar.json", s.clip.id);
         let meta = [
@@ -1131,14 +1170,12 @@ impl Router {
             ("obscura-classification", s.clip.classification.clone()),
             ("obscura-retain-until", s.clip.retain_until.clone()),
             ("obscura-redacted", s.clip.redacted.to_string()),
-            ("obscura-hold", s2.clip.hold.to_string()),
+            ("obscura-hold", s.clip.hold.to_string()),
+            ("obscura-restricted", s.clip.restricted.to_string()),
         ];
+        let body = serde_json::to_vec_pretty(s).map_err(|e| RouteError::Store(e.to_string()))?;
         self.rt
-            .block_on(r.store.put(
-                &sk,
-                Bytes::from(serde_json::to_vec_pretty(&s2).unwrap_or_default()),
-                &meta,
-            ))
+            .block_on(r.store.put(&sk, Bytes::from(body), &meta))
             .map_err(RouteError::Store)
     }
 
@@ -1302,8 +1339,9 @@ impl Router {
             )),
         })?;
         let mut covered = Vec::new();
+        let restrictions = self.restrictions()?;
         for s in clips.iter().filter(|s| record.covers(&s.clip)) {
-            self.refresh_holds(s, &all_holds)?;
+            self.refresh_record(s, &all_holds, &restrictions)?;
             covered.push(s.clip.id.clone());
         }
         Ok(HoldReport {
@@ -1387,11 +1425,12 @@ impl Router {
             records: records.clone(),
             ..Default::default()
         };
+        let restrictions = self.restrictions()?;
         for s in clips
             .iter()
             .filter(|s| records.iter().any(|r| r.covers(&s.clip)))
         {
-            self.refresh_holds(s, &kept)?;
+            self.refresh_record(s, &kept, &restrictions)?;
             rep.clips.push(s.clip.id.clone());
             if !holds_over(&kept, &s.clip).is_empty() {
                 rep.still_held.push(s.clip.id.clone());
@@ -1657,13 +1696,16 @@ impl Router {
             uris.push(r.store.uri(&key));
         }
         self.audit_restrict("restrict_set", scope, uris, by, reason)?;
+        // The records of the covered clips show it.
+        let (holds, restrictions) = (self.hold_records()?, self.restrictions()?);
+        let mut covered = Vec::new();
+        for s in clips.iter().filter(|s| record.covers(&s.clip)) {
+            self.refresh_record(s, &holds, &restrictions)?;
+            covered.push(s.clip.id.clone());
+        }
         Ok(RestrictReport {
             action: "set".into(),
-            clips: clips
-                .iter()
-                .filter(|s| record.covers(&s.clip))
-                .map(|s| s.clip.id.clone())
-                .collect(),
+            clips: covered,
             records: vec![record],
         })
     }
@@ -1703,14 +1745,17 @@ impl Router {
         }
         let reason = if reason.is_empty() { "-" } else { reason };
         self.audit_restrict("restrict_release", scope, uris, by, reason)?;
+        // The records of the clips it covered show what is still in force.
+        let holds = self.hold_records()?;
+        let mut covered = Vec::new();
+        for s in clips.iter().filter(|s| scope.matches(&s.clip)) {
+            self.refresh_record(s, &holds, &kept)?;
+            covered.push(s.clip.id.clone());
+        }
         Ok(RestrictReport {
             action: "release".into(),
             records: vec![gone[0].record.clone()],
-            clips: clips
-                .iter()
-                .filter(|s| scope.matches(&s.clip))
-                .map(|s| s.clip.id.clone())
-                .collect(),
+            clips: covered,
         })
     }
 
@@ -1768,6 +1813,172 @@ impl Router {
         }
         out.sort_by(|a, b| a.record.set_at.cmp(&b.record.set_at));
         Ok(out)
+    }
+
+    /// Corrects a clip's record (recording time, account, classification) and re-issues its
+    /// sidecar with the retention recomputed from the corrected record (see [`correct`]).
+    /// Refused, with nothing changed: an unknown clip or account (exit 2), no change asked,
+    /// an empty reason, a recording time out of bounds, a correction that would take the
+    /// clip out of a hold or a restriction in force.
+    pub fn correct(&self, req: &CorrectRequest) -> Result<CorrectReport, RouteError> {
+        if req.reason.trim().is_empty() {
+            return Err(RouteError::Invalid(
+                "the reason is empty (--reason says why the record is corrected)".into(),
+            ));
+        }
+        if req.recorded_at.is_none() && req.account.is_none() && req.classification.is_none() {
+            return Err(RouteError::Invalid(
+                "nothing to correct: give --recorded-at, --account or --classification".into(),
+            ));
+        }
+        let sel = Selector::Clip(req.clip.clone());
+        let (clips, all_holds) = self.clips_with_holds()?;
+        self.check_known(&sel, &clips)?;
+        let Some(s) = clips.iter().find(|s| s.clip.id == req.clip) else {
+            return Err(RouteError::Store(format!("clip {} vanished", req.clip)));
+        };
+        let old = &s.clip;
+        let mut new = old.clone();
+        let at = rfc3339(now());
+        let mut changes: Vec<correct::Correction> = Vec::new();
+        let mut change = |field: &str, old: &str, new: &str| {
+            if old != new {
+                changes.push(correct::Correction {
+                    field: field.to_string(),
+                    old: old.to_string(),
+                    new: new.to_string(),
+                    reason: req.reason.clone(),
+                    by: req.by.clone(),
+                    at: at.clone(),
+                });
+            }
+        };
+        if let Some(t) = req.recorded_at {
+            check_recorded_at(t).map_err(RouteError::RecordedAt)?;
+            new.recorded_at = rfc3339(t);
+            change("recorded_at", &old.recorded_at, &new.recorded_at);
+        }
+        if let Some(a) = &req.account {
+            ids::account(a).map_err(RouteError::Invalid)?;
+            let known = self.devices.values().any(|d| &d.account == a)
+                || clips.iter().any(|s| &s.clip.account == a);
+            if !known {
+                return Err(RouteError::Unknown {
+                    kind: "account",
+                    id: a.clone(),
+                    known: format!(
+                        "no configured device and no stored clip has it (known accounts: {})",
+                        name_list(
+                            self.devices
+                                .values()
+                                .map(|d| d.account.as_str())
+                                .chain(clips.iter().map(|s| s.clip.account.as_str()))
+                        )
+                    ),
+                });
+            }
+            new.account = a.clone();
+            change("account", &old.account, &new.account);
+        }
+        if let Some(c) = &req.classification {
+            let c = correct::parse_classification(c).map_err(RouteError::Invalid)?;
+            new.classification = c.to_string();
+            change("classification", &old.classification, &new.classification);
+        }
+        if changes.is_empty() {
+            return Err(RouteError::Invalid(format!(
+                "nothing to correct: clip {} already has these values",
+                old.id
+            )));
+        }
+        // Retention from the corrected record; originals keep their own (shorter) period
+        // while they are still stored.
+        let recorded = DateTime::parse_from_rfc3339(&new.recorded_at)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|e| RouteError::Store(format!("recorded_at {}: {e}", new.recorded_at)))?;
+        let r = &self.cfg.retention;
+        let keep = parse_duration(if new.classification == correct::NON_PERSONAL {
+            &r.non_personal
+        } else {
+            &r.personal
+        })
+        .map_err(RouteError::Config)?;
+        new.retain_until = rfc3339(recorded + keep);
+        if new.originals_retain_until.is_some() {
+            let o = parse_duration(&r.originals).map_err(RouteError::Config)?;
+            new.originals_retain_until = Some(rfc3339(recorded + o));
+        }
+        // Fail closed: no correction takes a clip out of a hold or a restriction in force.
+        let restrictions = self.restrictions()?;
+        let lost_holds: Vec<String> = holds_over(&all_holds, old)
+            .into_iter()
+            .filter(|h| !h.covers(&new))
+            .map(|h| format!("hold of case {:?} over {}", h.case, h.scope))
+            .collect();
+        let lost_restrictions: Vec<String> = restrictions_over(&restrictions, old)
+            .into_iter()
+            .filter(|x| !x.covers(&new))
+            .map(|x| format!("restriction over {}", x.scope))
+            .collect();
+        let lost: Vec<String> = lost_holds.into_iter().chain(lost_restrictions).collect();
+        if !lost.is_empty() {
+            return Err(RouteError::Invalid(format!(
+                "the correction would take clip {} out of: {}; set it over the clip first (hold set --clip / restrict set --clip), then correct; nothing was changed",
+                old.id,
+                lost.join(", ")
+            )));
+        }
+        new.holds = holds_over(&all_holds, &new);
+        new.hold = !new.holds.is_empty();
+        new.restrictions = restrictions_over(&restrictions, &new);
+        new.restricted = !new.restrictions.is_empty();
+        new.corrections.extend(changes.iter().cloned());
+        let s2 = StoredSidecar {
+            sidecar: s.sidecar.clone(),
+            clip: new,
+        };
+        self.put_record(&s2)?;
+        let reg = self.region(&old.region)?;
+        let uri = reg.store.uri(&format!("clips/{}/sidecar.json", old.id));
+        let downgrade = req
+            .classification
+            .is_some()
+            .then(|| correct::is_downgrade(&old.classification, &s2.clip.classification))
+            .unwrap_or(false);
+        self.audit.append(Event {
+            action: "correct".into(),
+            clip: Some(old.id.clone()),
+            device: Some(old.device.clone()),
+            account: Some(s2.clip.account.clone()),
+            region: Some(old.region.clone()),
+            objects: vec![uri.clone()],
+            detail: Some(format!(
+                "{}; retain until {} -> {}; {}by {:?}; reason {:?}",
+                changes
+                    .iter()
+                    .map(|c| format!("{} {:?} -> {:?}", c.field, c.old, c.new))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                old.retain_until,
+                s2.clip.retain_until,
+                if downgrade {
+                    "DOWNGRADE personal -> non_personal; "
+                } else {
+                    ""
+                },
+                req.by,
+                req.reason
+            )),
+        })?;
+        Ok(CorrectReport {
+            clip: old.id.clone(),
+            changes,
+            retain_until: s2.clip.retain_until.clone(),
+            originals_retain_until: s2.clip.originals_retain_until.clone(),
+            hold: s2.clip.hold,
+            downgrade,
+            sidecar: uri,
+        })
     }
 
     /// Gathers an account's clips (records and media, from every region) into `out`; each
@@ -1845,6 +2056,8 @@ impl Router {
             let mut s2 = s.clone();
             s2.clip.holds = holds_over(&all_holds, c);
             s2.clip.hold = !s2.clip.holds.is_empty();
+            s2.clip.restrictions = restrictions_over(&restrictions, c);
+            s2.clip.restricted = !s2.clip.restrictions.is_empty();
             for h in &s2.clip.holds {
                 if !rep.holds.contains(h) {
                     rep.holds.push(h.clone());
@@ -2305,6 +2518,34 @@ pub struct RestrictReport {
     pub records: Vec<RestrictRecord>,
     /// The stored clips the records cover.
     pub clips: Vec<String>,
+}
+
+/// A correction of a clip's record: what `obscura correct` asks for.
+#[derive(Debug, Clone)]
+pub struct CorrectRequest {
+    pub clip: String,
+    pub recorded_at: Option<DateTime<Utc>>,
+    pub account: Option<String>,
+    /// `personal` or `non-personal`.
+    pub classification: Option<String>,
+    pub reason: String,
+    pub by: String,
+}
+
+/// What a correction changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct CorrectReport {
+    pub clip: String,
+    pub changes: Vec<correct::Correction>,
+    /// The clip's retention, recomputed (a hold in force still keeps it past this).
+    pub retain_until: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub originals_retain_until: Option<String>,
+    pub hold: bool,
+    /// True when a personal clip was made non-personal.
+    pub downgrade: bool,
+    /// The re-issued sidecar.
+    pub sidecar: String,
 }
 
 /// The restrictions (one per scope, however many regions store it) over `c`.

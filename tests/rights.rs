@@ -890,6 +890,15 @@ fn a_restricted_clip_stays_stored_and_export_withholds_it_unless_a_hold_case_cov
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json["clips"], serde_json::json!([ca]));
+    // The stored record shows the restriction where the clip is.
+    let sc = sidecar(d, "eu", &ca);
+    assert_eq!(sc["clip"]["restricted"], true, "{sc}");
+    assert_eq!(
+        sc["clip"]["restrictions"][0]["reason"],
+        "objects to analytics"
+    );
+    assert_eq!(sc["clip"]["restrictions"][0]["by"], "tester");
+    assert_eq!(sidecar(d, "eu", &cb)["clip"]["restricted"], false);
     let l = obscura(&cfg, &["restrict", "list", "--json"], None);
     assert_eq!(l.json.as_array().unwrap().len(), 1, "{}", l.stdout);
     assert_eq!(l.json[0]["by"], "tester");
@@ -920,6 +929,17 @@ fn a_restricted_clip_stays_stored_and_export_withholds_it_unless_a_hold_case_cov
     assert_eq!(x.code, 0, "{}", x.stderr);
     assert_eq!(x.json["restricted_exported"], serde_json::json!([ca]));
     assert!(out.join(&ca).join("sidecar.json").is_file());
+    // The exported record shows both the hold and the restriction in force.
+    let xs: Value =
+        serde_json::from_slice(&std::fs::read(out.join(&ca).join("sidecar.json")).unwrap())
+            .unwrap();
+    assert_eq!(xs["clip"]["restricted"], true, "{xs}");
+    assert_eq!(cases(&xs["clip"]["holds"]), ["case L"]);
+    let sc = sidecar(d, "eu", &ca);
+    assert_eq!(
+        (&sc["clip"]["hold"], &sc["clip"]["restricted"]),
+        (&Value::Bool(true), &Value::Bool(true))
+    );
     // Without the case it is still withheld.
     let (x, _) = export("export4", &[]);
     assert!(x.json["withheld"][&ca].is_array(), "{}", x.stdout);
@@ -942,6 +962,10 @@ fn a_restricted_clip_stays_stored_and_export_withholds_it_unless_a_hold_case_cov
     // Release: exported again without a case.
     let r = obscura(&cfg, &["restrict", "release", "--clip", &ca], None);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    let sc = sidecar(d, "eu", &ca);
+    assert_eq!(sc["clip"]["restricted"], false, "{sc}");
+    assert!(sc["clip"].get("restrictions").is_none(), "{sc}");
+    assert_eq!(sc["clip"]["hold"], true, "the hold is still shown");
     let (x, _) = export("export5", &[]);
     assert_eq!(x.json["clips"], serde_json::json!([ca]), "{}", x.stdout);
     assert!(x.json.get("withheld").is_none());
@@ -1436,4 +1460,226 @@ fn disclose_gives_media_stored_unredacted_only_on_the_terms_of_originals() {
     assert_eq!(x.json["withheld"][0]["what"], "original", "{}", x.stdout);
     assert!(out.join("clips").join(&clip).join("sidecar.json").is_file());
     assert_eq!(verify_package(&out, None).code, 0);
+}
+
+/// `obscura correct --clip ID ... --reason TEXT`.
+fn correct(cfg: &Path, clip: &str, args: &[&str]) -> Run {
+    let mut a = vec!["correct", "--clip", clip];
+    a.extend_from_slice(args);
+    obscura(cfg, &a, None)
+}
+
+/// What `retention sweep --dry-run` at `now` would delete whole.
+fn would_delete(cfg: &Path, now: &str) -> Value {
+    let r = obscura(cfg, &["retention", "sweep", "--dry-run"], Some(now));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.json["deleted"].clone()
+}
+
+#[test]
+fn a_corrected_record_moves_the_retention_is_audited_and_unknown_ids_change_nothing() {
+    let dir = common::scratch();
+    let d = dir.path();
+    let cfg = write_config(d, "");
+    let a = ingest(
+        &cfg,
+        &common::sample(TONE),
+        "cam-eu-1",
+        &["--recorded-at", "2026-01-01T00:00:00Z"],
+    );
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let ca = a.json["clip"].as_str().unwrap().to_string();
+    assert_eq!(a.json["classification"], "non_personal", "{}", a.stdout);
+    // Non-personal: 365 days from 2026-01-01.
+    assert_eq!(
+        sidecar(d, "eu", &ca)["clip"]["retain_until"],
+        "2027-01-01T00:00:00Z"
+    );
+    let later = "2027-06-01T00:00:00Z";
+    assert_eq!(would_delete(&cfg, later), serde_json::json!([ca]));
+
+    // Refusals change nothing: an unknown clip, an unknown account, no reason, nothing to
+    // correct, a time in the future, a classification that is not one.
+    let before = snapshot(d);
+    let unknown = "f".repeat(64);
+    for (clip, args, code) in [
+        (
+            unknown.as_str(),
+            &["--recorded-at", "2026-02-01T00:00:00Z", "--reason", "x"][..],
+            2,
+        ),
+        (
+            ca.as_str(),
+            &["--account", "acct-nope", "--reason", "x"][..],
+            2,
+        ),
+        (
+            ca.as_str(),
+            &["--recorded-at", "2026-02-01T00:00:00Z"][..],
+            2,
+        ),
+        (ca.as_str(), &["--reason", "x"][..], 2),
+        (
+            ca.as_str(),
+            &["--recorded-at", "2099-01-01T00:00:00Z", "--reason", "x"][..],
+            2,
+        ),
+        (
+            ca.as_str(),
+            &["--classification", "secret", "--reason", "x"][..],
+            2,
+        ),
+    ] {
+        let r = correct(&cfg, clip, args);
+        assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.trim().is_empty(), "{args:?}: a clear error");
+    }
+    let r = correct(
+        &cfg,
+        &unknown,
+        &["--recorded-at", "2026-02-01T00:00:00Z", "--reason", "x"],
+    );
+    assert!(r.stderr.contains("unknown clip"), "{}", r.stderr);
+    assert_eq!(snapshot(d), before, "nothing changed");
+
+    // The camera's clock was wrong: the clip was recorded on 2026-11-01. The expiry moves.
+    let r = correct(
+        &cfg,
+        &ca,
+        &[
+            "--recorded-at",
+            "2026-11-01T00:00:00Z",
+            "--reason",
+            "camera clock was 10 months behind",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.json["retain_until"], "2027-11-01T00:00:00Z",
+        "{}",
+        r.stdout
+    );
+    let s = sidecar(d, "eu", &ca);
+    assert_eq!(s["clip"]["recorded_at"], "2026-11-01T00:00:00Z");
+    assert_eq!(s["clip"]["retain_until"], "2027-11-01T00:00:00Z");
+    assert_eq!(s["clip"]["originals_retain_until"], "2026-11-08T00:00:00Z");
+    let c = &s["clip"]["corrections"][0];
+    assert_eq!(
+        (&c["field"], &c["old"], &c["new"], &c["by"]),
+        (
+            &Value::from("recorded_at"),
+            &Value::from("2026-01-01T00:00:00Z"),
+            &Value::from("2026-11-01T00:00:00Z"),
+            &Value::from("tester")
+        )
+    );
+    assert_eq!(would_delete(&cfg, later), serde_json::json!([]));
+    assert_eq!(
+        would_delete(&cfg, "2027-11-02T00:00:00Z"),
+        serde_json::json!([ca])
+    );
+
+    // Upgraded to personal (30 days); then downgraded, which is marked as such.
+    let r = correct(
+        &cfg,
+        &ca,
+        &[
+            "--classification",
+            "personal",
+            "--reason",
+            "a voice is audible",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["retain_until"], "2026-12-01T00:00:00Z");
+    assert_eq!(r.json["downgrade"], false);
+    assert_eq!(would_delete(&cfg, later), serde_json::json!([ca]));
+    let r = correct(
+        &cfg,
+        &ca,
+        &[
+            "--classification",
+            "non-personal",
+            "--reason",
+            "the voice is a radio announcer",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json["downgrade"], true);
+    assert_eq!(
+        sidecar(d, "eu", &ca)["clip"]["classification"],
+        "non_personal"
+    );
+
+    // A hold still wins over the recomputed retention.
+    let h = obscura(
+        &cfg,
+        &[
+            "hold",
+            "set",
+            "--account",
+            "acct-7",
+            "--case",
+            "case C",
+            "--reason",
+            "claim",
+        ],
+        None,
+    );
+    assert_eq!(h.code, 0, "{}", h.stderr);
+    let sw = obscura(
+        &cfg,
+        &["retention", "sweep", "--dry-run"],
+        Some("2029-01-01T00:00:00Z"),
+    );
+    assert_eq!(sw.json["held"], serde_json::json!([ca]), "{}", sw.stdout);
+    assert_eq!(sw.json["deleted"], serde_json::json!([]));
+    // A correction that would take the clip out of that hold is refused, nothing changed.
+    let before = snapshot(d);
+    let r = correct(
+        &cfg,
+        &ca,
+        &["--account", "acct-8", "--reason", "leased to acct-8"],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("case C"), "{}", r.stderr);
+    assert_eq!(snapshot(d), before, "nothing changed");
+    // Held by its id too, the account can be corrected and the record still shows the hold.
+    let h = obscura(
+        &cfg,
+        &[
+            "hold", "set", "--clip", &ca, "--case", "case C", "--reason", "claim",
+        ],
+        None,
+    );
+    assert_eq!(h.code, 0, "{}", h.stderr);
+    let r = correct(
+        &cfg,
+        &ca,
+        &["--account", "acct-8", "--reason", "leased to acct-8"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = sidecar(d, "eu", &ca);
+    assert_eq!(s["clip"]["account"], "acct-8");
+    assert_eq!(s["clip"]["hold"], true);
+    assert_eq!(s["clip"]["corrections"].as_array().unwrap().len(), 4);
+
+    // Audited: one entry per correction, naming field, old -> new, who and why.
+    let log = std::fs::read_to_string(d.join("audit.jsonl")).unwrap();
+    let entries: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == "correct")
+        .collect();
+    assert_eq!(entries.len(), 4, "{log}");
+    let first = entries[0]["detail"].as_str().unwrap();
+    assert!(
+        first.contains("recorded_at \"2026-01-01T00:00:00Z\" -> \"2026-11-01T00:00:00Z\"")
+            && first.contains("tester")
+            && first.contains("camera clock"),
+        "{first}"
+    );
+    assert!(entries[2]["detail"].as_str().unwrap().contains("DOWNGRADE"));
+    let v = obscura(&cfg, &["audit", "verify"], None);
+    assert_eq!(v.code, 0, "{}", v.stderr);
 }

@@ -1908,24 +1908,29 @@ impl Router {
             let o = parse_duration(&r.originals).map_err(RouteError::Config)?;
             new.originals_retain_until = Some(rfc3339(recorded + o));
         }
-        // Fail closed: no correction takes a clip out of a hold or a restriction in force.
+        // Fail closed: no correction takes a clip out of a case holding it or out of a
+        // restriction (another record of the same case, or another restriction, over the
+        // corrected clip keeps it in).
         let restrictions = self.restrictions()?;
-        let lost_holds: Vec<String> = holds_over(&all_holds, old)
+        let held_after = holds_over(&all_holds, &new);
+        let restricted_after = restrictions_over(&restrictions, &new);
+        let mut lost: Vec<String> = holds_over(&all_holds, old)
             .into_iter()
-            .filter(|h| !h.covers(&new))
-            .map(|h| format!("hold of case {:?} over {}", h.case, h.scope))
+            .filter(|h| !held_after.iter().any(|a| a.case == h.case))
+            .map(|h| format!("the hold of case {:?} over {}", h.case, h.scope))
             .collect();
-        let lost_restrictions: Vec<String> = restrictions_over(&restrictions, old)
-            .into_iter()
-            .filter(|x| !x.covers(&new))
-            .map(|x| format!("restriction over {}", x.scope))
-            .collect();
-        let lost: Vec<String> = lost_holds.into_iter().chain(lost_restrictions).collect();
+        if restricted_after.is_empty() {
+            lost.extend(
+                restrictions_over(&restrictions, old)
+                    .into_iter()
+                    .map(|x| format!("the restriction over {}", x.scope)),
+            );
+        }
         if !lost.is_empty() {
             return Err(RouteError::Invalid(format!(
-                "the correction would take clip {} out of: {}; set it over the clip first (hold set --clip / restrict set --clip), then correct; nothing was changed",
+                "the correction would take clip {} out of {}; set it over the clip first (hold set --clip ID --case CASE, restrict set --clip ID), then correct; nothing was changed",
                 old.id,
-                lost.join(", ")
+                lost.join(" and ")
             )));
         }
         new.holds = holds_over(&all_holds, &new);

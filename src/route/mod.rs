@@ -1945,11 +1945,8 @@ impl Router {
         self.put_record(&s2)?;
         let reg = self.region(&old.region)?;
         let uri = reg.store.uri(&format!("clips/{}/sidecar.json", old.id));
-        let downgrade = req
-            .classification
-            .is_some()
-            .then(|| correct::is_downgrade(&old.classification, &s2.clip.classification))
-            .unwrap_or(false);
+        let downgrade = req.classification.is_some()
+            && correct::is_downgrade(&old.classification, &s2.clip.classification);
         self.audit.append(Event {
             action: "correct".into(),
             clip: Some(old.id.clone()),

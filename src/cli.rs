@@ -8,8 +8,8 @@
 //! unsupported, stalled; unredacted media for a region that refuses it; a disclosure package
 //! that fails `disclose verify`) · 2 usage or
 //! configuration error (an id or hold case named on the command line that nothing knows
-//! included) · 3 environment error (model missing or wrong sha256, ONNX Runtime or a GStreamer
-//! element missing, CUDA unavailable) · 4 output could not be written · 130 interrupted.
+//! included, and a refused `correct`) · 3 environment error (model missing or wrong sha256,
+//! ONNX Runtime or a GStreamer element missing, CUDA unavailable) · 4 output could not be written · 130 interrupted.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

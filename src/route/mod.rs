@@ -1,5 +1,5 @@
 //! Routing: classify each clip, store it in its device's region with retention metadata, and
-//! the operations behind the privacy promises — erase, export, hold, restrict, disclose,
+//! the operations behind the privacy promises — erase, export, hold, restrict, correct, disclose,
 //! retention sweep — each recorded in the append-only audit log.
 //!
 //! Owns: the region stores and their key layout, clip records (the sidecar's `clip` section),

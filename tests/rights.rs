@@ -1338,6 +1338,13 @@ fn disclose_withholds_restricted_clips_and_gives_originals_only_under_a_hold_of_
     assert_eq!(restricted.len(), 1);
     assert_eq!(restricted[0]["id"], ca.as_str());
     assert_eq!(restricted[0]["original"], true);
+    // The record given shows the restriction and the hold in force.
+    let given: Value = serde_json::from_slice(
+        &std::fs::read(out.join("clips").join(&ca).join("sidecar.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(given["clip"]["restricted"], true, "{given}");
+    assert_eq!(given["clip"]["hold"], true, "{given}");
     assert_eq!(verify_package(&out, None).code, 0);
     assert_eq!(
         mode(&out.join("clips").join(&ca).join("original.wav")),

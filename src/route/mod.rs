@@ -2290,6 +2290,8 @@ impl Router {
             let mut s2 = (*s).clone();
             s2.clip.holds = held.clone();
             s2.clip.hold = !held.is_empty();
+            s2.clip.restricted = !restricted.is_empty();
+            s2.clip.restrictions = restricted.clone();
             pkg.add(
                 &c.id,
                 "sidecar.json",

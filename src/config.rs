@@ -936,14 +936,14 @@ pub struct Limits {
     /// (`media::frame_memory`: the next file's decoder reuses it instead of faulting in
     /// fresh pages).
     pub max_held_mib: u64,
-    /// Decode the video twice instead of holding frames (`auto`, `always`, `never`). With
-    /// `auto` (default) a clip is decoded twice when the frames its tracker must hold for one
-    /// revisit (`detect.revisit_s`) exceed `max_held_mib` (4K with the defaults; smaller
-    /// clips get a shorter look-back across the frame's edge first): a first decode feeds the
-    /// detector and the tracker, which then holds only boxes, and a second one, kept just
-    /// behind the tracker's final boxes, feeds the redaction and the encoder. The second
-    /// decode costs CPU (one more H.264 decode, ~10% of the pipeline's) and buys memory
-    /// (the held frames) and the whole look-back across the frame's edge at every size.
+    /// How frames wait for their final boxes (`auto`, `always`, `never`). `auto` (default):
+    /// decoded once; one revisit's frames (`detect.revisit_s`) are always held, and
+    /// `max_held_mib` bounds the look-back across the frame's edge beyond them (a revisit
+    /// that does not fit — 4K with the defaults — is held anyway, above the budget).
+    /// `always`: a first decode feeds the detector and the tracker, which then holds only
+    /// boxes, and a second one, kept just behind the tracker, feeds the redaction and the
+    /// encoder (one more decode's CPU; the look-back is whole at every size). `never`: the
+    /// budget is hard, and sweeps run more often to fit (CPU).
     pub decode_twice: DecodeTwice,
 }
 
@@ -951,7 +951,7 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DecodeTwice {
-    /// When the frames one decode would hold exceed `limits.max_held_mib`.
+    /// Decoded once, one revisit always held.
     #[default]
     Auto,
     Always,
@@ -1009,20 +1009,12 @@ impl Config {
         t
     }
 
-    /// Whether a `w x h` video at `fps` is decoded twice (`limits.decode_twice`): with
-    /// `auto`, when the frames of one revisit do not fit in `limits.max_held_mib`.
-    pub fn decodes_twice(&self, w: u32, h: u32, fps: f64) -> bool {
-        match self.limits.decode_twice {
-            DecodeTwice::Always => true,
-            DecodeTwice::Never => false,
-            // Decoded twice only when the sweeps' own revisit would have to be shortened
-            // (more CPU every frame) for the frames the tracker holds to fit; the look-back
-            // across the edge is shortened first.
-            DecodeTwice::Auto => {
-                self.detect.zoom_for(w, h).is_some()
-                    && self.detect.zoom_every_for(w, h, fps) > self.held_frames(w, h, fps)
-            }
-        }
+    /// Whether a `w x h` video at `fps` is decoded twice (`limits.decode_twice = "always"`).
+    pub fn decodes_twice(&self, _w: u32, _h: u32, _fps: f64) -> bool {
+        // Measured at 4K (where one revisit does not fit the default budget): decoding twice
+        // cost 20-30% more CPU for 5-10% less memory than holding the revisit's frames, so
+        // auto holds them. (Per size, so that a rule by size can come back.)
+        self.limits.decode_twice == DecodeTwice::Always
     }
 
     /// Frames the tracker may hold back for `w x h` video within `limits.max_held_mib`
@@ -1034,11 +1026,12 @@ impl Config {
             .clamp(1, u64::from(u32::MAX)) as u32
     }
 
-    /// Frames between zoom passes, made smaller when needed so that the frames the tracker
-    /// holds back (about `zoom_every + every` of them) fit in `limits.max_held_mib`.
+    /// Frames between zoom passes: the revisit, made smaller only with
+    /// `limits.decode_twice = "never"` so that the frames the tracker holds back (about
+    /// `zoom_every + every` of them) fit in `limits.max_held_mib`.
     pub fn zoom_every(&self, w: u32, h: u32, fps: f64) -> u32 {
         let want = self.detect.zoom_every_for(w, h, fps);
-        if self.decodes_twice(w, h, fps) {
+        if self.limits.decode_twice != DecodeTwice::Never {
             return want.max(1);
         }
         want.min(self.held_frames(w, h, fps)).max(1)
@@ -1578,24 +1571,23 @@ mod tests {
         c.limits.max_held_mib = 512;
         let z = c.zoom_every(3840, 2160, 30.0);
         assert!(z < 40 && z > 20, "{z}");
-        // Auto: rather than sweeping more often, the video is decoded twice.
+        // Auto: one revisit is held whatever the budget; always: decoded twice.
         c.limits.decode_twice = DecodeTwice::Auto;
+        assert!(!c.decodes_twice(3840, 2160, 30.0));
+        assert_eq!(c.zoom_every(3840, 2160, 30.0), 120);
+        c.limits.decode_twice = DecodeTwice::Always;
         assert!(c.decodes_twice(3840, 2160, 30.0));
         assert_eq!(c.zoom_every(3840, 2160, 30.0), 120);
     }
 
     #[test]
-    fn auto_decodes_twice_only_where_one_revisit_does_not_fit_the_budget() {
-        let c = Config::default();
-        assert!(!c.decodes_twice(1280, 720, 30.0));
-        assert!(!c.decodes_twice(1920, 1080, 25.0));
-        assert!(!c.decodes_twice(2560, 1440, 20.0));
-        assert!(c.decodes_twice(3840, 2160, 15.0));
-        let mut c = c;
+    fn only_always_decodes_twice_and_the_setting_is_validated() {
+        let mut c = Config::default();
+        for (w, h, fps) in [(1280, 720, 30.0), (2560, 1440, 20.0), (3840, 2160, 15.0)] {
+            assert!(!c.decodes_twice(w, h, fps));
+        }
         c.limits.decode_twice = DecodeTwice::Always;
         assert!(c.decodes_twice(1280, 720, 30.0));
-        c.limits.decode_twice = DecodeTwice::Never;
-        assert!(!c.decodes_twice(3840, 2160, 15.0));
         assert!(Config::parse("[limits]\ndecode_twice = \"always\"\n").is_ok());
         assert!(Config::parse("[limits]\ndecode_twice = \"sometimes\"\n").is_err());
     }
@@ -1615,8 +1607,14 @@ mod tests {
             t.delay() <= u64::from(c.held_frames(2560, 1440, 20.0)),
             "{t:?}"
         );
-        // 4K is decoded twice: held frames cost nothing, the whole reach is kept.
+        // 4K: one revisit does not fit the default budget and is held anyway, with no more
+        // look-back than it; decoded twice, held frames cost nothing and the whole reach is kept.
+        let t = c.tracker_config(3840, 2160, 15.0);
+        assert_eq!(u64::from(t.edge_back), t.delay(), "{t:?}");
+        assert_eq!(c.zoom_every(3840, 2160, 15.0), 15);
+        c.limits.decode_twice = DecodeTwice::Always;
         assert_eq!(c.tracker_config(3840, 2160, 15.0).edge_back, EDGE_REACH);
+        c.limits.decode_twice = DecodeTwice::Auto;
         // A small budget, decoded once: the hold is the gap the sparsest pass needs.
         c.limits.max_held_mib = 128;
         c.limits.decode_twice = DecodeTwice::Never;

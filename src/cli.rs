@@ -749,18 +749,17 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn cmd_correct(a: CorrectArgs) -> u8 {
-    let recorded_at = match a
-        .recorded_at
-        .as_deref()
+/// `--recorded-at`, parsed (formats and bounds as at ingest); a bad value is reported here.
+fn recorded_at_flag(value: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>, ()> {
+    value
         .map(crate::route::parse_recorded_at)
         .transpose()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            fail(format!("--recorded-at {e}"));
-            return exit::USAGE;
-        }
+        .map_err(|e| fail(format!("--recorded-at {e}")))
+}
+
+fn cmd_correct(a: CorrectArgs) -> u8 {
+    let Ok(recorded_at) = recorded_at_flag(a.recorded_at.as_deref()) else {
+        return exit::USAGE;
     };
     with_router(&a.config, |r| {
         r.correct(&crate::route::CorrectRequest {
@@ -1448,17 +1447,8 @@ fn cmd_ingest(a: IngestArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let recorded = match a
-        .recorded_at
-        .as_deref()
-        .map(crate::route::parse_recorded_at)
-        .transpose()
-    {
-        Ok(t) => t,
-        Err(e) => {
-            fail(format!("--recorded-at {e}"));
-            return exit::USAGE;
-        }
+    let Ok(recorded) = recorded_at_flag(a.recorded_at.as_deref()) else {
+        return exit::USAGE;
     };
     let router = match crate::route::Router::new(&cfg) {
         Ok(r) => r,

@@ -83,6 +83,16 @@ fn ingest(cfg: &Path, input: &Path, device: &str, extra: &[&str]) -> Run {
     obscura(cfg, &args, None)
 }
 
+/// The tone ingested from cam-eu-1 and from cam-eu-2 (both acct-7): their clip ids.
+fn two_clips(cfg: &Path) -> (String, String) {
+    let id = |device: &str| {
+        let r = ingest(cfg, &common::sample(TONE), device, &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.json["clip"].as_str().unwrap().to_string()
+    };
+    (id("cam-eu-1"), id("cam-eu-2"))
+}
+
 fn sidecar(dir: &Path, region: &str, clip: &str) -> Value {
     let p = dir
         .join(region)
@@ -843,14 +853,7 @@ fn a_restricted_clip_stays_stored_and_export_withholds_it_unless_a_hold_case_cov
     let dir = common::scratch();
     let d = dir.path();
     let cfg = write_config(d, "");
-    let a = ingest(&cfg, &common::sample(TONE), "cam-eu-1", &[]);
-    assert_eq!(a.code, 0, "{}", a.stderr);
-    let b = ingest(&cfg, &common::sample(TONE), "cam-eu-2", &[]);
-    assert_eq!(b.code, 0, "{}", b.stderr);
-    let (ca, cb) = (
-        a.json["clip"].as_str().unwrap().to_string(),
-        b.json["clip"].as_str().unwrap().to_string(),
-    );
+    let (ca, cb) = two_clips(&cfg);
     let export = |name: &str, extra: &[&str]| {
         let out = d.join(name);
         let mut args = vec![
@@ -1215,14 +1218,7 @@ fn disclose_withholds_restricted_clips_and_gives_originals_only_under_a_hold_of_
     let dir = common::scratch();
     let d = dir.path();
     let cfg = write_config(d, "");
-    let a = ingest(&cfg, &common::sample(TONE), "cam-eu-1", &[]);
-    assert_eq!(a.code, 0, "{}", a.stderr);
-    let b = ingest(&cfg, &common::sample(TONE), "cam-eu-2", &[]);
-    assert_eq!(b.code, 0, "{}", b.stderr);
-    let (ca, cb) = (
-        a.json["clip"].as_str().unwrap().to_string(),
-        b.json["clip"].as_str().unwrap().to_string(),
-    );
+    let (ca, cb) = two_clips(&cfg);
     let disclose = |name: &str, extra: &[&str]| {
         let out = d.join(name);
         let mut args = vec![

@@ -224,6 +224,20 @@ fn now() -> DateTime<Utc> {
         .unwrap_or_else(Utc::now)
 }
 
+/// A `--from`/`--to` window that ends before it starts is refused.
+fn check_window(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<(), RouteError> {
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        return Err(RouteError::Invalid(format!(
+            "--from {} is after --to {}",
+            rfc3339(f),
+            rfc3339(t)
+        )));
+    }
+    Ok(())
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -1286,15 +1300,7 @@ impl Router {
                 "the reason is empty (--reason says why the hold is set)".into(),
             ));
         }
-        if let (Some(f), Some(t)) = (req.from, req.to)
-            && f > t
-        {
-            return Err(RouteError::Invalid(format!(
-                "--from {} is after --to {}",
-                rfc3339(f),
-                rfc3339(t)
-            )));
-        }
+        check_window(req.from, req.to)?;
         let (clips, mut all_holds) = self.clips_with_holds()?;
         self.check_known(&req.scope, &clips)?;
         let record = HoldRecord {
@@ -2147,15 +2153,7 @@ impl Router {
                 "--recipient names who receives the package (1 to 256 bytes, no control characters)".into(),
             ));
         }
-        if let (Some(f), Some(t)) = (req.from, req.to)
-            && f > t
-        {
-            return Err(RouteError::Invalid(format!(
-                "--from {} is after --to {}",
-                rfc3339(f),
-                rfc3339(t)
-            )));
-        }
+        check_window(req.from, req.to)?;
         if let Some(region) = &req.region
             && !self.regions.contains_key(region)
         {

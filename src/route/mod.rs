@@ -1060,11 +1060,31 @@ impl Router {
     /// of what it covers; reading them all means a device that moved region stays covered).
     /// Earlier versions' single holds (`holds/<clip>.json`) read as case `legacy`.
     pub fn hold_records(&self) -> Result<Vec<StoredHold>, RouteError> {
-        let mut out: Vec<StoredHold> = Vec::new();
+        Ok(self
+            .records("holds", "a hold record", holds::parse)?
+            .into_iter()
+            .map(|(region, key, record)| StoredHold {
+                region,
+                key,
+                record,
+            })
+            .collect())
+    }
+
+    /// Every record under `prefix` in every region, as `(region, key, record)`. A record that
+    /// `parse` cannot read fails the operation: a hold or a restriction that cannot be read
+    /// must never be taken for none.
+    fn records<T>(
+        &self,
+        prefix: &str,
+        what: &str,
+        parse: impl Fn(&str, &[u8]) -> Option<T>,
+    ) -> Result<Vec<(String, String, T)>, RouteError> {
+        let mut out = Vec::new();
         for (name, r) in &self.regions {
             for key in self
                 .rt
-                .block_on(r.store.list("holds"))
+                .block_on(r.store.list(prefix))
                 .map_err(RouteError::Store)?
             {
                 let Some(b) = self
@@ -1074,20 +1094,13 @@ impl Router {
                 else {
                     continue;
                 };
-                match holds::parse(&key, &b) {
-                    Some(record) => out.push(StoredHold {
-                        region: name.clone(),
-                        key,
-                        record,
-                    }),
-                    // A hold that cannot be read must not be taken for no hold.
-                    None => {
-                        return Err(RouteError::Store(format!(
-                            "{}: not a hold record; fix or remove it",
-                            r.store.uri(&key)
-                        )));
-                    }
-                }
+                let Some(record) = parse(&key, &b) else {
+                    return Err(RouteError::Store(format!(
+                        "{}: not {what}; fix or remove it",
+                        r.store.uri(&key)
+                    )));
+                };
+                out.push((name.clone(), key, record));
             }
         }
         Ok(out)
@@ -1638,36 +1651,17 @@ impl Router {
     /// Every restriction in force, read from every region. One that cannot be read fails the
     /// operation (never taken for "not restricted").
     pub fn restrictions(&self) -> Result<Vec<StoredRestriction>, RouteError> {
-        let mut out = Vec::new();
-        for (name, r) in &self.regions {
-            for key in self
-                .rt
-                .block_on(r.store.list(restrict::PREFIX))
-                .map_err(RouteError::Store)?
-            {
-                let Some(b) = self
-                    .rt
-                    .block_on(r.store.get(&key))
-                    .map_err(RouteError::Store)?
-                else {
-                    continue;
-                };
-                match restrict::parse(&b) {
-                    Some(record) => out.push(StoredRestriction {
-                        region: name.clone(),
-                        key,
-                        record,
-                    }),
-                    None => {
-                        return Err(RouteError::Store(format!(
-                            "{}: not a restriction record; fix or remove it",
-                            r.store.uri(&key)
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(out)
+        Ok(self
+            .records(restrict::PREFIX, "a restriction record", |_, b| {
+                restrict::parse(b)
+            })?
+            .into_iter()
+            .map(|(region, key, record)| StoredRestriction {
+                region,
+                key,
+                record,
+            })
+            .collect())
     }
 
     /// Restricts the use of a clip, a device's or an account's clips (stored in the regions

@@ -1067,6 +1067,7 @@ fn cmd_validate(a: ValidateArgs) -> u8 {
         ));
         for kind in [
             ModelKind::Yunet,
+            ModelKind::YunetS,
             ModelKind::Centerface,
             ModelKind::SileroVad,
         ] {

@@ -571,6 +571,14 @@ pub struct DetectConfig {
     /// are swept as any other. Only where the zoom pass runs.
     #[serde(serialize_with = "short_f32")]
     pub grey_zoom: f32,
+    /// A second detector every grey sweep also runs on the same tiles, its faces merged with
+    /// the first's (default `yunet-s`; `none` = off). On the noisy grey picture a small
+    /// face's score jumps from frame to frame, and a face both sweeps of its first second
+    /// missed stayed unredacted for a second (night_ir: a 16 px face YuNet-n scored 0.18 and
+    /// 0.16 on the two sweeps); YuNet-s misses other faces on other frames than YuNet-n
+    /// does. Costs a second run of every grey sweep (YuNet-s is ~10% cheaper than YuNet-n);
+    /// the session is built only when a clip turns out grey. Only where the zoom pass runs.
+    pub grey_second_model: SecondModel,
     /// Stretch the luma range of grey, dark and washed-out frames (night infrared, dusk,
     /// fog: the 1st to 99th percentile spanning under 160 levels) to the detector's full
     /// input range, at most 3x (default false: on the stress corpus it left more faces
@@ -585,6 +593,24 @@ pub struct DetectConfig {
     /// YuNet only (CenterFace's scores were not measured this way).
     #[serde(serialize_with = "short_f32")]
     pub zoom_proposal_threshold: f32,
+}
+
+/// The second detector of grey sweeps (`detect.grey_second_model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecondModel {
+    None,
+    YunetS,
+}
+
+impl SecondModel {
+    /// The model it runs, if any.
+    pub fn kind(self) -> Option<ModelKind> {
+        match self {
+            SecondModel::None => None,
+            SecondModel::YunetS => Some(ModelKind::YunetS),
+        }
+    }
 }
 
 /// The zoom-pass setting.
@@ -648,6 +674,7 @@ impl Default for DetectConfig {
             revisit_s: REVISIT_S,
             follow: true,
             grey_zoom: 3.0,
+            grey_second_model: SecondModel::YunetS,
             stretch_contrast: false,
             zoom_full_every: 4,
             main_full_every: 4,
@@ -1530,6 +1557,13 @@ mod tests {
         assert!(Config::parse("[detect]\ngrey_zoom = 2.5\n").is_ok());
         assert!(Config::parse("[detect]\ngrey_zoom = 1\n").is_err());
         assert!(Config::parse("[detect]\ngrey_zoom = 5\n").is_err());
+        let none = Config::parse("[detect]\ngrey_second_model = \"none\"\n").unwrap();
+        assert_eq!(none.detect.grey_second_model.kind(), None);
+        assert_eq!(
+            Config::default().detect.grey_second_model.kind(),
+            Some(ModelKind::YunetS)
+        );
+        assert!(Config::parse("[detect]\ngrey_second_model = \"centerface\"\n").is_err());
         assert!(Config::parse("[detect]\nzoom_proposal_threshold = 0.2\n").is_ok());
         assert!(Config::parse("[detect]\nzoom_proposal_threshold = 0\n").is_ok());
         for bad in ["0.5", "0.7", "-0.1"] {

@@ -210,6 +210,12 @@ pub struct ZoomSweeps {
     /// The picture was grey (night infrared): sweeps at `detect.grey_zoom`, no proposals.
     #[serde(default)]
     pub grey: bool,
+    /// The second detector grey sweeps also ran (`detect.grey_second_model`), and its input
+    /// over all sweeps, megapixels (besides `input_mpx`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_model: Option<crate::detect::ModelKind>,
+    #[serde(default)]
+    pub second_input_mpx: f64,
 }
 
 /// The main pass over one clip: how many frames it ran on, how many of those it looked at

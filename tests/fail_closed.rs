@@ -318,3 +318,68 @@ fn ingest_under_faults_stores_nothing_and_quarantines_with_the_reason() {
         assert!(audit.contains("\"quarantine\""), "{audit}");
     }
 }
+
+/// The second detector of grey sweeps (`detect.grey_second_model`) is built only when a clip
+/// turns out grey: with its model missing from the models folder, a grey (night infrared)
+/// clip fails with a model error naming the file and writes nothing, while a colour clip,
+/// which never needs it, is redacted; with `grey_second_model = "none"` the grey clip is
+/// redacted too, and its sidecar says no second model ran.
+#[test]
+fn a_grey_clip_without_its_second_model_fails_closed_and_a_colour_clip_does_not_need_it() {
+    let dir = common::scratch();
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::copy(
+        common::models().join("yunet_n_dynamic.onnx"),
+        models.join("yunet_n_dynamic.onnx"),
+    )
+    .unwrap();
+    let clip = |name: &str, balance: &str| {
+        let p = dir.path().join(name);
+        common::gst_launch(&format!(
+            "videotestsrc num-buffers=20 pattern=smpte ! video/x-raw,width=1280,height=720,\
+             framerate=10/1 ! videoconvert ! {balance} videoconvert ! x264enc ! mp4mux ! \
+             filesink location={}",
+            p.display()
+        ));
+        p
+    };
+    let grey = clip("grey.mp4", "videobalance saturation=0 !");
+    let colour = clip("colour.mp4", "");
+    let config = |extra: &str| {
+        let cfg = dir.path().join(format!("obscura{}.toml", extra.len()));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[runtime]\nmodels_dir = \"{}\"\n[voice]\nmode = \"keep\"\n[detect]\n{extra}",
+                models.display()
+            ),
+        )
+        .unwrap();
+        cfg
+    };
+    let defaults = config("");
+    common::expect_failure(
+        &grey,
+        &["--config", defaults.to_str().unwrap()],
+        3,
+        &["grey.mp4", "yunet_s_dynamic.onnx"],
+    );
+    let out = dir.path().join("colour.out.mp4");
+    let o = common::redact_to(&colour, &out, &["--config", defaults.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let sc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.json", out.display())).unwrap()).unwrap();
+    assert_eq!(sc["detector"]["zoom"]["grey"], false);
+    assert!(sc["detector"]["zoom"].get("second_model").is_none());
+
+    let off = config("grey_second_model = \"none\"\n");
+    let out = dir.path().join("grey.out.mp4");
+    let o = common::redact_to(&grey, &out, &["--config", off.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let sc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.json", out.display())).unwrap()).unwrap();
+    assert_eq!(sc["detector"]["zoom"]["grey"], true);
+    assert!(sc["detector"]["zoom"].get("second_model").is_none());
+    assert_eq!(sc["detector"]["zoom"]["second_input_mpx"], 0.0);
+}

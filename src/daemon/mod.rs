@@ -289,6 +289,7 @@ pub fn remove_input(path: &Path) -> std::io::Result<()> {
 /// Checks the models the configuration needs (present, sha256) into the metrics.
 fn check_models(cfg: &Config, metrics: &Metrics) {
     let mut kinds = vec![cfg.detect.model];
+    kinds.extend(cfg.detect.grey_second_model.kind());
     if cfg.voice.mode != crate::redact::audio::VoiceMode::Keep {
         kinds.push(ModelKind::SileroVad);
     }

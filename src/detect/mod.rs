@@ -160,7 +160,9 @@ pub fn load_face_detector(
     // Verified by `build_session`, on the very bytes it loads.
     let model = models::ModelFile::locate(kind, models_dir)?;
     Ok(match kind {
-        ModelKind::Yunet => Box::new(yunet::Yunet::new(model, threshold, opts)?),
+        ModelKind::Yunet | ModelKind::YunetS => {
+            Box::new(yunet::Yunet::new(model, threshold, opts)?)
+        }
         ModelKind::Centerface => Box::new(centerface::CenterFace::new(model, threshold, opts)?),
         ModelKind::SileroVad => {
             return Err(DetectError::ModelLoad {

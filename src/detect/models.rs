@@ -14,6 +14,12 @@ use super::DetectError;
 pub enum ModelKind {
     /// YuNet-n face detector, dynamic input size (default).
     Yunet,
+    /// YuNet-s, the same network family with other weights: on grey (night infrared) pictures
+    /// it finds other small faces than YuNet-n does, so grey sweeps ask both
+    /// (`detect.grey_second_model`). Alone it left more faces than YuNet-n on colour samples.
+    #[value(name = "yunet-s")]
+    #[serde(rename = "yunet-s")]
+    YunetS,
     /// CenterFace face detector (about 8x slower than YuNet; higher recall on some footage).
     Centerface,
     /// Silero voice activity detector (its 16 kHz, batch-1 graph with fixed shapes).
@@ -26,6 +32,7 @@ impl ModelKind {
     pub fn name(&self) -> &'static str {
         match self {
             ModelKind::Yunet => "yunet",
+            ModelKind::YunetS => "yunet-s",
             ModelKind::Centerface => "centerface",
             ModelKind::SileroVad => "silero-vad",
         }
@@ -33,6 +40,7 @@ impl ModelKind {
     pub fn file_name(&self) -> &'static str {
         match self {
             ModelKind::Yunet => "yunet_n_dynamic.onnx",
+            ModelKind::YunetS => "yunet_s_dynamic.onnx",
             ModelKind::Centerface => "centerface_dynamic.onnx",
             ModelKind::SileroVad => "silero_vad_16k_b1_static.onnx",
         }
@@ -40,6 +48,7 @@ impl ModelKind {
     pub fn sha256(&self) -> &'static str {
         match self {
             ModelKind::Yunet => "104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12",
+            ModelKind::YunetS => "daede24002cc8590f457998cc5e6c9e8b82f45f6bd969506a8913cd4ed10a2d3",
             ModelKind::Centerface => {
                 "5aaf17b351911ad4a27f126d2de45809710c458b95cba4a6478c4fd4e2e9d978"
             }

@@ -1,4 +1,4 @@
-//! YuNet (libfacedetection.train `yunet_n_dynamic.onnx`): BGR, raw 0..255, NCHW, any input
+//! YuNet (libfacedetection.train `yunet_n_dynamic.onnx`, and `yunet_s_dynamic.onnx` with the same IO): BGR, raw 0..255, NCHW, any input
 //! size that is a multiple of 32, batches > 1. Outputs per stride 8/16/32: `cls`, `obj`,
 //! `bbox (dx, dy, log w, log h)`; score = sqrt(cls * obj). Port of
 //! `shared/models/tools/detect.py::YuNet`.
@@ -86,7 +86,7 @@ pub fn decode(out: &YunetOutputs<'_>, w: u32, h: u32, threshold: f32) -> Vec<Det
 
 impl FaceDetector for Yunet {
     fn kind(&self) -> ModelKind {
-        ModelKind::Yunet
+        self.model.kind
     }
     fn model(&self) -> &ModelFile {
         &self.model

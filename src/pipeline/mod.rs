@@ -765,10 +765,27 @@ impl Stages {
                 .detector
                 .as_ref()
                 .map_or(1, |d| s.cfg.detect.batch_for(d.provider()));
+            // The second detector of grey sweeps, built when a clip turns out grey.
+            let second_loader = s
+                .cfg
+                .detect
+                .grey_second_model
+                .kind()
+                .filter(|_| s.detector.is_some() && s.cfg.detect.grey_zoom > 0.0)
+                .map(|kind| {
+                    let dir = s.cfg.runtime.models_dir.clone();
+                    let (threshold, opts) =
+                        (s.cfg.detect.threshold, s.cfg.runtime.session_options());
+                    Box::new(move || {
+                        crate::detect::load_face_detector(kind, dir.as_deref(), threshold, &opts)
+                    }) as video::SecondLoader
+                });
             let ctx = DetectStage {
                 input: s.input.clone(),
                 full,
                 detector: s.detector,
+                second_loader,
+                second: None,
                 det_size: s.det_size,
                 frame_size: s.frame_size,
                 every: s.cfg.detect.every_for(s.fps),
@@ -803,6 +820,7 @@ impl Stages {
                 main_passes: MainPasses::default(),
                 crop: Vec::new(),
                 follow: Vec::new(),
+                sweep_candidates: Vec::new(),
                 follow_on: s.cfg.detect.follow,
                 stretch_contrast: s.cfg.detect.stretch_contrast,
                 out: to_track,

@@ -27,6 +27,10 @@ pub(super) struct DetectStage {
     pub(super) input: PathBuf,
     pub(super) full: Receiver<gst::Sample>,
     pub(super) detector: Option<Box<dyn FaceDetector>>,
+    /// Builds the second detector of grey sweeps (`detect.grey_second_model`) when a clip
+    /// turns out grey; `second` holds it then.
+    pub(super) second_loader: Option<SecondLoader>,
+    pub(super) second: Option<Box<dyn FaceDetector>>,
     pub(super) det_size: (u32, u32),
     pub(super) frame_size: (u32, u32),
     pub(super) every: u32,
@@ -72,6 +76,8 @@ pub(super) struct DetectStage {
     /// The small faces the follow look goes back to at the next main pass (see
     /// [`DetectStage::follow_detect`]), with the follow looks in a row that missed each.
     pub(super) follow: Vec<Followed>,
+    /// The last grey sweep's candidates, followed from the next main pass.
+    pub(super) sweep_candidates: Vec<Detection>,
     /// Whether the follow look runs (`detect.follow`).
     pub(super) follow_on: bool,
     /// Whether grey, dark and washed-out frames are stretched for the detector
@@ -198,8 +204,24 @@ fn run_cost_frame_px(scale: f32) -> u64 {
     (MAIN_RUN_COST_PX as f32 / (scale * scale)).round() as u64
 }
 
-/// A small face the follow look goes back to, and the follow looks in a row that missed it.
-pub(super) type Followed = (Detection, u32);
+/// Builds a detector on demand (the second detector of grey sweeps).
+pub(super) type SecondLoader =
+    Box<dyn FnOnce() -> Result<Box<dyn FaceDetector>, crate::detect::DetectError> + Send>;
+
+/// A small face the follow look goes back to, the follow looks in a row that missed it, and
+/// whether it is only a candidate: what a grey sweep scored between
+/// [`GREY_CANDIDATE_THRESHOLD`] and the detector's threshold, a face only once a follow look
+/// scores it above the detector's threshold.
+pub(super) type Followed = (Detection, u32, bool);
+
+/// On a grey picture (night infrared), a sweep's detections from this score up to the
+/// detector's threshold are followed as candidates: the next follow looks (a tile centred on
+/// each, every main pass) confirm one as a face when they score it above the detector's
+/// threshold, and the tracker's look-back then covers the frames back to the sweep. The
+/// sensor noise makes a small face's score jump from frame to frame: night_ir's 16 px face
+/// scored 0.18-0.27 on the sweeps of frames 0 and 20 and 0.8 on frame 3, and stayed
+/// unredacted for 21 frames.
+const GREY_CANDIDATE_THRESHOLD: f32 = 0.2;
 
 /// The detector score above which a follow look reports a face: lower than the detector's
 /// own, since it looks only where a face was a main pass ago (ByteTrack's second stage: a
@@ -253,6 +275,10 @@ fn is_followed(was: &crate::geom::BoxF, found: &crate::geom::BoxF) -> bool {
 
 /// Follow looks in a row that may miss a face before it is left to the next sweep.
 const FOLLOW_MISSES: u32 = 2;
+
+/// Follow looks a grey sweep's candidate gets to be confirmed in (about the main passes until
+/// the next sweep at the defaults: 20 fps, a main pass every third frame, a sweep a second).
+const CANDIDATE_LOOKS: u32 = 6;
 
 /// The most a follow look may cost, as a share of a whole zoom sweep's pixels.
 const FOLLOW_BUDGET: f32 = 0.25;
@@ -363,7 +389,12 @@ impl DetectStage {
             let mut dets: Option<Vec<Detection>> = if p.main { main.next() } else { None };
             if p.zoom {
                 let z = self.zoom_detect(&p.frame)?;
-                self.follow = z.iter().map(|d| (*d, 0)).collect();
+                let candidates = std::mem::take(&mut self.sweep_candidates);
+                self.follow = z
+                    .iter()
+                    .map(|d| (*d, 0, false))
+                    .chain(candidates.into_iter().map(|d| (d, 0, true)))
+                    .collect();
                 let mut all = dets.take().unwrap_or_default();
                 all.extend(z);
                 dets = Some(merge(all));
@@ -584,6 +615,14 @@ impl DetectStage {
             }
             self.zoom_proposal = None;
             self.zoom_sweeps.grey = true;
+            if let Some(load) = self.second_loader.take() {
+                let second = load().map_err(|source| PipelineError::Detect {
+                    path: self.input.clone(),
+                    source,
+                })?;
+                self.zoom_sweeps.second_model = Some(second.kind());
+                self.second = Some(second);
+            }
             tracing::debug!(
                 zoom = self.grey_zoom,
                 "grey picture: zoom pass magnified further"
@@ -615,7 +654,7 @@ impl DetectStage {
         // again, and is followed on from the main pass's box.
         let mut seen: Vec<Followed> = Vec::new();
         let mut wanted: Vec<Followed> = Vec::new();
-        for (d, misses) in std::mem::take(&mut self.follow) {
+        for (d, misses, candidate) in std::mem::take(&mut self.follow) {
             let same =
                 |m: &&Detection| is_followed(&d.bbox, &m.bbox) || m.bbox.iou(&d.bbox) > MERGE_IOU;
             let nearest = main
@@ -629,8 +668,9 @@ impl DetectStage {
                         ..*m
                     },
                     0,
+                    false,
                 )),
-                None => wanted.push((d, misses)),
+                None => wanted.push((d, misses, candidate)),
             }
         }
         if wanted.is_empty() {
@@ -643,7 +683,7 @@ impl DetectStage {
         let budget = (FOLLOW_BUDGET * pixels(&self.zoom_tiles) as f32) as u64;
         let mut regions: Vec<crate::geom::Rect> = Vec::new();
         let mut followed = 0;
-        for (d, _) in &wanted {
+        for (d, _, _) in &wanted {
             let mut next = regions.clone();
             next.push(region_around(&d.bbox, FOLLOW_REACH, (fw, fh)));
             let next =
@@ -679,15 +719,28 @@ impl DetectStage {
             FOLLOW_THRESHOLD
         };
         // Below the detector's own threshold, only the face looked for counts: near where it
-        // was, at about its size (texture beside it scores 0.3 too).
-        let found: Vec<Detection> = self
-            .zoom_tiles_detect(&planes, order, &tiles, follow_threshold, max_face)?
+        // was, at about its size (texture beside it scores 0.3 too); a candidate counts only
+        // above the detector's threshold.
+        let mut raw =
+            self.zoom_tiles_detect(&planes, order, &tiles, follow_threshold, max_face, false)?;
+        if self.second.is_some() {
+            // On a grey picture the second detector looks too.
+            raw.extend(self.zoom_tiles_detect(
+                &planes,
+                order,
+                &tiles,
+                follow_threshold,
+                max_face,
+                true,
+            )?);
+        }
+        let found: Vec<Detection> = raw
             .into_iter()
             .filter(|f| {
                 f.score >= threshold
                     || looked_for
                         .iter()
-                        .any(|(d, _)| is_followed(&d.bbox, &f.bbox))
+                        .any(|(d, _, candidate)| !candidate && is_followed(&d.bbox, &f.bbox))
             })
             .collect();
         let found = merge(found);
@@ -697,14 +750,20 @@ impl DetectStage {
         z.follow_input_mpx += pixels(&tiles) as f64 / 1e6;
         // Next time: what was found, what was looked for and missed (for a while), and what
         // the budget left for the next look.
-        let mut next: Vec<Followed> = found.iter().map(|d| (*d, 0)).collect();
+        let mut next: Vec<Followed> = found.iter().map(|d| (*d, 0, false)).collect();
         next.extend(seen);
-        for (i, (d, misses)) in wanted.into_iter().enumerate() {
+        for (i, (d, misses, candidate)) in wanted.into_iter().enumerate() {
             if i >= followed {
-                next.push((d, misses));
-            } else if misses + 1 < FOLLOW_MISSES && found.iter().all(|f| f.bbox.iou(&d.bbox) <= 0.0)
+                next.push((d, misses, candidate));
+            } else if misses + 1
+                < if candidate {
+                    CANDIDATE_LOOKS
+                } else {
+                    FOLLOW_MISSES
+                }
+                && found.iter().all(|f| f.bbox.iou(&d.bbox) <= 0.0)
             {
-                next.push((d, misses + 1));
+                next.push((d, misses + 1, candidate));
             }
         }
         self.follow = next;
@@ -780,8 +839,26 @@ impl DetectStage {
                 self.zoom_propose_then_magnify(&planes, order, p, threshold, regions, &direct)?
             }
             None => {
-                let found =
-                    self.zoom_tiles_detect(&planes, order, &direct, threshold, self.zoom_max_face)?;
+                let max_face = self.zoom_max_face;
+                // A grey sweep reports candidates too (see [`GREY_CANDIDATE_THRESHOLD`]).
+                let grey = self.zoom_sweeps.grey;
+                let t = if grey {
+                    GREY_CANDIDATE_THRESHOLD.min(threshold)
+                } else {
+                    threshold
+                };
+                let mut found =
+                    self.zoom_tiles_detect(&planes, order, &direct, t, max_face, false)?;
+                if self.second.is_some() {
+                    // Grey sweeps ask the second detector too, on the same tiles.
+                    found.extend(
+                        self.zoom_tiles_detect(&planes, order, &direct, t, max_face, true)?,
+                    );
+                    self.zoom_sweeps.second_input_mpx += pixels(&direct) as f64 / 1e6;
+                }
+                let (found, candidates): (Vec<Detection>, Vec<Detection>) =
+                    merge(found).into_iter().partition(|d| d.score >= threshold);
+                self.sweep_candidates = candidates;
                 (found, pixels(&direct), false)
             }
         };
@@ -846,7 +923,8 @@ impl DetectStage {
             .iter()
             .flat_map(|r| crate::detect::zoom::layout_in(*r, p.scale, frame))
             .collect();
-        let proposals = self.zoom_tiles_detect(planes, order, &first, p.threshold, max_face)?;
+        let proposals =
+            self.zoom_tiles_detect(planes, order, &first, p.threshold, max_face, false)?;
         let (fw, fh) = (planes.width as f32, planes.height as f32);
         let mut found = Vec::new();
         let mut around = Vec::new();
@@ -868,15 +946,17 @@ impl DetectStage {
             .collect();
         let spent = pixels(&first);
         if !second.is_empty() && pixels(&second) >= pixels(direct) {
-            let found = self.zoom_tiles_detect(planes, order, direct, threshold, max_face)?;
+            let found =
+                self.zoom_tiles_detect(planes, order, direct, threshold, max_face, false)?;
             return Ok((found, spent + pixels(direct), false));
         }
-        found.extend(self.zoom_tiles_detect(planes, order, &second, threshold, max_face)?);
+        found.extend(self.zoom_tiles_detect(planes, order, &second, threshold, max_face, false)?);
         Ok((merge(found), spent + pixels(&second), true))
     }
 
-    /// Runs the detector on `tiles` of the frame (tiles of one size as one batch) and returns
-    /// the faces up to `max_face` scoring above `threshold`, in frame pixels.
+    /// Runs the detector (`second`: the second detector of grey sweeps) on `tiles` of the
+    /// frame (tiles of one size as one batch) and returns the faces up to `max_face` scoring
+    /// above `threshold`, in frame pixels.
     fn zoom_tiles_detect(
         &mut self,
         planes: &crate::detect::zoom::I420<'_>,
@@ -884,6 +964,7 @@ impl DetectStage {
         tiles: &[Tile],
         threshold: f32,
         max_face: f32,
+        second: bool,
     ) -> Result<Vec<Detection>, PipelineError> {
         // Tiles of one size go into one batch; edge tiles may differ by a few pixels.
         let mut out = Vec::new();
@@ -912,7 +993,11 @@ impl DetectStage {
                 }
             }
             let raw = run_detector_at(
-                &mut self.detector,
+                if second {
+                    &mut self.second
+                } else {
+                    &mut self.detector
+                },
                 &self.input,
                 "zoom pass",
                 NchwTensor {

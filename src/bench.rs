@@ -57,6 +57,8 @@ pub struct BenchReport {
     /// Present when a ground truth file was found beside the input.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leak: Option<LeakSummary>,
+    /// Storage: the output's bytes against the input's (whole files, median full run).
+    pub storage: StorageReport,
     /// The process's peak resident memory (VmHWM) after all runs, MiB: the largest that one
     /// clip at a time needed (runs go one after another unless `--concurrent`). Absent where
     /// /proc cannot tell.
@@ -64,6 +66,27 @@ pub struct BenchReport {
     pub peak_rss_mib: Option<f64>,
     pub settings: BenchSettings,
     pub machine: Machine,
+}
+
+/// What the output costs to store, against the input.
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageReport {
+    pub input_bytes: u64,
+    /// The median full run's output file.
+    pub output_bytes: u64,
+    /// output_bytes / input_bytes of the full run.
+    pub output_per_input_byte: f64,
+    /// The same for the transcode-only run (same encoder, no redaction; median run).
+    pub transcode_output_per_input_byte: f64,
+    /// The input's video bit rate as the probe read it (stated or estimated), kbit/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_video_kbps: Option<u32>,
+    /// The x264 settings that ran: preset, CRF, tuning, the bit-rate cap (kbit/s, 0: none).
+    pub preset: String,
+    pub crf: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tune: Option<String>,
+    pub max_kbps: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,6 +181,10 @@ pub struct Machine {
     pub date: String,
 }
 
+fn file_bytes(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
 /// CPU seconds (user + system) used so far by all threads of this process.
 fn process_cpu_s() -> f64 {
     // SAFETY: getrusage only writes the struct it is given.
@@ -218,6 +245,7 @@ pub fn run(
     let mut cpu: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     let mut full_runs = Vec::new();
     let mut frames = 0;
+    let mut transcode_bytes = Vec::new();
     let runs = runs.max(1);
     for r in 0..runs {
         for (k, mode) in [Mode::DecodeOnly, Mode::TranscodeOnly, Mode::Redact]
@@ -240,6 +268,9 @@ pub fn run(
             if mode == Mode::Redact {
                 full_runs.push((frames as f64 / wall, o));
             } else {
+                if mode == Mode::TranscodeOnly {
+                    transcode_bytes.push(file_bytes(&out) as f64);
+                }
                 let _ = std::fs::remove_file(&out);
             }
         }
@@ -264,6 +295,29 @@ pub fn run(
         Some(run_concurrent(input, cfg, scratch.path(), concurrent)?)
     } else {
         None
+    };
+
+    let input_bytes = file_bytes(input);
+    let output_bytes = file_bytes(&median_full.output);
+    let per_input = |b: f64| {
+        if input_bytes > 0 {
+            round3(b / input_bytes as f64)
+        } else {
+            0.0
+        }
+    };
+    let input_video_kbps = info.video_kbps(Some(input_bytes));
+    let spec = cfg.encode.video_spec(input_video_kbps);
+    let storage = StorageReport {
+        input_bytes,
+        output_bytes,
+        output_per_input_byte: per_input(output_bytes as f64),
+        transcode_output_per_input_byte: per_input(median(transcode_bytes)),
+        input_video_kbps,
+        preset: spec.preset,
+        crf: spec.crf,
+        tune: spec.tune,
+        max_kbps: spec.max_kbps,
     };
 
     let gt_path = gt_beside(input);
@@ -331,6 +385,7 @@ pub fn run(
         vad_ms_per_audio_s: median_full.sidecar.timing.vad_ms_per_audio_s,
         detector,
         leak,
+        storage,
         peak_rss_mib: peak_rss_mib(),
         settings: BenchSettings {
             detector: cfg.detect.model.name().into(),

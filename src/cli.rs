@@ -1228,12 +1228,33 @@ fn cmd_bench(a: BenchArgs) -> u8 {
                     r.input, r.width, r.height, r.frames, r.runs
                 );
                 println!("decode only      {:>8.1} fps", r.decode_only_fps);
-                println!("transcode only   {:>8.1} fps", r.transcode_only_fps);
+                let so = &r.storage;
                 println!(
-                    "full pipeline    {:>8.1} fps  ({:.0}% of transcode{})",
+                    "transcode only   {:>8.1} fps  {:.2} output bytes per input byte",
+                    r.transcode_only_fps, so.transcode_output_per_input_byte
+                );
+                println!(
+                    "full pipeline    {:>8.1} fps  {:.2} output bytes per input byte  ({:.0}% of transcode{})",
                     r.full_fps,
+                    so.output_per_input_byte,
                     r.full_vs_transcode * 100.0,
                     spread(&r.full_vs_transcode_rounds)
+                );
+                println!(
+                    "storage          {} -> {} bytes; x264 {} CRF {}{}{}",
+                    so.input_bytes,
+                    so.output_bytes,
+                    so.preset,
+                    so.crf,
+                    so.tune
+                        .as_ref()
+                        .map(|t| format!(" tune {t}"))
+                        .unwrap_or_default(),
+                    match (so.max_kbps, so.input_video_kbps) {
+                        (0, _) => String::new(),
+                        (m, Some(i)) => format!(", cap {m} kbit/s (input video {i} kbit/s)"),
+                        (m, None) => format!(", cap {m} kbit/s"),
+                    }
                 );
                 let st = &r.stage_ms_per_frame;
                 println!(

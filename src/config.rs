@@ -917,7 +917,8 @@ impl RedactSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EncodeSettings {
-    /// `fast` (x264 ultrafast, default), `balanced` (veryfast) or `high` (medium).
+    /// `fastest` (x264 ultrafast), `fast` (superfast + MB-tree, default), `balanced` (veryfast)
+    /// or `high` (medium); docs/config.md says what each runs.
     pub quality: Quality,
     /// x264 threads (0 = automatic).
     pub threads: u32,
@@ -926,6 +927,77 @@ pub struct EncodeSettings {
     /// Cap on the video bit rate in kbit/s (x264's VBV; 0 = none: the quality's CRF alone
     /// decides). Without a value x264enc capped every output at 2048 kbit/s, whatever its size.
     pub video_max_kbps: u32,
+    /// x264 speed preset instead of the quality level's (`ultrafast`, `superfast`,
+    /// `veryfast`, `faster`, `fast`, `medium`, `slow`, `slower`, `veryslow`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Constant rate factor instead of the quality level's (0-51; lower: better, bigger).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crf: Option<u32>,
+    /// x264 psychovisual tuning (`film`, `animation`, `grain`, `psnr`, `ssim`; unset or
+    /// `none`: the preset's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tune: Option<String>,
+    /// x264 options over the preset's, `key=value` joined by `:` (x264's own names, as in
+    /// `subme=1:me=dia`), instead of the quality level's. An empty string: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x264_options: Option<String>,
+    /// Cap the video bit rate at this many times the input's video bit rate (x264's VBV, as
+    /// `video_max_kbps`; the smaller cap wins). 0 = off. An input whose bit rate cannot be
+    /// told (no duration) is encoded by CRF alone.
+    pub match_input_bitrate: f32,
+}
+
+/// x264 speed presets, fastest first.
+pub const X264_PRESETS: &[&str] = &[
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+];
+
+/// x264enc's `psy-tune` values.
+pub const X264_TUNES: &[&str] = &["none", "film", "animation", "grain", "psnr", "ssim"];
+
+impl EncodeSettings {
+    /// The x264 settings for a video whose input stream runs at `input_kbps` (when known).
+    pub fn video_spec(&self, input_kbps: Option<u32>) -> crate::media::encode::VideoEncodeSpec {
+        let mut max_kbps = self.video_max_kbps;
+        if self.match_input_bitrate > 0.0
+            && let Some(k) = input_kbps.filter(|k| *k > 0)
+        {
+            let cap = ((k as f64 * self.match_input_bitrate as f64).round() as u32)
+                .clamp(1, crate::media::encode::MAX_VIDEO_KBPS);
+            max_kbps = if max_kbps == 0 {
+                cap
+            } else {
+                max_kbps.min(cap)
+            };
+        }
+        crate::media::encode::VideoEncodeSpec {
+            preset: self
+                .preset
+                .clone()
+                .unwrap_or_else(|| self.quality.preset().to_string()),
+            crf: self.crf.unwrap_or_else(|| self.quality.crf()),
+            tune: self
+                .tune
+                .clone()
+                .or_else(|| self.quality.tune().map(String::from)),
+            options: self
+                .x264_options
+                .clone()
+                .or_else(|| self.quality.options().map(String::from)),
+            threads: self.threads,
+            keyint_max: 0,
+            max_kbps,
+        }
+    }
 }
 
 impl Default for EncodeSettings {
@@ -935,6 +1007,11 @@ impl Default for EncodeSettings {
             threads: 0,
             audio_bitrate: 0,
             video_max_kbps: 0,
+            preset: None,
+            crf: None,
+            tune: None,
+            x264_options: None,
+            match_input_bitrate: 0.0,
         }
     }
 }
@@ -1287,6 +1364,49 @@ impl Config {
                 ),
             ));
         }
+        let e = &self.encode;
+        if let Some(p) = &e.preset
+            && !X264_PRESETS.contains(&p.as_str())
+        {
+            return Err(invalid(
+                "encode.preset",
+                format!("must be one of {}", X264_PRESETS.join(", ")),
+            ));
+        }
+        if let Some(t) = &e.tune
+            && !X264_TUNES.contains(&t.as_str())
+        {
+            return Err(invalid(
+                "encode.tune",
+                format!("must be one of {}", X264_TUNES.join(", ")),
+            ));
+        }
+        if let Some(o) = &e.x264_options
+            && !o.split(':').filter(|kv| !kv.is_empty()).all(|kv| {
+                kv.split_once('=').is_some_and(|(k, v)| {
+                    !k.is_empty()
+                        && !v.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_lowercase() || c == '-' || c == '_')
+                        && v.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || ".,-_".contains(c))
+                })
+            })
+        {
+            return Err(invalid(
+                "encode.x264_options",
+                "must be key=value pairs joined by ':' (x264's option names, e.g. subme=1:me=dia)",
+            ));
+        }
+        if e.crf.is_some_and(|c| c > 51) {
+            return Err(invalid("encode.crf", "must be between 0 and 51"));
+        }
+        if !(e.match_input_bitrate == 0.0 || (0.25..=10.0).contains(&e.match_input_bitrate)) {
+            return Err(invalid(
+                "encode.match_input_bitrate",
+                "must be 0 (off) or between 0.25 and 10",
+            ));
+        }
         let l = &self.limits;
         if l.max_held_mib < 64 {
             return Err(invalid("limits.max_held_mib", "must be at least 64"));
@@ -1447,6 +1567,81 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.detect.threshold, 0.5);
         assert_eq!(c.redact.style, Style::Blur);
+    }
+
+    /// Issue #30 (storage parity): the encode overrides validate, and the input's bit rate
+    /// becomes a cap only when asked for and known; the smaller of two caps wins.
+    #[test]
+    fn encode_overrides_validate_and_match_input_bitrate_caps_only_when_known() {
+        for (bad, key) in [
+            ("[encode]\npreset = \"warp\"\n", "encode.preset"),
+            ("[encode]\ntune = \"zerolatency\"\n", "encode.tune"),
+            ("[encode]\ncrf = 52\n", "encode.crf"),
+            (
+                "[encode]\nx264_options = \"subme\"\n",
+                "encode.x264_options",
+            ),
+            (
+                "[encode]\nx264_options = \"subme=1;rm -rf\"\n",
+                "encode.x264_options",
+            ),
+            (
+                "[encode]\nmatch_input_bitrate = 0.1\n",
+                "encode.match_input_bitrate",
+            ),
+        ] {
+            match Config::parse(bad) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let c = Config::parse(
+            "[encode]\npreset = \"superfast\"\ncrf = 19\ntune = \"psnr\"\nx264_options = \"mbtree=1:rc-lookahead=5\"\n",
+        )
+        .unwrap();
+        let v = c.encode.video_spec(Some(1000));
+        assert_eq!(
+            (
+                v.preset.as_str(),
+                v.crf,
+                v.tune.as_deref(),
+                v.options.as_deref()
+            ),
+            (
+                "superfast",
+                19,
+                Some("psnr"),
+                Some("mbtree=1:rc-lookahead=5")
+            )
+        );
+        assert_eq!(v.max_kbps, 0, "no cap unless asked for");
+        let mut e = EncodeSettings {
+            match_input_bitrate: 1.5,
+            ..EncodeSettings::default()
+        };
+        assert_eq!(e.video_spec(Some(1000)).max_kbps, 1500);
+        assert_eq!(e.video_spec(None).max_kbps, 0, "unknown rate: CRF alone");
+        e.video_max_kbps = 1200;
+        assert_eq!(e.video_spec(Some(1000)).max_kbps, 1200);
+        assert_eq!(e.video_spec(None).max_kbps, 1200);
+        // Every quality level's own settings are ones x264 takes.
+        for q in [
+            Quality::Fastest,
+            Quality::Fast,
+            Quality::Balanced,
+            Quality::High,
+        ] {
+            let v = EncodeSettings {
+                quality: q,
+                ..EncodeSettings::default()
+            }
+            .video_spec(None);
+            assert!(X264_PRESETS.contains(&v.preset.as_str()), "{q:?}");
+            assert!(v.tune.as_deref().is_none_or(|t| X264_TUNES.contains(&t)));
+            let mut c = Config::default();
+            c.encode.x264_options = v.options.clone();
+            c.validate().unwrap_or_else(|e| panic!("{q:?}: {e}"));
+        }
     }
 
     #[test]

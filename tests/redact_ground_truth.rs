@@ -445,7 +445,8 @@ fn regression_every_output_was_capped_at_2_mbit_s() {
         };
         let out = redact_file(&job, &cfg, &Control::default()).unwrap();
         let o = x264_options(&out.output);
-        assert_eq!(o.get("crf").map(String::as_str), Some("23.0"), "{o:?}");
+        let crf = format!("{}.0", cfg.encode.video_spec(None).crf);
+        assert_eq!(o.get("crf"), Some(&crf), "{o:?}");
         let max: u64 = o
             .get("vbv_maxrate")
             .map_or(u64::MAX, |v| v.parse().unwrap());
@@ -454,4 +455,51 @@ fn regression_every_output_was_capped_at_2_mbit_s() {
             Some(w) => assert_eq!(max, w, "{o:?}"),
         }
     }
+}
+
+/// Issue #30 (storage parity): what x264 records having run is what the quality level says —
+/// the default `fast` is superfast with MB-tree, a 5-frame look-ahead, one B-frame, no adaptive
+/// quantization (PSNR tuning), CABAC; `fastest` is the old default (ultrafast, CRF 23) — and
+/// `encode.match_input_bitrate` caps the rate at that many times the input's video rate
+/// (city_pan: 361 kbit/s stated by the container).
+#[test]
+fn quality_levels_run_the_x264_settings_they_name_and_the_input_rate_caps() {
+    use obscura::media::encode::Quality;
+    let run_with = |q: Quality, matched: f32| {
+        let mut cfg = common::config();
+        cfg.encode.quality = q;
+        cfg.encode.match_input_bitrate = matched;
+        let dir = common::scratch();
+        let job = Job {
+            input: common::sample("city_pan.mp4"),
+            output: dir.path().join("out.mp4"),
+            sidecar: None,
+        };
+        let out = redact_file(&job, &cfg, &Control::default()).unwrap();
+        let len = std::fs::metadata(&out.output).unwrap().len();
+        (x264_options(&out.output), len)
+    };
+    let (fast, fast_len) = run_with(Quality::default(), 0.0);
+    assert_eq!(Quality::default(), Quality::Fast);
+    let want = |o: &std::collections::BTreeMap<String, String>, k: &str, v: &str| {
+        assert_eq!(o.get(k).map(String::as_str), Some(v), "{k}: {o:?}")
+    };
+    want(&fast, "mbtree", "1");
+    want(&fast, "rc_lookahead", "5");
+    want(&fast, "bframes", "1");
+    // tune=psnr: adaptive quantization at strength 0, no psy-RD.
+    want(&fast, "aq", "1:0.00");
+    want(&fast, "psy", "0");
+    want(&fast, "cabac", "1");
+    want(&fast, "crf", &format!("{}.0", Quality::Fast.crf()));
+    let (fastest, fastest_len) = run_with(Quality::Fastest, 0.0);
+    want(&fastest, "cabac", "0");
+    want(&fastest, "crf", "23.0");
+    assert!(
+        fast_len < fastest_len,
+        "fast {fast_len} bytes, fastest {fastest_len}"
+    );
+    let (capped, _) = run_with(Quality::Fast, 1.0);
+    let cap: u64 = capped["vbv_maxrate"].parse().unwrap();
+    assert!((300..=450).contains(&cap), "cap {cap}: {capped:?}");
 }

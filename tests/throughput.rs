@@ -90,6 +90,22 @@ fn bench_json_reports_modes_cpu_concurrency_batches_device_and_leak() {
     );
 
     // The ground truth beside the clip is used: the full run redacted (nearly) every face.
+    // Issue #30: output bytes per input byte beside the fps, with the settings that ran.
+    let st = &r["storage"];
+    let (inb, outb) = (
+        st["input_bytes"].as_u64().unwrap(),
+        st["output_bytes"].as_u64().unwrap(),
+    );
+    assert_eq!(inb, std::fs::metadata(&clip).unwrap().len(), "{st}");
+    let ratio = st["output_per_input_byte"].as_f64().unwrap();
+    assert!((ratio - outb as f64 / inb as f64).abs() < 0.002, "{st}");
+    assert!(ratio > 0.3 && ratio < 1.6, "default quality: {st}");
+    assert!(
+        st["transcode_output_per_input_byte"].as_f64().unwrap() > 0.3,
+        "{st}"
+    );
+    assert_eq!(st["preset"], "superfast", "{st}");
+    assert!(st["input_video_kbps"].as_u64().unwrap() > 200, "{st}");
     let leak = &r["leak"];
     assert!(leak["gt_boxes"].as_u64().unwrap() > 2000, "{r}");
     assert!(leak["leak_rate"].as_f64().unwrap() < 0.02, "{r}");

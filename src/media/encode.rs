@@ -25,7 +25,8 @@ use gstreamer_app as gst_app;
 
 use super::{MediaError, make};
 
-/// x264 speed/quality trade-off.
+/// x264 speed/quality trade-off. What each costs and stores against the input (non-face
+/// PSNR, bytes, CPU per frame): README "Storage".
 #[derive(
     Debug,
     Clone,
@@ -39,35 +40,69 @@ use super::{MediaError, make};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Quality {
-    /// x264 `ultrafast`, CRF 23 (default: the encoder is the bottleneck on CPU hosts).
+    /// x264 `ultrafast`, CRF 23: the least encoder CPU, ~1.5-2.5x the input's bytes (the
+    /// default before issue #30).
+    Fastest,
+    /// x264 `superfast` with MB-tree (5-frame look-ahead), one B-frame, PSNR tuning, CRF 20
+    /// (default: the knee of bytes against encoder CPU).
     #[default]
     Fast,
-    /// x264 `veryfast`, CRF 21.
+    /// x264 `veryfast`, CRF 18 (its adaptive quantization and psy kept).
     Balanced,
     /// x264 `medium`, CRF 19.
     High,
 }
 
+/// The default level's CRF.
+const FAST_CRF: u32 = 20;
+
 impl Quality {
     pub fn preset(&self) -> &'static str {
         match self {
-            Quality::Fast => "ultrafast",
+            Quality::Fastest => "ultrafast",
+            Quality::Fast => "superfast",
             Quality::Balanced => "veryfast",
             Quality::High => "medium",
         }
     }
     pub fn crf(&self) -> u32 {
         match self {
-            Quality::Fast => 23,
-            Quality::Balanced => 21,
+            Quality::Fastest => 23,
+            Quality::Fast => FAST_CRF,
+            Quality::Balanced => 18,
             Quality::High => 19,
+        }
+    }
+    /// x264 psychovisual tuning (`None`: the preset's own). `fast` tunes for PSNR (no
+    /// adaptive quantization, no psy-RD) as `ultrafast` in effect does.
+    pub fn tune(&self) -> Option<&'static str> {
+        match self {
+            Quality::Fast => Some("psnr"),
+            _ => None,
+        }
+    }
+    /// x264 options over the preset's (`None`: the preset alone). `fast`: MB-tree with a
+    /// 5-frame look-ahead, which `superfast` leaves off — most of `veryfast`'s saving in bytes
+    /// for a fraction of its CPU — and one B-frame instead of three (the same bytes on the
+    /// samples; three cost 2.2x `ultrafast`'s encoder CPU on a moving 1080p picture).
+    pub fn options(&self) -> Option<&'static str> {
+        match self {
+            Quality::Fast => Some("mbtree=1:rc-lookahead=5:bframes=1"),
+            _ => None,
         }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct VideoEncodeSpec {
-    pub quality: Quality,
+    /// x264 speed preset (`ultrafast` ... `veryslow`).
+    pub preset: String,
+    /// Constant rate factor (x264enc's `quantizer` in its `qual` pass).
+    pub crf: u32,
+    /// x264's psychovisual tuning (`film`, `grain`, ...; `None`: the preset's own).
+    pub tune: Option<String>,
+    /// Further x264 options over the preset's (x264enc's `option-string`, `key=value:...`).
+    pub options: Option<String>,
     /// Encoder threads (0 = x264's automatic choice).
     pub threads: u32,
     /// Maximum keyframe interval in frames (0 = x264's default).
@@ -426,9 +461,15 @@ impl Encoder {
             let src = appsrc("video", cfg.max_queue_bytes);
             let q = make("queue")?;
             let enc = make("x264enc")?;
-            enc.set_property_from_str("speed-preset", v.quality.preset());
+            enc.set_property_from_str("speed-preset", &v.preset);
             enc.set_property_from_str("pass", "qual");
-            enc.set_property("quantizer", v.quality.crf());
+            enc.set_property("quantizer", v.crf);
+            if let Some(t) = &v.tune {
+                enc.set_property_from_str("psy-tune", t);
+            }
+            if let Some(o) = v.options.as_deref().filter(|o| !o.is_empty()) {
+                enc.set_property("option-string", o);
+            }
             // In its constant-quality mode x264enc turns `bitrate` (default 2048 kbit/s) into
             // x264's VBV cap: left alone, every output — 1080p and 4K included — was held to
             // 2 Mbit/s and lost quality wherever the picture was busy.

@@ -26,6 +26,9 @@ pub struct VideoProbe {
     /// How the container says the stored pixels are turned for display (identity when it
     /// says nothing). `width`/`height` already have it applied.
     pub orientation: Orientation,
+    /// The stream's bit rate in kbit/s as the container or the stream's tags state it (MP4:
+    /// from the track's sample sizes and duration); `None` when nothing says it.
+    pub bitrate_kbps: Option<u32>,
 }
 
 /// The container's display orientation, as GStreamer's `image-orientation` tag names it:
@@ -119,6 +122,28 @@ impl MediaInfo {
         self.duration
             .map(|d| d.nseconds() as f64 / 1e9)
             .unwrap_or(0.0)
+    }
+    /// The video stream's bit rate in kbit/s: the stated one, otherwise estimated from the
+    /// file's size over its duration (less the audio's share, taken as 64 kbit/s per channel
+    /// up to 256): an upper bound that errs towards keeping quality. `None` without video,
+    /// or when neither a rate nor a duration is known.
+    pub fn video_kbps(&self, file_bytes: Option<u64>) -> Option<u32> {
+        let v = self.video.as_ref()?;
+        if let Some(k) = v.bitrate_kbps.filter(|k| *k > 0) {
+            return Some(k);
+        }
+        let secs = self.duration_s();
+        let bytes = file_bytes?;
+        if secs < 0.1 || bytes == 0 {
+            return None;
+        }
+        let total = bytes as f64 * 8.0 / 1000.0 / secs;
+        let audio = self
+            .audio
+            .as_ref()
+            .map_or(0.0, |a| (64.0 * a.channels.max(1) as f64).min(256.0));
+        let k = (total - audio).max(total * 0.5).round();
+        (k >= 1.0).then(|| k.min(u32::MAX as f64) as u32)
     }
     /// Expected number of video frames (for progress), when duration and rate are known.
     pub fn expected_frames(&self) -> Option<u64> {
@@ -219,6 +244,15 @@ pub fn probe(path: &Path, timeout: std::time::Duration) -> Result<MediaInfo, Med
             fps_d: v.framerate().denom(),
             codec: caps_codec(v.caps()),
             orientation,
+            bitrate_kbps: [v.bitrate(), v.max_bitrate()]
+                .into_iter()
+                .find(|b| *b > 0)
+                .or_else(|| {
+                    v.tags()
+                        .and_then(|t| t.get::<gst::tags::Bitrate>().map(|b| b.get()))
+                        .filter(|b| *b > 0)
+                })
+                .map(|b| b.div_ceil(1000)),
         }
     });
     let audio = info.audio_streams().into_iter().next().map(|a| AudioProbe {
@@ -259,7 +293,42 @@ fn classify_discoverer(path: &Path, e: &glib::Error) -> MediaError {
 
 #[cfg(test)]
 mod tests {
-    use super::Orientation;
+    use super::*;
+
+    /// The stated video rate wins; without one the file's rate over its duration less the
+    /// audio's share; without a duration, none (the encoder then keeps to its CRF).
+    #[test]
+    fn video_kbps_is_stated_or_estimated_or_unknown() {
+        let video = |bitrate_kbps| VideoProbe {
+            width: 640,
+            height: 360,
+            fps_n: 25,
+            fps_d: 1,
+            codec: "H.264".into(),
+            orientation: Orientation::Identity,
+            bitrate_kbps,
+        };
+        let mut m = MediaInfo {
+            duration: Some(gst::ClockTime::from_seconds(10)),
+            container: None,
+            video: Some(video(Some(800))),
+            audio: None,
+        };
+        assert_eq!(m.video_kbps(Some(10_000_000)), Some(800));
+        m.video = Some(video(None));
+        assert_eq!(m.video_kbps(Some(1_000_000)), Some(800));
+        m.audio = Some(AudioProbe {
+            rate: 48_000,
+            channels: 2,
+            codec: "AAC".into(),
+        });
+        assert_eq!(m.video_kbps(Some(1_000_000)), Some(672));
+        assert_eq!(m.video_kbps(None), None);
+        m.duration = None;
+        assert_eq!(m.video_kbps(Some(1_000_000)), None);
+        m.video = None;
+        assert_eq!(m.video_kbps(Some(1_000_000)), None);
+    }
 
     #[test]
     fn every_image_orientation_tag_reads_back_and_quarter_turns_swap_the_axes() {

@@ -36,7 +36,7 @@ use crate::detect::{DetectError, FaceDetector};
 use crate::fsutil::{TempFile, sha256_file};
 use crate::media::decode::{DecodeConfig, Decoder};
 use crate::media::encode::OutputFormat;
-use crate::media::encode::{AudioEncodeSpec, EncodeConfig, Encoder, VideoEncodeSpec};
+use crate::media::encode::{AudioEncodeSpec, EncodeConfig, Encoder};
 use crate::media::{MediaError, MediaInfo};
 use crate::redact::audio::VoiceMode;
 use crate::types::*;
@@ -288,11 +288,9 @@ pub fn run(job: &Job, cfg: &Config, ctl: &Control, mode: Mode) -> Result<Outcome
         Some(Encoder::start(&EncodeConfig {
             path: temp.path().to_path_buf(),
             format,
-            video: video.as_ref().map(|_| VideoEncodeSpec {
-                quality: cfg.encode.quality,
-                threads: cfg.encode.threads,
-                keyint_max: 0,
-                max_kbps: cfg.encode.video_max_kbps,
+            video: video.as_ref().map(|_| {
+                cfg.encode
+                    .video_spec(info.video_kbps(std::fs::metadata(&input).ok().map(|m| m.len())))
             }),
             audio: has_audio.then_some(AudioEncodeSpec { bitrate }),
             max_queue_bytes: video

@@ -767,6 +767,14 @@ JUDGE = [
      'judge: night_ir with seed 104, holdout identities'),
     ('night_ir_1440p_judge105', 'night_ir', 'holdout', scene_night_ir, 105, dict(X264_MAIN, q=33, preset='veryfast'),
      'judge: night_ir with seed 105, holdout identities'),
+    # Added 2026-12-08 after judge104 was used to choose the tracker's second-stage reach:
+    # not looked at before that change was made.
+    ('night_ir_1440p_judge106', 'night_ir', 'holdout', scene_night_ir, 106, dict(X264_MAIN, q=35, preset='veryfast'),
+     'judge: night_ir with seed 106, holdout identities, q35'),
+    ('night_ir_1440p_judge107', 'night_ir', 'tune', scene_night_ir, 107, dict(X264_MAIN, q=31, preset='veryfast'),
+     'judge: night_ir with seed 107, tune identities, q31'),
+    ('night_ir_1440p_judge108', 'night_ir', 'holdout', scene_night_ir, 108, dict(X264_MAIN, q=37, preset='veryfast'),
+     'judge: night_ir with seed 108, holdout identities, q37'),
 ]
 
 def encoder(path, W, H, fps, gray, enc):

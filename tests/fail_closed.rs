@@ -365,21 +365,23 @@ fn a_grey_clip_without_its_second_model_fails_closed_and_a_colour_clip_does_not_
         3,
         &["grey.mp4", "yunet_s_dynamic.onnx"],
     );
-    let out = dir.path().join("colour.out.mp4");
-    let o = common::redact_to(&colour, &out, &["--config", defaults.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", common::stderr(&o));
-    let sc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("{}.json", out.display())).unwrap()).unwrap();
-    assert_eq!(sc["detector"]["zoom"]["grey"], false);
-    assert!(sc["detector"]["zoom"].get("second_model").is_none());
+    // Redacted, with the sidecar's zoom record.
+    let zoom_of = |input: &Path, cfg: &Path| {
+        let out = dir.path().join("out.mp4");
+        let o = common::redact_to(input, &out, &["--config", cfg.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        let sc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(format!("{}.json", out.display())).unwrap())
+                .unwrap();
+        sc["detector"]["zoom"].clone()
+    };
+    let zoom = zoom_of(&colour, &defaults);
+    assert_eq!(zoom["grey"], false);
+    assert!(zoom.get("second_model").is_none());
 
     let off = config("grey_second_model = \"none\"\n");
-    let out = dir.path().join("grey.out.mp4");
-    let o = common::redact_to(&grey, &out, &["--config", off.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", common::stderr(&o));
-    let sc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(format!("{}.json", out.display())).unwrap()).unwrap();
-    assert_eq!(sc["detector"]["zoom"]["grey"], true);
-    assert!(sc["detector"]["zoom"].get("second_model").is_none());
-    assert_eq!(sc["detector"]["zoom"]["second_input_mpx"], 0.0);
+    let zoom = zoom_of(&grey, &off);
+    assert_eq!(zoom["grey"], true);
+    assert!(zoom.get("second_model").is_none());
+    assert_eq!(zoom["second_input_mpx"], 0.0);
 }

@@ -428,6 +428,21 @@ fn x264_options(mp4: &std::path::Path) -> std::collections::BTreeMap<String, Str
         .collect()
 }
 
+/// Redacts city_pan with `cfg`: what x264 recorded having run, and the output's bytes.
+fn city_pan_x264(
+    cfg: &obscura::config::Config,
+) -> (std::collections::BTreeMap<String, String>, u64) {
+    let dir = common::scratch();
+    let job = Job {
+        input: common::sample("city_pan.mp4"),
+        output: dir.path().join("out.mp4"),
+        sidecar: None,
+    };
+    let out = redact_file(&job, cfg, &Control::default()).unwrap();
+    let len = std::fs::metadata(&out.output).unwrap().len();
+    (x264_options(&out.output), len)
+}
+
 /// In its constant-quality mode x264enc turns its `bitrate` property (default 2048 kbit/s) into
 /// x264's VBV cap: every output, whatever its size, was held to 2 Mbit/s (`vbv_maxrate=2048`
 /// in x264's own record; this test failed with it). By default only the quality's CRF decides
@@ -437,14 +452,7 @@ fn regression_every_output_was_capped_at_2_mbit_s() {
     for (cap, want) in [(0u32, None), (800, Some(800u64))] {
         let mut cfg = common::config();
         cfg.encode.video_max_kbps = cap;
-        let dir = common::scratch();
-        let job = Job {
-            input: common::sample("city_pan.mp4"),
-            output: dir.path().join("out.mp4"),
-            sidecar: None,
-        };
-        let out = redact_file(&job, &cfg, &Control::default()).unwrap();
-        let o = x264_options(&out.output);
+        let (o, _) = city_pan_x264(&cfg);
         let crf = format!("{}.0", cfg.encode.video_spec(None).crf);
         assert_eq!(o.get("crf"), Some(&crf), "{o:?}");
         let max: u64 = o
@@ -469,15 +477,7 @@ fn quality_levels_run_the_x264_settings_they_name_and_the_input_rate_caps() {
         let mut cfg = common::config();
         cfg.encode.quality = q;
         cfg.encode.match_input_bitrate = matched;
-        let dir = common::scratch();
-        let job = Job {
-            input: common::sample("city_pan.mp4"),
-            output: dir.path().join("out.mp4"),
-            sidecar: None,
-        };
-        let out = redact_file(&job, &cfg, &Control::default()).unwrap();
-        let len = std::fs::metadata(&out.output).unwrap().len();
-        (x264_options(&out.output), len)
+        city_pan_x264(&cfg)
     };
     let (fast, fast_len) = run_with(Quality::default(), 0.0);
     assert_eq!(Quality::default(), Quality::Fast);

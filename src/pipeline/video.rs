@@ -721,20 +721,10 @@ impl DetectStage {
         // Below the detector's own threshold, only the face looked for counts: near where it
         // was, at about its size (texture beside it scores 0.3 too); a candidate counts only
         // above the detector's threshold.
-        let mut raw =
-            self.zoom_tiles_detect(&planes, order, &tiles, follow_threshold, max_face, false)?;
-        if self.second.is_some() {
-            // On a grey picture the second detector looks too.
-            raw.extend(self.zoom_tiles_detect(
-                &planes,
-                order,
-                &tiles,
-                follow_threshold,
-                max_face,
-                true,
-            )?);
-        }
-        let found: Vec<Detection> = raw
+        // On a grey picture the second detector looks too.
+        let both = self.second.is_some();
+        let found: Vec<Detection> = self
+            .zoom_tiles_detect(&planes, order, &tiles, follow_threshold, max_face, both)?
             .into_iter()
             .filter(|f| {
                 f.score >= threshold
@@ -847,13 +837,10 @@ impl DetectStage {
                 } else {
                     threshold
                 };
-                let mut found =
-                    self.zoom_tiles_detect(&planes, order, &direct, t, max_face, false)?;
-                if self.second.is_some() {
-                    // Grey sweeps ask the second detector too, on the same tiles.
-                    found.extend(
-                        self.zoom_tiles_detect(&planes, order, &direct, t, max_face, true)?,
-                    );
+                // Grey sweeps ask the second detector too, on the same tiles.
+                let both = self.second.is_some();
+                let found = self.zoom_tiles_detect(&planes, order, &direct, t, max_face, both)?;
+                if both {
                     self.zoom_sweeps.second_input_mpx += pixels(&direct) as f64 / 1e6;
                 }
                 let (found, candidates): (Vec<Detection>, Vec<Detection>) =
@@ -954,9 +941,9 @@ impl DetectStage {
         Ok((merge(found), spent + pixels(&second), true))
     }
 
-    /// Runs the detector (`second`: the second detector of grey sweeps) on `tiles` of the
-    /// frame (tiles of one size as one batch) and returns the faces up to `max_face` scoring
-    /// above `threshold`, in frame pixels.
+    /// Runs the detector (`both`: and the second detector of grey sweeps, on the same
+    /// rendered tiles) on `tiles` of the frame (tiles of one size as one batch) and returns
+    /// the faces up to `max_face` scoring above `threshold`, in frame pixels (not merged).
     fn zoom_tiles_detect(
         &mut self,
         planes: &crate::detect::zoom::I420<'_>,
@@ -964,7 +951,7 @@ impl DetectStage {
         tiles: &[Tile],
         threshold: f32,
         max_face: f32,
-        second: bool,
+        both: bool,
     ) -> Result<Vec<Detection>, PipelineError> {
         // Tiles of one size go into one batch; edge tiles may differ by a few pixels.
         let mut out = Vec::new();
@@ -992,22 +979,32 @@ impl DetectStage {
                     s.apply(dst);
                 }
             }
-            let raw = run_detector_at(
-                if second {
-                    &mut self.second
-                } else {
-                    &mut self.detector
-                },
+            let tensor = NchwTensor {
+                data: &self.tensor,
+                batch: tiles.len(),
+                width: in_w,
+                height: in_h,
+            };
+            let mut raw = run_detector_at(
+                &mut self.detector,
                 &self.input,
                 "zoom pass",
-                NchwTensor {
-                    data: &self.tensor,
-                    batch: tiles.len(),
-                    width: in_w,
-                    height: in_h,
-                },
+                tensor,
                 threshold,
             )?;
+            if both {
+                // The second detector reads the same rendered tiles.
+                let more = run_detector_at(
+                    &mut self.second,
+                    &self.input,
+                    "zoom pass",
+                    tensor,
+                    threshold,
+                )?;
+                for (r, m) in raw.iter_mut().zip(more) {
+                    r.extend(m);
+                }
+            }
             for (t, dets) in tiles.iter().zip(raw) {
                 let (sx, sy) = t.back_scale();
                 // The zoom pass is for small faces only: magnified large structures give

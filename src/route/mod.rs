@@ -441,6 +441,18 @@ pub struct SweepReport {
 pub const AUDIT_HEAD_KEY: &str = "audit/head.json";
 
 impl Router {
+    /// How long a personal or non-personal clip is kept (`retention.personal` /
+    /// `retention.non_personal`): one rule for ingest and `correct`.
+    fn retention_for(&self, personal: bool) -> Result<chrono::Duration, RouteError> {
+        let r = &self.cfg.retention;
+        parse_duration(if personal {
+            &r.personal
+        } else {
+            &r.non_personal
+        })
+        .map_err(RouteError::Config)
+    }
+
     pub fn new(cfg: &Config) -> Result<Router, RouteError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -661,14 +673,13 @@ impl Router {
         let redacted = look.unredacted().is_none();
         let recorded = recorded_at.unwrap_or_else(now);
         let r = &self.cfg.retention;
-        let keep = parse_duration(if personal {
-            &r.personal
+        let retain_until = recorded + self.retention_for(personal)?;
+        let classification = if personal {
+            correct::PERSONAL
         } else {
-            &r.non_personal
-        })
-        .map_err(RouteError::Config)?;
-        let retain_until = recorded + keep;
-        let classification = if personal { "personal" } else { "non_personal" }.to_string();
+            correct::NON_PERSONAL
+        }
+        .to_string();
         let meta = |kind: &str| -> Vec<(&'static str, String)> {
             vec![
                 ("obscura-clip", clip_id.clone()),
@@ -1896,16 +1907,10 @@ impl Router {
         let recorded = DateTime::parse_from_rfc3339(&new.recorded_at)
             .map(|d| d.with_timezone(&Utc))
             .map_err(|e| RouteError::Store(format!("recorded_at {}: {e}", new.recorded_at)))?;
-        let r = &self.cfg.retention;
-        let keep = parse_duration(if new.classification == correct::NON_PERSONAL {
-            &r.non_personal
-        } else {
-            &r.personal
-        })
-        .map_err(RouteError::Config)?;
+        let keep = self.retention_for(new.classification != correct::NON_PERSONAL)?;
         new.retain_until = rfc3339(recorded + keep);
         if new.originals_retain_until.is_some() {
-            let o = parse_duration(&r.originals).map_err(RouteError::Config)?;
+            let o = parse_duration(&self.cfg.retention.originals).map_err(RouteError::Config)?;
             new.originals_retain_until = Some(rfc3339(recorded + o));
         }
         // Fail closed: no correction takes a clip out of a case holding it or out of a
